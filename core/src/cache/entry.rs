@@ -1,0 +1,234 @@
+//! One cached token and its expiry math. The stored JSON is the IdP's token response with
+//! `expires_in` taken out, so a hit writes `{"expires_in":N,` in front of it and never
+//! parses JSON on the hot path.
+
+use serde_json::{Map, Value};
+
+use crate::fingerprint::Fingerprint;
+
+/// Token responses larger than this are relayed but not cached (bounds the memory a slot
+/// can hold; real access tokens are a few KB at most).
+pub const MAX_CACHED_BODY_BYTES: usize = 16 * 1024;
+
+const FORMAT_VERSION: u8 = 1;
+const HEADER_BYTES: usize = 1 + 32 + 8 + 8;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    pub fingerprint: Fingerprint,
+    /// When the IdP call that issued the token started: the token cannot be older, so
+    /// expiry counted from here is never later than the IdP's own.
+    pub issued_at_ms: u64,
+    pub expires_at_ms: u64,
+    /// The token response as a JSON object, without `expires_in`.
+    pub body_without_expiry: Vec<u8>,
+}
+
+impl CacheEntry {
+    /// A cacheable token response: a 200 whose JSON object has a non-empty string
+    /// `access_token` and a positive `expires_in` (seconds); `None` for anything else.
+    pub fn from_token_response(
+        fingerprint: Fingerprint,
+        status: u16,
+        body: &[u8],
+        issued_at_ms: u64,
+    ) -> Option<CacheEntry> {
+        if status != 200 || body.len() > MAX_CACHED_BODY_BYTES {
+            return None;
+        }
+        let mut object: Map<String, Value> = serde_json::from_slice(body).ok()?;
+        let token_ok = object
+            .get("access_token")
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.is_empty());
+        if !token_ok {
+            return None;
+        }
+        let expires_in = object.remove("expires_in")?;
+        let lifetime_s = match expires_in.as_u64() {
+            Some(s) => s,
+            None => expires_in
+                .as_f64()
+                .filter(|s| s.is_finite())
+                .map(|s| s as u64)?,
+        };
+        if lifetime_s == 0 {
+            return None;
+        }
+        let expires_at_ms = issued_at_ms.saturating_add(lifetime_s.saturating_mul(1000));
+        Some(CacheEntry {
+            fingerprint,
+            issued_at_ms,
+            expires_at_ms,
+            body_without_expiry: serde_json::to_vec(&object).ok()?,
+        })
+    }
+
+    pub fn lifetime_ms(&self) -> u64 {
+        self.expires_at_ms.saturating_sub(self.issued_at_ms)
+    }
+
+    pub fn remaining_ms(&self, now_ms: u64) -> u64 {
+        self.expires_at_ms.saturating_sub(now_ms)
+    }
+
+    /// Whether a hit may serve this token: at least `min_remaining_ms` left, and never less
+    /// than one whole second, so a client is never handed `expires_in: 0`.
+    pub fn servable(&self, now_ms: u64, min_remaining_ms: u64) -> bool {
+        self.remaining_ms(now_ms) >= min_remaining_ms.max(1000)
+    }
+
+    /// The token response for a hit: the stored JSON with `expires_in` = whole seconds left.
+    pub fn render(&self, now_ms: u64) -> Vec<u8> {
+        let seconds = self.remaining_ms(now_ms) / 1000;
+        let rest = &self.body_without_expiry;
+        let mut out = Vec::with_capacity(rest.len() + 24);
+        out.extend_from_slice(b"{\"expires_in\":");
+        out.extend_from_slice(seconds.to_string().as_bytes());
+        // `rest` is a serialized JSON object: "{}" or "{...}".
+        if rest.len() > 2 {
+            out.push(b',');
+            out.extend_from_slice(&rest[1..]);
+        } else {
+            out.push(b'}');
+        }
+        out
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_BYTES + self.body_without_expiry.len());
+        out.push(FORMAT_VERSION);
+        out.extend_from_slice(&self.fingerprint.0);
+        out.extend_from_slice(&self.issued_at_ms.to_le_bytes());
+        out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
+        out.extend_from_slice(&self.body_without_expiry);
+        out
+    }
+
+    /// `None` for bytes that are not an entry of this format (then the slot counts as empty).
+    pub fn decode(bytes: &[u8]) -> Option<CacheEntry> {
+        if bytes.len() < HEADER_BYTES || bytes[0] != FORMAT_VERSION {
+            return None;
+        }
+        let u64_at = |at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+        };
+        Some(CacheEntry {
+            fingerprint: Fingerprint(bytes.get(1..33)?.try_into().ok()?),
+            issued_at_ms: u64_at(33)?,
+            expires_at_ms: u64_at(41)?,
+            body_without_expiry: bytes[HEADER_BYTES..].to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const FP: Fingerprint = Fingerprint([7; 32]);
+
+    fn entry(body: &str, issued_at_ms: u64) -> Option<CacheEntry> {
+        CacheEntry::from_token_response(FP, 200, body.as_bytes(), issued_at_ms)
+    }
+
+    #[test]
+    fn only_valid_200_token_responses_are_cached() {
+        let ok = r#"{"access_token":"t","token_type":"Bearer","expires_in":3600}"#;
+        assert!(entry(ok, 0).is_some());
+        assert!(CacheEntry::from_token_response(FP, 201, ok.as_bytes(), 0).is_none());
+        for bad in [
+            r#"{"token_type":"Bearer","expires_in":3600}"#,
+            r#"{"access_token":5,"expires_in":3600}"#,
+            r#"{"access_token":"","expires_in":3600}"#,
+            r#"{"access_token":"t"}"#,
+            r#"{"access_token":"t","expires_in":0}"#,
+            r#"{"access_token":"t","expires_in":-5}"#,
+            r#"{"access_token":"t","expires_in":"3600"}"#,
+            r#"["access_token"]"#,
+            "not json",
+        ] {
+            assert!(entry(bad, 0).is_none(), "{bad}");
+        }
+        let huge = format!(
+            r#"{{"access_token":"{}","expires_in":60}}"#,
+            "x".repeat(MAX_CACHED_BODY_BYTES)
+        );
+        assert!(entry(&huge, 0).is_none());
+    }
+
+    #[test]
+    fn hit_renders_whole_seconds_left() {
+        let e = entry(
+            r#"{"access_token":"t","token_type":"Bearer","expires_in":3}"#,
+            10_000,
+        )
+        .unwrap();
+        assert_eq!(e.expires_at_ms, 13_000);
+        let rendered: serde_json::Value = serde_json::from_slice(&e.render(11_000)).unwrap();
+        assert_eq!(
+            rendered,
+            serde_json::json!({"access_token":"t","token_type":"Bearer","expires_in":2})
+        );
+        let rendered: serde_json::Value = serde_json::from_slice(&e.render(11_001)).unwrap();
+        assert_eq!(rendered["expires_in"], 1);
+    }
+
+    #[test]
+    fn renders_object_without_other_fields() {
+        let mut e = entry(r#"{"access_token":"t","expires_in":3}"#, 0).unwrap();
+        e.body_without_expiry = b"{}".to_vec();
+        assert_eq!(e.render(0), br#"{"expires_in":3}"#);
+    }
+
+    #[test]
+    fn floor_of_min_remaining_ttl() {
+        let e = entry(r#"{"access_token":"t","expires_in":3}"#, 0).unwrap();
+        assert!(e.servable(1_000, 1_000));
+        assert!(e.servable(2_000, 1_000));
+        assert!(!e.servable(2_600, 1_000));
+        // Never below one second, even with a zero floor.
+        assert!(!e.servable(2_001, 0));
+    }
+
+    #[test]
+    fn fractional_expires_in_rounds_down() {
+        let e = entry(r#"{"access_token":"t","expires_in":2.9}"#, 0).unwrap();
+        assert_eq!(e.lifetime_ms(), 2_000);
+    }
+
+    #[test]
+    fn decode_refuses_foreign_bytes() {
+        assert!(CacheEntry::decode(b"").is_none());
+        assert!(CacheEntry::decode(&[9; 60]).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trip(issued in 0u64..u64::MAX / 2, life in 1u64..10_000_000, token in "[a-zA-Z0-9._-]{1,200}") {
+            let body = format!(r#"{{"access_token":"{token}","expires_in":{life}}}"#);
+            let e = entry(&body, issued).unwrap();
+            prop_assert_eq!(CacheEntry::decode(&e.encode()), Some(e));
+        }
+
+        #[test]
+        fn expires_in_never_grows_and_never_exceeds_the_lifetime(
+            issued in 0u64..1u64 << 50, life in 1u64..1_000_000, a in 0u64..2_000_000_000, b in 0u64..2_000_000_000,
+        ) {
+            let e = entry(&format!(r#"{{"access_token":"t","expires_in":{life}}}"#), issued).unwrap();
+            let (early, late) = (issued + a.min(b), issued + a.max(b));
+            let seconds = |now| -> u64 {
+                let v: serde_json::Value = serde_json::from_slice(&e.render(now)).unwrap();
+                v["expires_in"].as_u64().unwrap()
+            };
+            prop_assert!(seconds(late) <= seconds(early));
+            prop_assert!(seconds(early) <= life);
+            // A servable entry always shows at least the floor, in whole seconds.
+            if e.servable(early, 30_000) {
+                prop_assert!(seconds(early) >= 30);
+            }
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The shared token cache: entries in Envoy's shared data, in a fixed table of
+//! `cache.max_entries` slots (Envoy never evicts a shared-data key, so the key space itself
+//! must be bounded).
+
+mod entry;
+mod table;
+
+pub use entry::{CacheEntry, MAX_CACHED_BODY_BYTES};
+pub use table::TokenTable;

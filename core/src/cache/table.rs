@@ -1,0 +1,189 @@
+//! A fixed table of slots in shared data. Each fingerprint has two candidate slots
+//! (two-choice hashing): a lookup reads at most two keys, and two keys colliding in one
+//! slot do not evict each other, which a single slot per key would do on every request.
+//! Replacement: the key's own slot, then an empty one, then an expired one, then the one
+//! that expires first. The full fingerprint inside the value tells a collision from a hit.
+
+use crate::cache::CacheEntry;
+use crate::fingerprint::Fingerprint;
+use crate::host::{HostError, SharedStore, StoreError};
+
+/// Conditional writes are retried this many times when another worker wrote in between.
+const CAS_ATTEMPTS: u32 = 4;
+
+pub struct TokenTable<'a> {
+    store: &'a dyn SharedStore,
+    key_prefix: &'a str,
+    slots: u32,
+}
+
+impl<'a> TokenTable<'a> {
+    pub fn new(store: &'a dyn SharedStore, key_prefix: &'a str, slots: u32) -> TokenTable<'a> {
+        TokenTable {
+            store,
+            key_prefix,
+            slots: slots.max(1),
+        }
+    }
+
+    fn slot_keys(&self, fp: &Fingerprint) -> [String; 2] {
+        let slots = u64::from(self.slots);
+        let first = fp.word(0) % slots;
+        let mut second = fp.word(1) % slots;
+        if second == first {
+            second = (first + 1) % slots;
+        }
+        [first, second].map(|slot| format!("{}:token:{slot}", self.key_prefix))
+    }
+
+    /// The entry for `fp`, expired or not (the caller decides what it may serve).
+    pub fn get(&self, fp: &Fingerprint) -> Result<Option<CacheEntry>, HostError> {
+        for key in self.slot_keys(fp) {
+            if let Some((bytes, _)) = self.store.get(&key)?
+                && let Some(entry) = CacheEntry::decode(&bytes).filter(|e| e.fingerprint == *fp)
+            {
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores `entry`, replacing by the rule above; bounded retries under contention.
+    pub fn put(&self, entry: &CacheEntry, now_ms: u64) -> Result<(), StoreError> {
+        let keys = self.slot_keys(&entry.fingerprint);
+        let value = entry.encode();
+        for _ in 0..CAS_ATTEMPTS {
+            let mut candidates = Vec::with_capacity(2);
+            for key in &keys {
+                let current = self.store.get(key).map_err(StoreError::Host)?;
+                let rank = match &current {
+                    None => Rank::Empty,
+                    Some((bytes, _)) => match CacheEntry::decode(bytes) {
+                        None => Rank::Empty,
+                        Some(e) if e.fingerprint == entry.fingerprint => Rank::Same,
+                        Some(e) if e.remaining_ms(now_ms) == 0 => Rank::Expired,
+                        Some(e) => Rank::Live(e.expires_at_ms),
+                    },
+                };
+                candidates.push((rank, key, current.map(|(_, cas)| cas)));
+            }
+            let Some((_, key, cas)) = candidates.into_iter().min_by_key(|(rank, _, _)| *rank)
+            else {
+                return Ok(());
+            };
+            match self.store.set(key, &value, cas) {
+                Err(StoreError::CasMismatch) => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::CasMismatch)
+    }
+}
+
+/// Which slot to take: lower is better; among live entries, the one expiring first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    Same,
+    Empty,
+    Expired,
+    Live(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::FakeHost;
+
+    fn entry(fp_byte: u8, expires_at_ms: u64) -> CacheEntry {
+        let mut fp = [0u8; 32];
+        fp[0] = fp_byte;
+        fp[8] = fp_byte.wrapping_mul(31);
+        CacheEntry {
+            fingerprint: Fingerprint(fp),
+            issued_at_ms: 0,
+            expires_at_ms,
+            body_without_expiry: br#"{"access_token":"t"}"#.to_vec(),
+        }
+    }
+
+    #[test]
+    fn put_then_get() {
+        let host = FakeHost::new(0);
+        let table = TokenTable::new(&host, "tg", 100);
+        let e = entry(1, 5_000);
+        table.put(&e, 0).unwrap();
+        assert_eq!(table.get(&e.fingerprint).unwrap(), Some(e));
+        assert_eq!(table.get(&entry(2, 0).fingerprint).unwrap(), None);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_the_slot_count() {
+        let host = FakeHost::new(0);
+        let table = TokenTable::new(&host, "tg", 8);
+        for i in 0..=255u8 {
+            table.put(&entry(i, 10_000 + u64::from(i)), 0).unwrap();
+        }
+        assert!(host.keys().len() <= 8, "{:?}", host.keys());
+    }
+
+    #[test]
+    fn two_keys_in_one_slot_both_stay() {
+        let host = FakeHost::new(0);
+        let table = TokenTable::new(&host, "tg", 1);
+        // With one slot the two candidates are the same key; with two slots both fit.
+        let table2 = TokenTable::new(&host, "tg2", 2);
+        let (a, b) = (entry(1, 10_000), entry(2, 10_000));
+        table2.put(&a, 0).unwrap();
+        table2.put(&b, 0).unwrap();
+        assert!(table2.get(&a.fingerprint).unwrap().is_some());
+        assert!(table2.get(&b.fingerprint).unwrap().is_some());
+        table.put(&a, 0).unwrap();
+        assert!(table.get(&a.fingerprint).unwrap().is_some());
+    }
+
+    #[test]
+    fn replaces_expired_before_live_and_earliest_expiry_first() {
+        let host = FakeHost::new(0);
+        let table = TokenTable::new(&host, "tg", 2);
+        let (early, late) = (entry(1, 5_000), entry(2, 9_000));
+        table.put(&early, 0).unwrap();
+        table.put(&late, 0).unwrap();
+        let newcomer = entry(3, 20_000);
+        table.put(&newcomer, 1_000).unwrap();
+        assert!(
+            table.get(&early.fingerprint).unwrap().is_none(),
+            "the earliest expiry goes"
+        );
+        assert!(table.get(&late.fingerprint).unwrap().is_some());
+        // Now `late` has expired: it is replaced before the live newcomer.
+        let fourth = entry(4, 30_000);
+        table.put(&fourth, 9_500).unwrap();
+        assert!(table.get(&late.fingerprint).unwrap().is_none());
+        assert!(table.get(&newcomer.fingerprint).unwrap().is_some());
+    }
+
+    #[test]
+    fn same_key_is_updated_in_place() {
+        let host = FakeHost::new(0);
+        let table = TokenTable::new(&host, "tg", 2);
+        table.put(&entry(1, 5_000), 0).unwrap();
+        table.put(&entry(2, 6_000), 0).unwrap();
+        let renewed = entry(1, 50_000);
+        table.put(&renewed, 0).unwrap();
+        assert_eq!(table.get(&renewed.fingerprint).unwrap(), Some(renewed));
+        assert!(table.get(&entry(2, 0).fingerprint).unwrap().is_some());
+    }
+
+    #[test]
+    fn retries_cas_conflicts_then_gives_up() {
+        let host = FakeHost::new(0);
+        let table = TokenTable::new(&host, "tg", 2);
+        table.put(&entry(1, 5_000), 0).unwrap();
+        table.put(&entry(2, 5_000), 0).unwrap();
+        host.inject_cas_conflicts(2);
+        table.put(&entry(3, 9_000), 0).unwrap();
+        assert!(table.get(&entry(3, 0).fingerprint).unwrap().is_some());
+        host.inject_cas_conflicts(100);
+        assert_eq!(table.put(&entry(4, 9_000), 0), Err(StoreError::CasMismatch));
+    }
+}

@@ -1,0 +1,324 @@
+//! The plugin configuration in two steps: `raw` (serde, unknown fields refused, defaults)
+//! then [`Config::from_json`] validates meaning and yields the typed configuration. Every
+//! refusal is a [`ConfigError`] naming the field, so `on_configure` can log one line.
+
+mod duration;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub use duration::parse_duration_ms;
+use raw::{RawBucket, RawConfig, RawLimits, RawQuota};
+
+/// Largest accepted `max_body_bytes`: Envoy's default per-connection buffer limit (1 MiB).
+pub const MAX_BODY_BYTES_LIMIT: u64 = 1 << 20;
+/// Largest accepted `cache.max_entries`.
+pub const MAX_ENTRIES_LIMIT: u64 = 1_000_000;
+/// Longest accepted `upstream.timeout`.
+pub const MAX_UPSTREAM_TIMEOUT_MS: u64 = 60_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Request paths (query string ignored) whose `POST`s tokengate handles.
+    pub token_paths: Vec<String>,
+    pub max_body_bytes: usize,
+    pub upstream: Upstream,
+    pub cache: CacheConfig,
+    /// Per-client request rate limit; `None` = off. (Enforced from issue 3 on.)
+    pub rate_limit: Option<Limits<BucketRule>>,
+    /// Per-client issuance quota; `None` = off. (Enforced from issue 3 on.)
+    pub quota: Option<Limits<QuotaRule>>,
+    /// Path of the usage report; `None` = off. (Served from issue 5 on.)
+    pub usage_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    /// Envoy cluster the IdP calls are dispatched to.
+    pub cluster: String,
+    /// `:authority` of the IdP calls, e.g. `your-tenant.us.auth0.com`.
+    pub authority: String,
+    pub path: String,
+    pub timeout_ms: u64,
+    pub backoff_scope: BackoffScope,
+    /// When set, every IdP call carries this header with the hex cache-key fingerprint.
+    pub key_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackoffScope {
+    Client,
+    Upstream,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    pub max_entries: u32,
+    pub min_remaining_ttl_ms: u64,
+    pub refresh_ahead_ratio: f64,
+    pub negative_ttl_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits<T> {
+    pub default: Option<T>,
+    pub clients: BTreeMap<String, T>,
+}
+
+impl<T> Limits<T> {
+    /// The rule for `client_id`: its own entry, else the default.
+    pub fn for_client(&self, client_id: &str) -> Option<&T> {
+        self.clients.get(client_id).or(self.default.as_ref())
+    }
+}
+
+/// A token bucket in Envoy's own words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketRule {
+    pub max_tokens: u64,
+    pub tokens_per_fill: u64,
+    pub fill_interval_ms: u64,
+}
+
+/// At most `tokens` IdP calls per fixed window aligned to the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaRule {
+    pub tokens: u64,
+    pub window_ms: u64,
+}
+
+/// Why a configuration was refused: the dotted path of the field and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn refuse(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn duration(field: &str, text: &str) -> Result<u64, ConfigError> {
+    parse_duration_ms(text).map_err(|reason| refuse(field, reason))
+}
+
+fn positive_duration(field: &str, text: &str) -> Result<u64, ConfigError> {
+    match duration(field, text)? {
+        0 => Err(refuse(field, "must be longer than 0")),
+        ms => Ok(ms),
+    }
+}
+
+fn request_path(field: &str, path: &str) -> Result<String, ConfigError> {
+    if !path.starts_with('/') {
+        return Err(refuse(field, format!("{path:?} must start with '/'")));
+    }
+    if path.contains(['?', '#']) || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(refuse(
+            field,
+            format!("{path:?} must be a plain path (no query, no spaces)"),
+        ));
+    }
+    Ok(path.to_owned())
+}
+
+fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(refuse(
+            field,
+            format!("{name:?} must be a lowercase HTTP header name"),
+        ))
+    }
+}
+
+fn non_empty(field: &str, value: &str) -> Result<String, ConfigError> {
+    if value.trim().is_empty() {
+        Err(refuse(field, "must not be empty"))
+    } else {
+        Ok(value.to_owned())
+    }
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration (the filter's `configuration` string).
+    pub fn from_json(json: &[u8]) -> Result<Config, ConfigError> {
+        let deserializer = &mut serde_json::Deserializer::from_slice(json);
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." || path == "?" {
+                "configuration".to_owned()
+            } else {
+                path
+            };
+            refuse(field, e.into_inner().to_string())
+        })?;
+        Config::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        if raw.token_paths.is_empty() {
+            return Err(refuse("token_paths", "must list at least one path"));
+        }
+        let token_paths = raw
+            .token_paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| request_path(&format!("token_paths[{i}]"), p))
+            .collect::<Result<Vec<_>, _>>()?;
+        if raw.max_body_bytes == 0 || raw.max_body_bytes > MAX_BODY_BYTES_LIMIT {
+            return Err(refuse(
+                "max_body_bytes",
+                format!("must be between 1 and {MAX_BODY_BYTES_LIMIT}"),
+            ));
+        }
+        let up = raw.upstream;
+        let timeout_ms = positive_duration("upstream.timeout", &up.timeout)?;
+        if timeout_ms > MAX_UPSTREAM_TIMEOUT_MS {
+            return Err(refuse("upstream.timeout", "must be at most 60s"));
+        }
+        let upstream = Upstream {
+            cluster: non_empty("upstream.cluster", &up.cluster)?,
+            authority: non_empty("upstream.authority", &up.authority)?,
+            path: request_path("upstream.path", &up.path)?,
+            timeout_ms,
+            backoff_scope: match up.backoff_scope.as_str() {
+                "client" => BackoffScope::Client,
+                "upstream" => BackoffScope::Upstream,
+                other => {
+                    return Err(refuse(
+                        "upstream.backoff_scope",
+                        format!("{other:?} must be \"client\" or \"upstream\""),
+                    ));
+                }
+            },
+            key_header: up
+                .key_header
+                .as_deref()
+                .map(|h| header_name("upstream.key_header", h))
+                .transpose()?,
+        };
+        let c = raw.cache;
+        if c.max_entries == 0 || c.max_entries > MAX_ENTRIES_LIMIT {
+            return Err(refuse(
+                "cache.max_entries",
+                format!("must be between 1 and {MAX_ENTRIES_LIMIT}"),
+            ));
+        }
+        if !(0.0..1.0).contains(&c.refresh_ahead_ratio) {
+            return Err(refuse(
+                "cache.refresh_ahead_ratio",
+                "must be at least 0 and below 1",
+            ));
+        }
+        let cache = CacheConfig {
+            max_entries: c.max_entries as u32,
+            min_remaining_ttl_ms: duration("cache.min_remaining_ttl", &c.min_remaining_ttl)?,
+            refresh_ahead_ratio: c.refresh_ahead_ratio,
+            negative_ttl_ms: duration("cache.negative_ttl", &c.negative_ttl)?,
+        };
+        let rate_limit = raw
+            .rate_limit
+            .map(|l| limits("rate_limit", l, bucket_rule))
+            .transpose()?;
+        let quota = raw
+            .quota
+            .map(|l| limits("quota", l, quota_rule))
+            .transpose()?;
+        let usage_path = raw
+            .usage_path
+            .as_deref()
+            .map(|p| request_path("usage_path", p))
+            .transpose()?;
+        if let Some(path) = &usage_path
+            && token_paths.contains(path)
+        {
+            return Err(refuse("usage_path", "must differ from every token path"));
+        }
+        Ok(Config {
+            token_paths,
+            max_body_bytes: raw.max_body_bytes as usize,
+            upstream,
+            cache,
+            rate_limit,
+            quota,
+            usage_path,
+        })
+    }
+
+    /// Whether tokengate handles a request with this method and `:path`.
+    pub fn is_token_request(&self, method: &str, path: &str) -> bool {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        method == "POST" && self.token_paths.iter().any(|p| p == path)
+    }
+}
+
+fn limits<R, T>(
+    field: &str,
+    raw: RawLimits<R>,
+    rule: impl Fn(&str, R) -> Result<T, ConfigError>,
+) -> Result<Limits<T>, ConfigError> {
+    let default = raw
+        .default
+        .map(|r| rule(&format!("{field}.default"), r))
+        .transpose()?;
+    let clients = raw
+        .clients
+        .into_iter()
+        .map(|(id, r)| {
+            let parsed = rule(&format!("{field}.clients.{id}"), r)?;
+            if id.is_empty() {
+                return Err(refuse(
+                    format!("{field}.clients"),
+                    "a client id must not be empty",
+                ));
+            }
+            Ok((id, parsed))
+        })
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+    Ok(Limits { default, clients })
+}
+
+fn bucket_rule(field: &str, raw: RawBucket) -> Result<BucketRule, ConfigError> {
+    if raw.max_tokens == 0 {
+        return Err(refuse(format!("{field}.max_tokens"), "must be at least 1"));
+    }
+    if raw.tokens_per_fill == 0 {
+        return Err(refuse(
+            format!("{field}.tokens_per_fill"),
+            "must be at least 1",
+        ));
+    }
+    Ok(BucketRule {
+        max_tokens: raw.max_tokens,
+        tokens_per_fill: raw.tokens_per_fill,
+        fill_interval_ms: positive_duration(&format!("{field}.fill_interval"), &raw.fill_interval)?,
+    })
+}
+
+fn quota_rule(field: &str, raw: RawQuota) -> Result<QuotaRule, ConfigError> {
+    Ok(QuotaRule {
+        tokens: raw.tokens,
+        window_ms: positive_duration(&format!("{field}.window"), &raw.window)?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

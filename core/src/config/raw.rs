@@ -1,0 +1,100 @@
+//! Step one of the configuration: the JSON document as serde sees it. Unknown fields and
+//! wrong types are refused here; meaning (ranges, durations, paths) is checked in
+//! `super::validate`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default = "default_token_paths")]
+    pub token_paths: Vec<String>,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub cache: RawCache,
+    pub rate_limit: Option<RawLimits<RawBucket>>,
+    pub quota: Option<RawLimits<RawQuota>>,
+    pub usage_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub cluster: String,
+    pub authority: String,
+    #[serde(default = "default_upstream_path")]
+    pub path: String,
+    #[serde(default = "default_timeout")]
+    pub timeout: String,
+    #[serde(default = "default_backoff_scope")]
+    pub backoff_scope: String,
+    pub key_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCache {
+    pub max_entries: u64,
+    pub min_remaining_ttl: String,
+    pub refresh_ahead_ratio: f64,
+    pub negative_ttl: String,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            max_entries: 10_000,
+            min_remaining_ttl: "30s".into(),
+            refresh_ahead_ratio: 0.1,
+            negative_ttl: "10s".into(),
+        }
+    }
+}
+
+/// `default` applies to every client without an entry of its own in `clients`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits<T> {
+    pub default: Option<T>,
+    #[serde(default = "BTreeMap::new")]
+    pub clients: BTreeMap<String, T>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBucket {
+    pub max_tokens: u64,
+    pub tokens_per_fill: u64,
+    pub fill_interval: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuota {
+    pub tokens: u64,
+    pub window: String,
+}
+
+fn default_token_paths() -> Vec<String> {
+    vec!["/oauth/token".into()]
+}
+
+fn default_max_body_bytes() -> u64 {
+    8192
+}
+
+fn default_upstream_path() -> String {
+    "/oauth/token".into()
+}
+
+fn default_timeout() -> String {
+    "5s".into()
+}
+
+fn default_backoff_scope() -> String {
+    "client".into()
+}

@@ -1,0 +1,414 @@
+use super::*;
+
+const MINIMAL: &str = r#"{"upstream": {"cluster": "auth0", "authority": "example.us.auth0.com"}}"#;
+
+/// Parses MINIMAL with `patch` merged in (a JSON object whose keys replace MINIMAL's).
+fn with(patch: serde_json::Value) -> Result<Config, ConfigError> {
+    let mut doc: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+    merge(&mut doc, patch);
+    Config::from_json(doc.to_string().as_bytes())
+}
+
+fn merge(doc: &mut serde_json::Value, patch: serde_json::Value) {
+    match (doc, patch) {
+        (serde_json::Value::Object(d), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                merge(d.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (d, p) => *d = p,
+    }
+}
+
+fn refused(patch: serde_json::Value) -> ConfigError {
+    match with(patch) {
+        Err(e) => e,
+        Ok(c) => panic!("accepted: {c:?}"),
+    }
+}
+
+use serde_json::json;
+
+#[test]
+fn minimal_config_gets_the_spec_defaults() {
+    let c = Config::from_json(MINIMAL.as_bytes()).unwrap();
+    assert_eq!(c.token_paths, vec!["/oauth/token"]);
+    assert_eq!(c.max_body_bytes, 8192);
+    assert_eq!(c.upstream.path, "/oauth/token");
+    assert_eq!(c.upstream.timeout_ms, 5000);
+    assert_eq!(c.upstream.backoff_scope, BackoffScope::Client);
+    assert_eq!(c.upstream.key_header, None);
+    assert_eq!(
+        c.cache,
+        CacheConfig {
+            max_entries: 10_000,
+            min_remaining_ttl_ms: 30_000,
+            refresh_ahead_ratio: 0.1,
+            negative_ttl_ms: 10_000
+        }
+    );
+    assert_eq!(c.rate_limit, None);
+    assert_eq!(c.quota, None);
+    assert_eq!(c.usage_path, None);
+}
+
+#[test]
+fn spec_example_is_accepted() {
+    let spec = r#"{
+      "token_paths": ["/oauth/token"],
+      "upstream": {"cluster": "auth0", "authority": "example.us.auth0.com", "timeout": "5s"},
+      "cache": {"max_entries": 10000, "min_remaining_ttl": "30s", "refresh_ahead_ratio": 0.1,
+                "negative_ttl": "10s"},
+      "rate_limit": {"default": {"max_tokens": 30, "tokens_per_fill": 30, "fill_interval": "60s"},
+                     "clients": {"noisy-client-id": {"max_tokens": 5, "tokens_per_fill": 5,
+                                                     "fill_interval": "60s"}}},
+      "quota": {"default": {"tokens": 1000, "window": "1d"},
+                "clients": {"noisy-client-id": {"tokens": 10, "window": "1d"}}},
+      "usage_path": "/tokengate/usage"
+    }"#;
+    let c = Config::from_json(spec.as_bytes()).unwrap();
+    let rl = c.rate_limit.unwrap();
+    assert_eq!(rl.for_client("noisy-client-id").unwrap().max_tokens, 5);
+    assert_eq!(rl.for_client("anyone").unwrap().max_tokens, 30);
+    assert_eq!(rl.for_client("anyone").unwrap().fill_interval_ms, 60_000);
+    let q = c.quota.unwrap();
+    assert_eq!(q.for_client("noisy-client-id").unwrap().tokens, 10);
+    assert_eq!(q.for_client("x").unwrap().window_ms, 86_400_000);
+    assert_eq!(c.usage_path.as_deref(), Some("/tokengate/usage"));
+}
+
+#[test]
+fn token_path_matching_ignores_the_query_and_needs_post() {
+    let c = Config::from_json(MINIMAL.as_bytes()).unwrap();
+    assert!(c.is_token_request("POST", "/oauth/token"));
+    assert!(c.is_token_request("POST", "/oauth/token?x=1"));
+    assert!(!c.is_token_request("GET", "/oauth/token"));
+    assert!(!c.is_token_request("POST", "/oauth/token/x"));
+    assert!(!c.is_token_request("POST", "/oauth"));
+}
+
+fn assert_field(e: ConfigError, field: &str, reason_part: &str) {
+    assert_eq!(e.field, field, "{e}");
+    assert!(e.reason.contains(reason_part), "{e}");
+}
+
+#[test]
+fn rejects_invalid_json() {
+    let e = Config::from_json(b"{not json").unwrap_err();
+    assert_field(e, "configuration", "key must be a string");
+}
+
+#[test]
+fn rejects_empty_configuration() {
+    let e = Config::from_json(b"").unwrap_err();
+    assert_field(e, "configuration", "EOF");
+}
+
+#[test]
+fn rejects_unknown_top_level_field() {
+    assert_field(
+        refused(json!({"tokenpaths": []})),
+        "tokenpaths",
+        "unknown field `tokenpaths`",
+    );
+}
+
+#[test]
+fn rejects_unknown_nested_field() {
+    assert_field(
+        refused(json!({"cache": {"ttl": "5s"}})),
+        "cache.ttl",
+        "unknown field `ttl`",
+    );
+}
+
+#[test]
+fn rejects_missing_upstream() {
+    let e = Config::from_json(br#"{"token_paths": ["/oauth/token"]}"#).unwrap_err();
+    assert_field(e, "configuration", "missing field `upstream`");
+}
+
+#[test]
+fn rejects_missing_upstream_cluster() {
+    let e = Config::from_json(br#"{"upstream": {"authority": "a"}}"#).unwrap_err();
+    assert_field(e, "upstream", "missing field `cluster`");
+}
+
+#[test]
+fn rejects_missing_upstream_authority() {
+    let e = Config::from_json(br#"{"upstream": {"cluster": "a"}}"#).unwrap_err();
+    assert_field(e, "upstream", "missing field `authority`");
+}
+
+#[test]
+fn rejects_empty_upstream_cluster() {
+    assert_field(
+        refused(json!({"upstream": {"cluster": " "}})),
+        "upstream.cluster",
+        "empty",
+    );
+}
+
+#[test]
+fn rejects_empty_upstream_authority() {
+    assert_field(
+        refused(json!({"upstream": {"authority": ""}})),
+        "upstream.authority",
+        "empty",
+    );
+}
+
+#[test]
+fn rejects_wrong_type() {
+    assert_field(
+        refused(json!({"max_body_bytes": "8k"})),
+        "max_body_bytes",
+        "invalid type",
+    );
+}
+
+#[test]
+fn rejects_wrong_type_nested() {
+    assert_field(
+        refused(json!({"cache": {"max_entries": -1}})),
+        "cache.max_entries",
+        "invalid value",
+    );
+}
+
+#[test]
+fn rejects_empty_token_paths() {
+    assert_field(
+        refused(json!({"token_paths": []})),
+        "token_paths",
+        "at least one",
+    );
+}
+
+#[test]
+fn rejects_token_path_without_slash() {
+    assert_field(
+        refused(json!({"token_paths": ["oauth/token"]})),
+        "token_paths[0]",
+        "start with '/'",
+    );
+}
+
+#[test]
+fn rejects_token_path_with_query() {
+    assert_field(
+        refused(json!({"token_paths": ["/a", "/oauth/token?x"]})),
+        "token_paths[1]",
+        "plain path",
+    );
+}
+
+#[test]
+fn rejects_zero_max_body_bytes() {
+    assert_field(
+        refused(json!({"max_body_bytes": 0})),
+        "max_body_bytes",
+        "between 1 and",
+    );
+}
+
+#[test]
+fn rejects_huge_max_body_bytes() {
+    assert_field(
+        refused(json!({"max_body_bytes": 2_000_000})),
+        "max_body_bytes",
+        "between 1 and",
+    );
+}
+
+#[test]
+fn rejects_upstream_path_without_slash() {
+    assert_field(
+        refused(json!({"upstream": {"path": "oauth"}})),
+        "upstream.path",
+        "start with '/'",
+    );
+}
+
+#[test]
+fn rejects_timeout_without_unit() {
+    assert_field(
+        refused(json!({"upstream": {"timeout": "5"}})),
+        "upstream.timeout",
+        "no unit",
+    );
+}
+
+#[test]
+fn rejects_timeout_with_unknown_unit() {
+    assert_field(
+        refused(json!({"upstream": {"timeout": "5sec"}})),
+        "upstream.timeout",
+        "unknown unit",
+    );
+}
+
+#[test]
+fn rejects_zero_timeout() {
+    assert_field(
+        refused(json!({"upstream": {"timeout": "0s"}})),
+        "upstream.timeout",
+        "longer than 0",
+    );
+}
+
+#[test]
+fn rejects_timeout_over_a_minute() {
+    assert_field(
+        refused(json!({"upstream": {"timeout": "2m"}})),
+        "upstream.timeout",
+        "at most 60s",
+    );
+}
+
+#[test]
+fn rejects_timeout_as_number() {
+    assert_field(
+        refused(json!({"upstream": {"timeout": 5}})),
+        "upstream.timeout",
+        "invalid type",
+    );
+}
+
+#[test]
+fn rejects_unknown_backoff_scope() {
+    assert_field(
+        refused(json!({"upstream": {"backoff_scope": "tenant"}})),
+        "upstream.backoff_scope",
+        "\"client\" or \"upstream\"",
+    );
+}
+
+#[test]
+fn rejects_bad_key_header() {
+    assert_field(
+        refused(json!({"upstream": {"key_header": "X Key"}})),
+        "upstream.key_header",
+        "header name",
+    );
+}
+
+#[test]
+fn rejects_zero_max_entries() {
+    assert_field(
+        refused(json!({"cache": {"max_entries": 0}})),
+        "cache.max_entries",
+        "between 1 and",
+    );
+}
+
+#[test]
+fn rejects_huge_max_entries() {
+    assert_field(
+        refused(json!({"cache": {"max_entries": 5_000_000}})),
+        "cache.max_entries",
+        "between 1 and",
+    );
+}
+
+#[test]
+fn rejects_bad_min_remaining_ttl() {
+    assert_field(
+        refused(json!({"cache": {"min_remaining_ttl": "-1s"}})),
+        "cache.min_remaining_ttl",
+        "not a number",
+    );
+}
+
+#[test]
+fn rejects_refresh_ahead_ratio_of_one() {
+    assert_field(
+        refused(json!({"cache": {"refresh_ahead_ratio": 1.0}})),
+        "cache.refresh_ahead_ratio",
+        "below 1",
+    );
+}
+
+#[test]
+fn rejects_negative_refresh_ahead_ratio() {
+    assert_field(
+        refused(json!({"cache": {"refresh_ahead_ratio": -0.1}})),
+        "cache.refresh_ahead_ratio",
+        "at least 0",
+    );
+}
+
+#[test]
+fn rejects_bad_negative_ttl() {
+    assert_field(
+        refused(json!({"cache": {"negative_ttl": "ten"}})),
+        "cache.negative_ttl",
+        "not a number",
+    );
+}
+
+#[test]
+fn rejects_zero_max_tokens() {
+    let e = refused(
+        json!({"rate_limit": {"default": {"max_tokens": 0, "tokens_per_fill": 1, "fill_interval": "1s"}}}),
+    );
+    assert_field(e, "rate_limit.default.max_tokens", "at least 1");
+}
+
+#[test]
+fn rejects_zero_tokens_per_fill() {
+    let e = refused(
+        json!({"rate_limit": {"clients": {"c1": {"max_tokens": 1, "tokens_per_fill": 0, "fill_interval": "1s"}}}}),
+    );
+    assert_field(e, "rate_limit.clients.c1.tokens_per_fill", "at least 1");
+}
+
+#[test]
+fn rejects_zero_fill_interval() {
+    let e = refused(
+        json!({"rate_limit": {"default": {"max_tokens": 1, "tokens_per_fill": 1, "fill_interval": "0ms"}}}),
+    );
+    assert_field(e, "rate_limit.default.fill_interval", "longer than 0");
+}
+
+#[test]
+fn rejects_bucket_missing_field() {
+    let e = refused(json!({"rate_limit": {"default": {"max_tokens": 1, "tokens_per_fill": 1}}}));
+    assert_field(e, "rate_limit.default", "missing field `fill_interval`");
+}
+
+#[test]
+fn rejects_empty_client_id() {
+    let e = refused(json!({"quota": {"clients": {"": {"tokens": 1, "window": "1d"}}}}));
+    assert_field(e, "quota.clients", "must not be empty");
+}
+
+#[test]
+fn rejects_bad_quota_window() {
+    let e = refused(json!({"quota": {"default": {"tokens": 10, "window": "1 day"}}}));
+    assert_field(e, "quota.default.window", "unknown unit");
+}
+
+#[test]
+fn rejects_quota_tokens_as_string() {
+    let e = refused(json!({"quota": {"default": {"tokens": "10", "window": "1d"}}}));
+    assert_field(e, "quota.default.tokens", "invalid type");
+}
+
+#[test]
+fn rejects_usage_path_without_slash() {
+    assert_field(
+        refused(json!({"usage_path": "usage"})),
+        "usage_path",
+        "start with '/'",
+    );
+}
+
+#[test]
+fn rejects_usage_path_equal_to_token_path() {
+    assert_field(
+        refused(json!({"usage_path": "/oauth/token"})),
+        "usage_path",
+        "differ",
+    );
+}

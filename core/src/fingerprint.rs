@@ -1,0 +1,196 @@
+//! The cache key: SHA-256 over a canonical form of everything that decides which token the
+//! IdP issues — the IdP itself, grant type, client id, client secret and every parameter,
+//! with `scope` as a set. Two requests get the same key exactly when the IdP would treat
+//! them alike, so a different secret can never reach another's token. Only this digest is
+//! ever stored; the secret is not.
+
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::Upstream;
+use crate::request::TokenRequest;
+
+/// Domain separation: a new canonical form gets a new tag, never a silent collision.
+const TAG: &[u8] = b"tokengate/fingerprint/v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    pub fn of(request: &TokenRequest, upstream: &Upstream) -> Fingerprint {
+        let mut hash = Sha256::new();
+        hash.update(TAG);
+        // The IdP is part of the key: two tenants never share a token.
+        field(&mut hash, "upstream.cluster", &upstream.cluster);
+        field(&mut hash, "upstream.authority", &upstream.authority);
+        field(&mut hash, "upstream.path", &upstream.path);
+        field(&mut hash, "grant_type", &request.grant_type);
+        field(
+            &mut hash,
+            "client_id",
+            request.client_id.as_deref().unwrap_or_default(),
+        );
+        field(
+            &mut hash,
+            "client_secret",
+            request.client_secret.as_deref().unwrap_or_default(),
+        );
+        // BTreeMap order: parameters are hashed sorted by name, whatever order they came in.
+        for (name, value) in &request.params {
+            if name == "scope" {
+                let scope = canonical_scope(value);
+                if !scope.is_empty() {
+                    field(&mut hash, name, &scope);
+                }
+            } else {
+                field(&mut hash, name, value);
+            }
+        }
+        Fingerprint(hash.finalize().into())
+    }
+
+    pub fn to_hex(&self) -> String {
+        self.0.iter().fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+
+    /// A 64-bit number taken from the digest, for slot addressing.
+    pub fn word(&self, index: usize) -> u64 {
+        let start = (index % 4) * 8;
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&self.0[start..start + 8]);
+        u64::from_le_bytes(bytes)
+    }
+}
+
+/// Length-prefixed, so no choice of names and values can make two forms hash alike.
+fn field(hash: &mut Sha256, name: &str, value: &str) {
+    for part in [name.as_bytes(), value.as_bytes()] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+}
+
+/// A scope is a set of space-separated tokens (RFC 6749 §3.3): order and repeats do not
+/// change what the IdP grants.
+pub fn canonical_scope(scope: &str) -> String {
+    let mut tokens: Vec<&str> = scope.split_ascii_whitespace().collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    tokens.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BackoffScope, Upstream};
+    use crate::request::{RequestHead, TokenRequest};
+
+    fn upstream() -> Upstream {
+        Upstream {
+            cluster: "auth0".into(),
+            authority: "t.us.auth0.com".into(),
+            path: "/oauth/token".into(),
+            timeout_ms: 5000,
+            backoff_scope: BackoffScope::Client,
+            key_header: None,
+        }
+    }
+
+    fn fp(body: &str) -> Fingerprint {
+        let head = RequestHead {
+            content_type: Some("application/x-www-form-urlencoded".into()),
+            authorization: None,
+        };
+        Fingerprint::of(
+            &TokenRequest::parse(&head, body.as_bytes()).unwrap(),
+            &upstream(),
+        )
+    }
+
+    const BASE: &str = "grant_type=client_credentials&client_id=c1&client_secret=s1&audience=a";
+
+    #[test]
+    fn scope_order_and_repeats_do_not_matter() {
+        assert_eq!(
+            fp(&format!("{BASE}&scope=read+write")),
+            fp(&format!("{BASE}&scope=write+read+read"))
+        );
+        assert_eq!(
+            fp(&format!("{BASE}&scope=read+write")),
+            fp(&format!("{BASE}&scope=++write+++read+"))
+        );
+        assert_ne!(
+            fp(&format!("{BASE}&scope=read")),
+            fp(&format!("{BASE}&scope=read+write"))
+        );
+        assert_eq!(fp(BASE), fp(&format!("{BASE}&scope=+")));
+    }
+
+    #[test]
+    fn parameter_order_does_not_matter() {
+        assert_eq!(
+            fp("audience=a&client_secret=s1&client_id=c1&grant_type=client_credentials"),
+            fp(BASE)
+        );
+    }
+
+    #[test]
+    fn same_json_and_form_request_share_a_key() {
+        let head = RequestHead {
+            content_type: Some("application/json".into()),
+            authorization: None,
+        };
+        let json = r#"{"grant_type":"client_credentials","client_id":"c1","client_secret":"s1","audience":"a"}"#;
+        let r = TokenRequest::parse(&head, json.as_bytes()).unwrap();
+        assert_eq!(Fingerprint::of(&r, &upstream()), fp(BASE));
+    }
+
+    #[test]
+    fn every_input_changes_the_key() {
+        let base = fp(BASE);
+        for other in [
+            "grant_type=client_credentials&client_id=c1&client_secret=s2&audience=a",
+            "grant_type=client_credentials&client_id=c2&client_secret=s1&audience=a",
+            "grant_type=client_credentials&client_id=c1&client_secret=s1&audience=b",
+            "grant_type=client_credentials&client_id=c1&client_secret=s1",
+            "grant_type=client_credentials&client_id=c1&client_secret=s1&audience=a&organization=o",
+            "grant_type=client_credentials&client_id=c1&client_secret=s1&audience=a&x=",
+        ] {
+            assert_ne!(fp(other), base, "{other}");
+        }
+        let r = TokenRequest::parse(
+            &RequestHead {
+                content_type: Some("application/x-www-form-urlencoded".into()),
+                authorization: None,
+            },
+            BASE.as_bytes(),
+        )
+        .unwrap();
+        let mut other_tenant = upstream();
+        other_tenant.authority = "other.eu.auth0.com".into();
+        assert_ne!(Fingerprint::of(&r, &other_tenant), base);
+    }
+
+    #[test]
+    fn length_prefixes_prevent_shifted_boundaries() {
+        // "ab"+"c" vs "a"+"bc" in adjacent fields.
+        assert_ne!(
+            fp("grant_type=client_credentials&client_id=ab&client_secret=c"),
+            fp("grant_type=client_credentials&client_id=a&client_secret=bc")
+        );
+    }
+
+    #[test]
+    fn hex_is_64_lowercase_digits() {
+        let hex = fp(BASE).to_hex();
+        assert_eq!(hex.len(), 64);
+        assert!(
+            hex.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! An in-memory host for tests: a shared store with Envoy's CAS rules (and injectable CAS
+//! conflicts), a settable clock, and a dispatcher that records calls.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use super::{Clock, Dispatcher, HostError, IdpCall, SharedStore, StoreError};
+
+#[derive(Default)]
+pub struct FakeHost {
+    data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    next_cas: Cell<u32>,
+    now_ms: Cell<u64>,
+    calls: RefCell<Vec<IdpCall>>,
+    /// The next N conditional sets fail with a CAS mismatch, as if another worker wrote.
+    conflicts: Cell<u32>,
+    /// Dispatches fail (as when the cluster does not exist).
+    dispatch_fails: Cell<bool>,
+}
+
+impl FakeHost {
+    pub fn new(now_ms: u64) -> FakeHost {
+        let host = FakeHost::default();
+        host.now_ms.set(now_ms);
+        host
+    }
+
+    pub fn advance_ms(&self, ms: u64) {
+        self.now_ms.set(self.now_ms.get() + ms);
+    }
+
+    pub fn set_now_ms(&self, ms: u64) {
+        self.now_ms.set(ms);
+    }
+
+    /// Every IdP call dispatched so far.
+    pub fn calls(&self) -> Vec<IdpCall> {
+        self.calls.borrow().clone()
+    }
+
+    pub fn inject_cas_conflicts(&self, count: u32) {
+        self.conflicts.set(count);
+    }
+
+    pub fn fail_dispatch(&self, fail: bool) {
+        self.dispatch_fails.set(fail);
+    }
+
+    /// Every key in the store (what Envoy would hold in memory).
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.data.borrow().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Every stored byte, for checking that no secret or token is kept in the clear.
+    pub fn stored_bytes(&self) -> Vec<u8> {
+        self.data
+            .borrow()
+            .values()
+            .flat_map(|(v, _)| v.clone())
+            .collect()
+    }
+}
+
+impl SharedStore for FakeHost {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        Ok(self.data.borrow().get(key).cloned())
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        let mut data = self.data.borrow_mut();
+        if let (Some(cas), Some((_, current))) = (cas, data.get(key)) {
+            if self.conflicts.get() > 0 {
+                self.conflicts.set(self.conflicts.get() - 1);
+                return Err(StoreError::CasMismatch);
+            }
+            if cas != *current {
+                return Err(StoreError::CasMismatch);
+            }
+        }
+        let next = self.next_cas.get().wrapping_add(1).max(1);
+        self.next_cas.set(next);
+        data.insert(key.to_owned(), (value.to_vec(), next));
+        Ok(())
+    }
+}
+
+impl Clock for FakeHost {
+    fn now_ms(&self) -> u64 {
+        self.now_ms.get()
+    }
+}
+
+impl Dispatcher for FakeHost {
+    fn dispatch(&self, call: &IdpCall) -> Result<u32, HostError> {
+        if self.dispatch_fails.get() {
+            return Err(HostError("BadArgument".into()));
+        }
+        let mut calls = self.calls.borrow_mut();
+        calls.push(call.clone());
+        Ok(calls.len() as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cas_follows_envoy_rules() {
+        let host = FakeHost::new(0);
+        // Creating a key succeeds whatever cas is given.
+        host.set("k", b"1", Some(77)).unwrap();
+        let (_, cas) = host.get("k").unwrap().unwrap();
+        // A stale cas is a mismatch; the current one wins; none overwrites.
+        host.set("k", b"2", Some(cas)).unwrap();
+        assert_eq!(host.set("k", b"3", Some(cas)), Err(StoreError::CasMismatch));
+        host.set("k", b"4", None).unwrap();
+        assert_eq!(host.get("k").unwrap().unwrap().0, b"4");
+    }
+
+    #[test]
+    fn injected_conflicts_hit_conditional_sets_only() {
+        let host = FakeHost::new(0);
+        host.set("k", b"1", None).unwrap();
+        host.inject_cas_conflicts(1);
+        let (_, cas) = host.get("k").unwrap().unwrap();
+        assert_eq!(host.set("k", b"2", Some(cas)), Err(StoreError::CasMismatch));
+        host.set("k", b"2", Some(cas)).unwrap();
+    }
+}

@@ -1,0 +1,58 @@
+//! What the core needs from its host, as small traits. The wasm crate implements them over
+//! `proxy_wasm::hostcalls`; [`fake::FakeHost`] implements them in memory for tests.
+
+pub mod fake;
+
+use std::fmt;
+
+/// A host call failed (the host's status, as text for the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostError(pub String);
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The value changed since the `cas` was read: read again and retry.
+    CasMismatch,
+    Host(HostError),
+}
+
+/// Envoy's shared data: one map per VM id, common to every worker thread. Compare-and-swap
+/// follows Envoy's rules: `set` with the cas last read succeeds only if nobody wrote since
+/// (else [`StoreError::CasMismatch`]); `set` without a cas overwrites; a key that does not
+/// exist yet is created whatever cas is given. Keys are never evicted.
+pub trait SharedStore {
+    /// The value and its cas, or `None` when the key does not exist.
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError>;
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
+}
+
+/// Wall-clock time in milliseconds since the Unix epoch.
+pub trait Clock {
+    fn now_ms(&self) -> u64;
+}
+
+/// An HTTP call to the IdP, dispatched asynchronously (`dispatch_http_call`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdpCall {
+    pub cluster: String,
+    /// Pseudo-headers (`:method`, `:path`, `:authority`) first, then regular headers.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
+pub trait Dispatcher {
+    /// Starts the call; the answer arrives later, keyed by the returned token.
+    fn dispatch(&self, call: &IdpCall) -> Result<u32, HostError>;
+}
+
+/// Everything the request path needs from the host.
+pub trait Host: SharedStore + Clock + Dispatcher {}
+
+impl<T: SharedStore + Clock + Dispatcher> Host for T {}

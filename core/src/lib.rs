@@ -1,0 +1,14 @@
+//! tokengate's core: everything that decides how a token request is answered, with no
+//! proxy-wasm dependency. The host (Envoy, or [`host::fake::FakeHost`] in tests) is reached
+//! only through the traits in [`host`].
+
+pub mod cache;
+pub mod config;
+pub mod fingerprint;
+pub mod gate;
+pub mod host;
+pub mod request;
+pub mod response;
+
+pub use config::Config;
+pub use gate::{Gate, IdpReply, Outcome, PendingCall};

@@ -1,0 +1,203 @@
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::*;
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const JSON: &str = "application/json";
+
+fn head(content_type: &str) -> RequestHead {
+    RequestHead {
+        content_type: Some(content_type.into()),
+        authorization: None,
+    }
+}
+
+fn basic_head(content_type: &str, id: &str, secret: &str) -> RequestHead {
+    RequestHead {
+        content_type: Some(content_type.into()),
+        authorization: Some(format!(
+            "Basic {}",
+            STANDARD.encode(format!("{id}:{secret}"))
+        )),
+    }
+}
+
+fn parse(head: &RequestHead, body: &str) -> Result<TokenRequest, RequestError> {
+    TokenRequest::parse(head, body.as_bytes())
+}
+
+#[test]
+fn form_with_secret_in_body_is_cacheable() {
+    let r = parse(
+        &head(FORM),
+        "grant_type=client_credentials&client_id=c1&client_secret=s1&audience=https%3A%2F%2Fapi",
+    )
+    .unwrap();
+    assert_eq!(r.grant_type, "client_credentials");
+    assert_eq!(r.client_id.as_deref(), Some("c1"));
+    assert_eq!(r.client_secret.as_deref(), Some("s1"));
+    assert_eq!(
+        r.params.get("audience").map(String::as_str),
+        Some("https://api")
+    );
+    assert!(!r.params.contains_key("client_secret"));
+    assert_eq!(r.kind(), RequestKind::Cacheable);
+}
+
+#[test]
+fn json_with_secret_in_body_is_cacheable() {
+    let r = parse(
+        &head("application/json; charset=utf-8"),
+        r#"{"grant_type":"client_credentials","client_id":"c1","client_secret":"s1","audience":"a"}"#,
+    )
+    .unwrap();
+    assert_eq!(r.client_id.as_deref(), Some("c1"));
+    assert_eq!(r.kind(), RequestKind::Cacheable);
+}
+
+#[test]
+fn basic_header_supplies_the_credentials() {
+    let r = parse(
+        &basic_head(FORM, "c1", "s1"),
+        "grant_type=client_credentials&audience=a",
+    )
+    .unwrap();
+    assert_eq!(r.client_id.as_deref(), Some("c1"));
+    assert_eq!(r.client_secret.as_deref(), Some("s1"));
+    assert_eq!(r.kind(), RequestKind::Cacheable);
+    // The same id in the body is not a conflict.
+    let r = parse(
+        &basic_head(FORM, "c1", "s1"),
+        "grant_type=client_credentials&client_id=c1",
+    )
+    .unwrap();
+    assert_eq!(r.client_id.as_deref(), Some("c1"));
+}
+
+#[test]
+fn conflicting_client_ids_are_refused() {
+    let e = parse(
+        &basic_head(FORM, "c1", "s1"),
+        "grant_type=client_credentials&client_id=c2",
+    )
+    .unwrap_err();
+    assert_eq!(e.status, 400);
+    assert!(e.description.contains("differs"));
+}
+
+#[test]
+fn conflicting_secrets_are_refused() {
+    let e = parse(
+        &basic_head(JSON, "c1", "s1"),
+        r#"{"grant_type":"client_credentials","client_secret":"s2"}"#,
+    )
+    .unwrap_err();
+    assert!(e.description.contains("client_secret"));
+}
+
+#[test]
+fn client_assertion_is_forwarded_not_cached() {
+    let r = parse(
+        &head(FORM),
+        "grant_type=client_credentials&client_id=c1&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=eyJ.x.y",
+    )
+    .unwrap();
+    assert_eq!(r.kind(), RequestKind::Forward);
+}
+
+#[test]
+fn other_grants_are_forwarded_and_need_no_client_id() {
+    let r = parse(&head(FORM), "grant_type=refresh_token&refresh_token=abc").unwrap();
+    assert_eq!(r.kind(), RequestKind::Forward);
+    assert_eq!(r.client_id, None);
+    let r = parse(
+        &head(FORM),
+        "grant_type=password&client_id=c1&client_secret=s&username=u&password=p",
+    )
+    .unwrap();
+    assert_eq!(r.kind(), RequestKind::Forward);
+}
+
+#[test]
+fn client_credentials_without_secret_is_forwarded() {
+    let r = parse(&head(FORM), "grant_type=client_credentials&client_id=c1").unwrap();
+    assert_eq!(r.kind(), RequestKind::Forward);
+    let r = parse(
+        &head(FORM),
+        "grant_type=client_credentials&client_id=c1&client_secret=",
+    )
+    .unwrap();
+    assert_eq!(r.kind(), RequestKind::Forward);
+}
+
+#[test]
+fn missing_client_id_is_refused() {
+    let e = parse(&head(FORM), "grant_type=client_credentials&client_secret=s").unwrap_err();
+    assert!(e.description.contains("client_id"), "{e:?}");
+    let e = parse(
+        &head(FORM),
+        "grant_type=client_credentials&client_id=&client_secret=s",
+    )
+    .unwrap_err();
+    assert!(e.description.contains("client_id"), "{e:?}");
+}
+
+#[test]
+fn missing_grant_type_is_refused() {
+    let e = parse(&head(FORM), "client_id=c1&client_secret=s").unwrap_err();
+    assert!(e.description.contains("grant_type"));
+}
+
+#[test]
+fn repeated_parameters_are_refused() {
+    let e = parse(
+        &head(FORM),
+        "grant_type=client_credentials&client_id=c&audience=a&audience=b",
+    )
+    .unwrap_err();
+    assert!(e.description.contains("audience"));
+    let e = parse(
+        &head(JSON),
+        r#"{"grant_type":"client_credentials","grant_type":"x"}"#,
+    )
+    .unwrap_err();
+    assert!(e.description.contains("repeated"));
+}
+
+#[test]
+fn malformed_bodies_are_refused_with_400() {
+    let cases: Vec<(Option<&str>, &[u8])> = vec![
+        (Some(JSON), b"{bad json"),
+        (Some(JSON), b"[\"not\", \"an object\"]"),
+        (Some("text/plain"), b"grant_type=client_credentials"),
+        (None, b"grant_type=client_credentials"),
+        (Some(FORM), b"grant_type=client_credentials&client_id=%zz"),
+        (Some(FORM), b"\x00\x01\x02\xff\xfe"),
+        (Some(FORM), b""),
+        (Some(JSON), b""),
+        (Some(JSON), b"{\"a\":{\"b\":{\"c\":{}}}}"),
+    ];
+    for (content_type, body) in cases {
+        let head = RequestHead {
+            content_type: content_type.map(str::to_owned),
+            authorization: None,
+        };
+        let e = TokenRequest::parse(&head, body).unwrap_err();
+        assert_eq!(e.status, 400, "{content_type:?} {body:?}");
+    }
+}
+
+#[test]
+fn malformed_basic_header_is_refused() {
+    let head = RequestHead {
+        content_type: Some(FORM.into()),
+        authorization: Some("Basic %%%".into()),
+    };
+    assert_eq!(
+        parse(&head, "grant_type=client_credentials")
+            .unwrap_err()
+            .status,
+        400
+    );
+}

@@ -1,0 +1,150 @@
+//! One HTTP stream. The token route's chain is tokengate -> buffer -> router: the headers
+//! callback returns `Continue` (a `Pause` there would make Envoy withhold the body), the
+//! body callback returns `Pause` until the body is complete, and then the stream is
+//! answered locally (hit, refusal) or after one IdP call.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, MapType};
+use tokengate_core::request::RequestHead;
+use tokengate_core::response::Response;
+use tokengate_core::{Config, Gate, IdpReply, Outcome, PendingCall};
+
+use crate::host::EnvoyHost;
+
+/// Where a stream is in tokengate's state machine.
+enum Phase {
+    /// Not a token request (or already answered): everything passes.
+    PassThrough,
+    /// A token request whose body is being buffered.
+    ReadingBody(RequestHead),
+    /// Waiting for the IdP call with this token.
+    AwaitingIdp(PendingCall),
+}
+
+pub struct TokenFilter {
+    config: Option<Rc<Config>>,
+    key_prefix: Rc<str>,
+    phase: Phase,
+}
+
+impl TokenFilter {
+    pub fn new(config: Option<Rc<Config>>, key_prefix: Rc<str>) -> TokenFilter {
+        TokenFilter { config, key_prefix, phase: Phase::PassThrough }
+    }
+
+    fn request_header(name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+    }
+
+    /// Sends `response` as the stream's local reply; the stream is then done.
+    fn respond(&mut self, response: &Response) -> Action {
+        self.phase = Phase::PassThrough;
+        let headers: Vec<(&str, &str)> =
+            response.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        if let Err(status) =
+            hostcalls::send_http_response(u32::from(response.status), headers, Some(&response.body))
+        {
+            log::warn!("send_http_response failed: {status:?}");
+        }
+        Action::Pause
+    }
+
+    /// The body is complete: answer now or wait for the IdP.
+    fn decide(&mut self, config: &Config, head: &RequestHead, body: &[u8]) -> Action {
+        let gate = Gate::new(config, &EnvoyHost, &self.key_prefix);
+        match gate.handle(head, body) {
+            Outcome::Respond(response) => self.respond(&response),
+            Outcome::AwaitIdp(pending) => {
+                self.phase = Phase::AwaitingIdp(pending);
+                Action::Pause
+            }
+        }
+    }
+}
+
+impl Context for TokenFilter {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _: usize) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let pending = match &self.phase {
+            Phase::AwaitingIdp(pending) if pending.token == token => pending.clone(),
+            // A late answer for a stream that has moved on: nothing to do.
+            _ => return,
+        };
+        // No headers means the call failed (refused, reset, timed out).
+        let reply = if num_headers == 0 { None } else { read_idp_reply(body_size) };
+        let response = Gate::new(&config, &EnvoyHost, &self.key_prefix).complete(&pending, reply);
+        self.respond(&response);
+    }
+}
+
+fn read_idp_reply(body_size: usize) -> Option<IdpReply> {
+    let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).ok()?;
+    let status = headers
+        .iter()
+        .find(|(name, _)| name == ":status")
+        .and_then(|(_, value)| value.parse::<u16>().ok())?;
+    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let headers = headers.into_iter().map(|(n, v)| (n.to_ascii_lowercase(), v)).collect();
+    Some(IdpReply { status, headers, body })
+}
+
+impl HttpContext for TokenFilter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(config) = self.config.clone() else {
+            return Action::Continue;
+        };
+        let method = Self::request_header(":method").unwrap_or_default();
+        let path = Self::request_header(":path").unwrap_or_default();
+        if !config.is_token_request(&method, &path) {
+            return Action::Continue;
+        }
+        let head = RequestHead {
+            content_type: Self::request_header("content-type"),
+            authorization: Self::request_header("authorization"),
+        };
+        let declared_length = Self::request_header("content-length").and_then(|l| l.parse::<usize>().ok());
+        if declared_length.is_some_and(|length| length > config.max_body_bytes) {
+            let response = Gate::new(&config, &EnvoyHost, &self.key_prefix).too_large();
+            return self.respond(&response);
+        }
+        if end_of_stream {
+            // No body callback will come: decide on the empty body now.
+            return self.decide(&config, &head, &[]);
+        }
+        self.phase = Phase::ReadingBody(head);
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(config) = self.config.clone() else {
+            return Action::Continue;
+        };
+        let Phase::ReadingBody(head) = &self.phase else {
+            return match self.phase {
+                Phase::AwaitingIdp(_) => Action::Pause,
+                _ => Action::Continue,
+            };
+        };
+        if body_size > config.max_body_bytes {
+            let response = Gate::new(&config, &EnvoyHost, &self.key_prefix).too_large();
+            return self.respond(&response);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let head = head.clone();
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.decide(&config, &head, &body)
+    }
+}

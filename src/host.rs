@@ -1,0 +1,58 @@
+//! tokengate-core's host traits over `proxy_wasm::hostcalls`, which return `Result`:
+//! a failed host call becomes an error value, never a panic (the SDK's trait defaults
+//! unwrap, so they are not used).
+
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::Status;
+use tokengate_core::host::{Clock, Dispatcher, HostError, IdpCall, SharedStore, StoreError};
+
+/// Envoy, as seen from one context.
+pub struct EnvoyHost;
+
+fn host_error(call: &str, status: Status) -> HostError {
+    HostError(format!("{call}: {status:?}"))
+}
+
+impl SharedStore for EnvoyHost {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(value), Some(cas))) => Ok(Some((value, cas))),
+            Ok(_) => Ok(None),
+            Err(status) => Err(host_error("get_shared_data", status)),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(status) => Err(StoreError::Host(host_error("set_shared_data", status))),
+        }
+    }
+}
+
+impl Clock for EnvoyHost {
+    fn now_ms(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+impl Dispatcher for EnvoyHost {
+    fn dispatch(&self, call: &IdpCall) -> Result<u32, HostError> {
+        let headers: Vec<(&str, &str)> =
+            call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        hostcalls::dispatch_http_call(
+            &call.cluster,
+            headers,
+            Some(&call.body),
+            vec![],
+            std::time::Duration::from_millis(call.timeout_ms),
+        )
+        .map_err(|status| host_error("dispatch_http_call", status))
+    }
+}

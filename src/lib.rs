@@ -1,0 +1,21 @@
+//! tokengate, the proxy-wasm filter. This crate is the thin host layer: it implements
+//! `tokengate-core`'s host traits over `proxy_wasm::hostcalls` and drives the core's
+//! request flow from Envoy's callbacks. Everything that decides an answer lives in the core.
+//!
+//! On native targets the crate is empty, so the integration tests under `tests/` can link
+//! without the proxy-wasm host imports.
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
+#[cfg(target_arch = "wasm32")]
+mod host;
+#[cfg(target_arch = "wasm32")]
+mod root;
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::TokengateRoot::default())
+    });
+}}
