@@ -32,18 +32,27 @@ pub struct TokenFilter {
 
 impl TokenFilter {
     pub fn new(config: Option<Rc<Config>>, key_prefix: Rc<str>) -> TokenFilter {
-        TokenFilter { config, key_prefix, phase: Phase::PassThrough }
+        TokenFilter {
+            config,
+            key_prefix,
+            phase: Phase::PassThrough,
+        }
     }
 
     fn request_header(name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
     }
 
     /// Sends `response` as the stream's local reply; the stream is then done.
     fn respond(&mut self, response: &Response) -> Action {
         self.phase = Phase::PassThrough;
-        let headers: Vec<(&str, &str)> =
-            response.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let headers: Vec<(&str, &str)> = response
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
         if let Err(status) =
             hostcalls::send_http_response(u32::from(response.status), headers, Some(&response.body))
         {
@@ -66,7 +75,13 @@ impl TokenFilter {
 }
 
 impl Context for TokenFilter {
-    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _: usize,
+    ) {
         let Some(config) = self.config.clone() else {
             return;
         };
@@ -76,7 +91,11 @@ impl Context for TokenFilter {
             _ => return,
         };
         // No headers means the call failed (refused, reset, timed out).
-        let reply = if num_headers == 0 { None } else { read_idp_reply(body_size) };
+        let reply = if num_headers == 0 {
+            None
+        } else {
+            read_idp_reply(body_size)
+        };
         let response = Gate::new(&config, &EnvoyHost, &self.key_prefix).complete(&pending, reply);
         self.respond(&response);
     }
@@ -92,8 +111,15 @@ fn read_idp_reply(body_size: usize) -> Option<IdpReply> {
         .ok()
         .flatten()
         .unwrap_or_default();
-    let headers = headers.into_iter().map(|(n, v)| (n.to_ascii_lowercase(), v)).collect();
-    Some(IdpReply { status, headers, body })
+    let headers = headers
+        .into_iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v))
+        .collect();
+    Some(IdpReply {
+        status,
+        headers,
+        body,
+    })
 }
 
 impl HttpContext for TokenFilter {
@@ -110,7 +136,8 @@ impl HttpContext for TokenFilter {
             content_type: Self::request_header("content-type"),
             authorization: Self::request_header("authorization"),
         };
-        let declared_length = Self::request_header("content-length").and_then(|l| l.parse::<usize>().ok());
+        let declared_length =
+            Self::request_header("content-length").and_then(|l| l.parse::<usize>().ok());
         if declared_length.is_some_and(|length| length > config.max_body_bytes) {
             let response = Gate::new(&config, &EnvoyHost, &self.key_prefix).too_large();
             return self.respond(&response);

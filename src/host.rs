@@ -44,8 +44,11 @@ impl Clock for EnvoyHost {
 
 impl Dispatcher for EnvoyHost {
     fn dispatch(&self, call: &IdpCall) -> Result<u32, HostError> {
-        let headers: Vec<(&str, &str)> =
-            call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let headers: Vec<(&str, &str)> = call
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
         hostcalls::dispatch_http_call(
             &call.cluster,
             headers,

@@ -49,7 +49,10 @@ impl RootContext for TokengateRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // The SDK panics on `None`; without a configuration (Envoy would not have started the
         // plugin) the filter passes everything through.
-        Some(Box::new(TokenFilter::new(self.config.clone(), self.key_prefix.clone())))
+        Some(Box::new(TokenFilter::new(
+            self.config.clone(),
+            self.key_prefix.clone(),
+        )))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -7,8 +7,10 @@ pub mod config;
 pub mod fingerprint;
 pub mod gate;
 pub mod host;
+pub mod limits;
 pub mod request;
 pub mod response;
+pub mod store;
 
 pub use config::Config;
 pub use gate::{Gate, IdpReply, Outcome, PendingCall};

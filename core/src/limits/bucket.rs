@@ -1,0 +1,173 @@
+//! The per-client request rate limit: a token bucket in Envoy's own words (`max_tokens`,
+//! `tokens_per_fill` every `fill_interval`). Fills are discrete, on a grid that starts when
+//! the bucket is first used, so every worker computes the same state from the same record.
+
+use crate::config::BucketRule;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    pub tokens: u64,
+    /// Time of the last fill on the grid (ms since the epoch).
+    pub last_fill_ms: u64,
+}
+
+/// What one request did to a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketDecision {
+    pub allowed: bool,
+    /// Tokens left after this request.
+    pub remaining: u64,
+    /// When the next token arrives (ms since the epoch); `now` when the bucket is full.
+    pub next_fill_ms: u64,
+}
+
+impl Bucket {
+    pub fn full(rule: &BucketRule, now_ms: u64) -> Bucket {
+        Bucket {
+            tokens: rule.max_tokens,
+            last_fill_ms: now_ms,
+        }
+    }
+
+    /// The bucket with every fill up to `now_ms` applied. A clock that went backwards
+    /// adds nothing.
+    pub fn refilled(self, rule: &BucketRule, now_ms: u64) -> Bucket {
+        let interval = rule.fill_interval_ms.max(1);
+        let fills = now_ms.saturating_sub(self.last_fill_ms) / interval;
+        if fills == 0 {
+            return self;
+        }
+        Bucket {
+            tokens: self
+                .tokens
+                .saturating_add(fills.saturating_mul(rule.tokens_per_fill))
+                .min(rule.max_tokens),
+            last_fill_ms: self
+                .last_fill_ms
+                .saturating_add(fills.saturating_mul(interval)),
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(self, rule: &BucketRule, now_ms: u64) -> (Bucket, BucketDecision) {
+        let bucket = self.refilled(rule, now_ms);
+        let allowed = bucket.tokens > 0;
+        let after = Bucket {
+            tokens: bucket.tokens.saturating_sub(u64::from(allowed)),
+            ..bucket
+        };
+        let next_fill_ms = if after.tokens >= rule.max_tokens {
+            now_ms
+        } else {
+            after.last_fill_ms.saturating_add(rule.fill_interval_ms)
+        };
+        (
+            after,
+            BucketDecision {
+                allowed,
+                remaining: after.tokens,
+                next_fill_ms,
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const RULE: BucketRule = BucketRule {
+        max_tokens: 5,
+        tokens_per_fill: 5,
+        fill_interval_ms: 60_000,
+    };
+
+    #[test]
+    fn five_per_minute_allows_five_then_refuses_until_the_fill() {
+        let mut bucket = Bucket::full(&RULE, 1_000);
+        for expected_remaining in (0..5).rev() {
+            let (b, d) = bucket.take(&RULE, 2_000);
+            assert!(d.allowed);
+            assert_eq!(d.remaining, expected_remaining);
+            bucket = b;
+        }
+        let (b, d) = bucket.take(&RULE, 3_000);
+        assert!(!d.allowed);
+        assert_eq!(d.remaining, 0);
+        assert_eq!(d.next_fill_ms, 61_000);
+        let (_, d) = b.take(&RULE, 61_000);
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 4);
+    }
+
+    #[test]
+    fn partial_fills_and_the_cap() {
+        let rule = BucketRule {
+            max_tokens: 10,
+            tokens_per_fill: 2,
+            fill_interval_ms: 1_000,
+        };
+        let empty = Bucket {
+            tokens: 0,
+            last_fill_ms: 0,
+        };
+        assert_eq!(empty.refilled(&rule, 999).tokens, 0);
+        assert_eq!(empty.refilled(&rule, 1_000).tokens, 2);
+        assert_eq!(
+            empty.refilled(&rule, 3_500),
+            Bucket {
+                tokens: 6,
+                last_fill_ms: 3_000
+            }
+        );
+        assert_eq!(empty.refilled(&rule, 1_000_000).tokens, 10);
+    }
+
+    #[test]
+    fn clock_going_backwards_adds_nothing() {
+        let bucket = Bucket {
+            tokens: 1,
+            last_fill_ms: 10_000,
+        };
+        assert_eq!(bucket.refilled(&RULE, 0), bucket);
+    }
+
+    proptest! {
+        /// Over any sequence of requests, allowed ≤ max_tokens + fills × tokens_per_fill.
+        #[test]
+        fn never_allows_more_than_the_rule(
+            max in 1u64..50, per_fill in 1u64..50, interval in 1u64..10_000,
+            steps in proptest::collection::vec(0u64..5_000, 1..300),
+        ) {
+            let rule = BucketRule { max_tokens: max, tokens_per_fill: per_fill, fill_interval_ms: interval };
+            let start = 1_000_000u64;
+            let mut now = start;
+            let mut bucket = Bucket::full(&rule, now);
+            let mut allowed = 0u64;
+            for step in steps {
+                now += step;
+                let (b, d) = bucket.take(&rule, now);
+                prop_assert!(d.remaining <= max);
+                prop_assert!(d.next_fill_ms >= now);
+                prop_assert!(d.next_fill_ms <= now + interval);
+                allowed += u64::from(d.allowed);
+                bucket = b;
+            }
+            let fills = (now - start) / interval;
+            prop_assert!(allowed <= max + fills * per_fill);
+        }
+
+        /// A refused request changes nothing but the fill bookkeeping.
+        #[test]
+        fn a_refusal_costs_nothing(per_fill in 1u64..10, interval in 1u64..10_000, at in 0u64..100_000) {
+            let rule = BucketRule { max_tokens: 3, tokens_per_fill: per_fill, fill_interval_ms: interval };
+            let empty = Bucket { tokens: 0, last_fill_ms: 0 };
+            let (after, d) = empty.take(&rule, at);
+            if !d.allowed {
+                prop_assert_eq!(after, empty.refilled(&rule, at));
+            }
+        }
+    }
+}

