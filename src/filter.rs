@@ -1,18 +1,21 @@
 //! One HTTP stream. The token route's chain is tokengate -> buffer -> router: the headers
 //! callback returns `Continue` (a `Pause` there would make Envoy withhold the body), the
 //! body callback returns `Pause` until the body is complete, and then the stream is
-//! answered locally (hit, refusal) or after one IdP call.
+//! answered locally (hit, refusal), after a forwarded IdP call, or by the root context once
+//! its key's IdP call has an outcome.
 
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
+use tokengate_core::gate::{Decision, PendingCall};
 use tokengate_core::request::RequestHead;
 use tokengate_core::response::Response;
-use tokengate_core::{Config, Gate, IdpReply, Outcome, PendingCall};
+use tokengate_core::{Config, Gate, IdpReply, Outcome};
 
 use crate::host::EnvoyHost;
+use crate::hub::SharedHub;
 
 /// Where a stream is in tokengate's state machine.
 enum Phase {
@@ -20,21 +23,32 @@ enum Phase {
     PassThrough,
     /// A token request whose body is being buffered.
     ReadingBody(RequestHead),
-    /// Waiting for the IdP call with this token.
-    AwaitingIdp(PendingCall),
+    /// A forwarded request waiting for its own IdP call.
+    Forwarded(PendingCall),
+    /// Registered with the hub; the root context answers.
+    Waiting,
 }
 
 pub struct TokenFilter {
+    context_id: u32,
     config: Option<Rc<Config>>,
     key_prefix: Rc<str>,
+    hub: SharedHub,
     phase: Phase,
 }
 
 impl TokenFilter {
-    pub fn new(config: Option<Rc<Config>>, key_prefix: Rc<str>) -> TokenFilter {
+    pub fn new(
+        context_id: u32,
+        config: Option<Rc<Config>>,
+        key_prefix: Rc<str>,
+        hub: SharedHub,
+    ) -> TokenFilter {
         TokenFilter {
+            context_id,
             config,
             key_prefix,
+            hub,
             phase: Phase::PassThrough,
         }
     }
@@ -48,60 +62,58 @@ impl TokenFilter {
     /// Sends `response` as the stream's local reply; the stream is then done.
     fn respond(&mut self, response: &Response) -> Action {
         self.phase = Phase::PassThrough;
-        let headers: Vec<(&str, &str)> = response
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        if let Err(status) =
-            hostcalls::send_http_response(u32::from(response.status), headers, Some(&response.body))
-        {
-            log::warn!("send_http_response failed: {status:?}");
-        }
+        send_response(response);
         Action::Pause
     }
 
-    /// The body is complete: answer now or wait for the IdP.
+    /// The body is complete: answer now, or wait for the IdP.
     fn decide(&mut self, config: &Config, head: &RequestHead, body: &[u8]) -> Action {
-        let gate = Gate::new(config, &EnvoyHost, &self.key_prefix);
-        match gate.handle(head, body) {
+        let Decision {
+            outcome,
+            background,
+        } = Gate::new(config, &EnvoyHost, &self.key_prefix).handle(head, body);
+        if let Some(call) = background {
+            self.hub.borrow_mut().submit(call);
+        }
+        match outcome {
             Outcome::Respond(response) => self.respond(&response),
             Outcome::AwaitIdp(pending) => {
-                self.phase = Phase::AwaitingIdp(pending);
+                self.phase = Phase::Forwarded(pending);
+                Action::Pause
+            }
+            Outcome::Wait(mut waiter) => {
+                let mut hub = self.hub.borrow_mut();
+                if let Some(call) = waiter.call.take() {
+                    hub.submit(call);
+                }
+                hub.waiters.push((self.context_id, waiter));
+                self.phase = Phase::Waiting;
                 Action::Pause
             }
         }
     }
 }
 
-impl Context for TokenFilter {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _: usize,
-    ) {
-        let Some(config) = self.config.clone() else {
-            return;
-        };
-        let pending = match &self.phase {
-            Phase::AwaitingIdp(pending) if pending.token == token => pending.clone(),
-            // A late answer for a stream that has moved on: nothing to do.
-            _ => return,
-        };
-        // No headers means the call failed (refused, reset, timed out).
-        let reply = if num_headers == 0 {
-            None
-        } else {
-            read_idp_reply(body_size)
-        };
-        let response = Gate::new(&config, &EnvoyHost, &self.key_prefix).complete(&pending, reply);
-        self.respond(&response);
+/// Sends a local reply on the current (effective) stream.
+pub fn send_response(response: &Response) {
+    let headers: Vec<(&str, &str)> = response
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    if let Err(status) =
+        hostcalls::send_http_response(u32::from(response.status), headers, Some(&response.body))
+    {
+        log::warn!("send_http_response failed: {status:?}");
     }
 }
 
-fn read_idp_reply(body_size: usize) -> Option<IdpReply> {
+/// The IdP's answer in an `on_http_call_response` callback; `None` when the call failed
+/// (no headers: refused, reset or timed out).
+pub fn read_idp_reply(num_headers: usize, body_size: usize) -> Option<IdpReply> {
+    if num_headers == 0 {
+        return None;
+    }
     let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).ok()?;
     let status = headers
         .iter()
@@ -120,6 +132,29 @@ fn read_idp_reply(body_size: usize) -> Option<IdpReply> {
         headers,
         body,
     })
+}
+
+impl Context for TokenFilter {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _: usize,
+    ) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let pending = match &self.phase {
+            Phase::Forwarded(pending) if pending.token == token => pending.clone(),
+            // A late answer for a stream that has moved on: nothing to do.
+            _ => return,
+        };
+        let reply = read_idp_reply(num_headers, body_size);
+        let response = Gate::new(&config, &EnvoyHost, &self.key_prefix)
+            .complete_forward(&pending, reply.as_ref());
+        self.respond(&response);
+    }
 }
 
 impl HttpContext for TokenFilter {
@@ -154,11 +189,10 @@ impl HttpContext for TokenFilter {
         let Some(config) = self.config.clone() else {
             return Action::Continue;
         };
-        let Phase::ReadingBody(head) = &self.phase else {
-            return match self.phase {
-                Phase::AwaitingIdp(_) => Action::Pause,
-                _ => Action::Continue,
-            };
+        let head = match &self.phase {
+            Phase::ReadingBody(head) => head.clone(),
+            Phase::Forwarded(_) | Phase::Waiting => return Action::Pause,
+            Phase::PassThrough => return Action::Continue,
         };
         if body_size > config.max_body_bytes {
             let response = Gate::new(&config, &EnvoyHost, &self.key_prefix).too_large();
@@ -167,11 +201,17 @@ impl HttpContext for TokenFilter {
         if !end_of_stream {
             return Action::Pause;
         }
-        let head = head.clone();
         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
             .ok()
             .flatten()
             .unwrap_or_default();
         self.decide(&config, &head, &body)
+    }
+
+    fn on_log(&mut self) {
+        // The stream is over: a waiter whose client went away leaves the hub.
+        if matches!(self.phase, Phase::Waiting) {
+            self.hub.borrow_mut().remove_waiter(self.context_id);
+        }
     }
 }

@@ -18,8 +18,9 @@ fn host_error(call: &str, status: Status) -> HostError {
 impl SharedStore for EnvoyHost {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
         match hostcalls::get_shared_data(key) {
-            Ok((Some(value), Some(cas))) => Ok(Some((value, cas))),
-            Ok(_) => Ok(None),
+            // An empty value comes back as no bytes with a cas: it exists.
+            Ok((value, Some(cas))) => Ok(Some((value.unwrap_or_default(), cas))),
+            Ok((_, None)) => Ok(None),
             Err(status) => Err(host_error("get_shared_data", status)),
         }
     }

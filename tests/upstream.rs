@@ -68,7 +68,9 @@ fn idp_that_drops_the_connection_is_503() {
 
 #[test]
 fn idp_errors_are_relayed_with_their_status_and_body_and_not_cached() {
-    let stack = Stack::start(plugin_config(json!({})), 3600);
+    // negative_ttl 0s: the 403 is not remembered (the negative cache has its own test).
+    let config = plugin_config(json!({"cache": {"min_remaining_ttl": "1s", "negative_ttl": "0s"}}));
+    let stack = Stack::start(config, 3600);
     for status in [500u16, 429, 403] {
         stack.set_fault(Fault {
             status: Some(status),

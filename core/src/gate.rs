@@ -1,14 +1,23 @@
-//! The request flow as an explicit state machine. [`Gate::handle`] turns a complete token
-//! request into either a response or one dispatched IdP call ([`Outcome::AwaitIdp`]);
-//! [`Gate::complete`] turns that call's answer (or its failure) into the response, caching
-//! a valid token on the way.
+//! The request flow as an explicit state machine.
+//!
+//! [`Gate::handle`] turns a complete token request into a [`Decision`]: an answer now (hit,
+//! negative, refusal, 429), a forwarded call the stream dispatches itself
+//! ([`Outcome::AwaitIdp`], answered by [`Gate::complete_forward`]), or a wait for the shared
+//! outcome of the key's single IdP call ([`Outcome::Wait`]); the call itself, when this
+//! request owns it, is a [`KeyedCall`] the worker's root context dispatches, so it survives
+//! the client going away. [`Gate::finish_call`] stores a call's outcome where every worker
+//! sees it; [`Gate::answer`] turns it into each waiter's response.
 
-use crate::cache::{CacheEntry, TokenTable};
+use crate::cache::{CacheEntry, NegativeEntry, NegativeTable, TokenTable};
+use crate::clients::{ClientTable, LimitState};
 use crate::config::Config;
 use crate::fingerprint::Fingerprint;
+use crate::flight::{Begin, CallOutcome, FlightState, FlightTable};
 use crate::host::{Host, IdpCall};
+use crate::limits::seconds_until;
 use crate::request::{RequestError, RequestHead, RequestKind, TokenRequest};
 use crate::response::{CacheStatus, ErrorCode, Response};
+use crate::store::Store;
 
 /// IdP response headers relayed to the client with its status and body.
 const RELAYED_HEADERS: [&str; 4] = [
@@ -17,29 +26,67 @@ const RELAYED_HEADERS: [&str; 4] = [
     "x-ratelimit-remaining",
     "x-ratelimit-reset",
 ];
+/// Waiters give up this long after the call's own deadline (the owner needs a moment to
+/// write the outcome after Envoy's timeout fires).
+const WAIT_GRACE_MS: u64 = 500;
+/// Relayed bodies larger than this are not shared with waiters on other workers.
+const MAX_SHARED_BODY_BYTES: usize = 16 * 1024;
 
 pub struct Gate<'a> {
     config: &'a Config,
     host: &'a dyn Host,
     /// Prefix of every shared-data key (the plugin name).
     key_prefix: &'a str,
+    store: Store<'a>,
 }
 
 /// What to do with a complete token request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Respond(Response),
-    /// An IdP call is in flight; [`Gate::complete`] answers when it returns.
-    AwaitIdp(PendingCall),
+pub struct Decision {
+    pub outcome: Outcome,
+    /// A refresh-ahead call to dispatch in the background (the answer is already given).
+    pub background: Option<KeyedCall>,
 }
 
-/// An IdP call in flight for one request, keyed by the host's call token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Respond(Response),
+    /// A forwarded (uncacheable) call in flight from the stream itself.
+    AwaitIdp(PendingCall),
+    /// Waiting for the key's IdP call; when `Waiter::call` is set, this request owns it.
+    Wait(Waiter),
+}
+
+/// A forwarded IdP call in flight for one stream, keyed by the host's call token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingCall {
     pub token: u32,
-    /// The cache key when the answer may be cached; `None` for forwarded requests.
-    pub cache_key: Option<Fingerprint>,
+    /// Rate-limit headers for the answer.
+    pub limit_headers: Vec<(String, String)>,
+}
+
+/// An IdP call for a cache key, dispatched by the worker's root context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedCall {
+    pub fingerprint: Fingerprint,
+    /// The flight generation this call owns; `None` when it runs uncoordinated.
+    pub generation: Option<u64>,
+    pub call: IdpCall,
     pub started_ms: u64,
+}
+
+/// A request waiting for the outcome of its key's IdP call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiter {
+    pub fingerprint: Fingerprint,
+    pub generation: Option<u64>,
+    /// Give up (stale token or 503) after this.
+    pub deadline_ms: u64,
+    /// This request made the call (`miss`); the others are `coalesced`.
+    pub owner: bool,
+    pub limit_headers: Vec<(String, String)>,
+    /// The call to dispatch, when this request owns it.
+    pub call: Option<KeyedCall>,
 }
 
 /// The IdP's answer to a dispatched call.
@@ -60,17 +107,42 @@ impl IdpReply {
     }
 }
 
+fn respond(response: Response) -> Decision {
+    Decision {
+        outcome: Outcome::Respond(response),
+        background: None,
+    }
+}
+
 impl<'a> Gate<'a> {
     pub fn new(config: &'a Config, host: &'a dyn Host, key_prefix: &'a str) -> Gate<'a> {
         Gate {
             config,
             host,
             key_prefix,
+            store: Store::new(host, host, key_prefix),
         }
     }
 
-    fn table(&self) -> TokenTable<'a> {
+    /// Prepares shared data once per worker, before it serves (from `on_configure`).
+    pub fn prepare(&self) -> bool {
+        self.store.prepare().is_ok()
+    }
+
+    fn tokens(&self) -> TokenTable<'_> {
         TokenTable::new(self.host, self.key_prefix, self.config.cache.max_entries)
+    }
+
+    fn negatives(&self) -> NegativeTable<'_> {
+        NegativeTable::new(self.host, self.key_prefix, self.config.cache.max_entries)
+    }
+
+    fn flights(&self) -> FlightTable<'_> {
+        FlightTable::new(&self.store, self.key_prefix, self.config.cache.max_entries)
+    }
+
+    fn clients(&self) -> ClientTable<'_> {
+        ClientTable::new(&self.store, self.key_prefix, self.config.cache.max_entries)
     }
 
     /// The answer to a body over `max_body_bytes`, sent as soon as it is seen.
@@ -79,41 +151,239 @@ impl<'a> Gate<'a> {
     }
 
     /// Handles a complete token request (`body` is all of it).
-    pub fn handle(&self, head: &RequestHead, body: &[u8]) -> Outcome {
+    pub fn handle(&self, head: &RequestHead, body: &[u8]) -> Decision {
         if body.len() > self.config.max_body_bytes {
-            return Outcome::Respond(self.too_large());
+            return respond(self.too_large());
         }
         let request = match TokenRequest::parse(head, body) {
             Ok(request) => request,
-            Err(e) => return Outcome::Respond(refused(e)),
+            Err(e) => return respond(refused(e)),
         };
         let now = self.host.now_ms();
-        let cache_key = match request.kind() {
-            RequestKind::Forward => None,
-            RequestKind::Cacheable => {
-                let fp = Fingerprint::of(&request, &self.config.upstream);
-                // A store that cannot be read is a miss, not an error: the IdP still answers.
-                if let Ok(Some(entry)) = self.table().get(&fp)
-                    && entry.servable(now, self.config.cache.min_remaining_ttl_ms)
-                {
-                    return Outcome::Respond(Response::json(
-                        200,
-                        entry.render(now),
-                        CacheStatus::Hit,
-                    ));
-                }
-                Some(fp)
-            }
-        };
-        let call = self.idp_call(head, body, cache_key.as_ref());
-        match self.host.dispatch(&call) {
-            Ok(token) => Outcome::AwaitIdp(PendingCall {
-                token,
-                cache_key,
-                started_ms: now,
-            }),
-            Err(_) => Outcome::Respond(unavailable(status_of(cache_key.as_ref()))),
+        let client_id = request.client_id.as_deref();
+        let limits = client_id.map(|id| self.admit(id, now)).unwrap_or_default();
+        let limit_headers = limits.headers(now);
+        if limits.rate.is_some_and(|(_, d)| !d.allowed) {
+            let mut r = Response::oauth_error(
+                429,
+                ErrorCode::TooManyRequests,
+                "rate limit exceeded for this client",
+                CacheStatus::Bypass,
+            );
+            r.push_header("retry-after", limits.rate_retry_after(now).to_string());
+            return respond(with_headers(r, &limit_headers));
         }
+        if request.kind() == RequestKind::Forward {
+            let call = self.idp_call(head, body, None);
+            return match self.host.dispatch(&call) {
+                Ok(token) => Decision {
+                    outcome: Outcome::AwaitIdp(PendingCall {
+                        token,
+                        limit_headers,
+                    }),
+                    background: None,
+                },
+                Err(_) => respond(with_headers(
+                    unavailable(CacheStatus::Bypass),
+                    &limit_headers,
+                )),
+            };
+        }
+        let fp = Fingerprint::of(&request, &self.config.upstream);
+        // A store that cannot be read is a miss, not an error: the IdP still answers.
+        let cached = self.tokens().get(&fp).ok().flatten();
+        if let Some(entry) = cached
+            .as_ref()
+            .filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms))
+        {
+            let response = with_headers(
+                Response::json(200, entry.render(now), CacheStatus::Hit),
+                &limit_headers,
+            );
+            let background = if self.refresh_due(entry, now) {
+                self.refresh(&fp, head, body, client_id, now)
+            } else {
+                None
+            };
+            return Decision {
+                outcome: Outcome::Respond(response),
+                background,
+            };
+        }
+        if let Ok(Some(negative)) = self.negatives().get(&fp)
+            && negative.live(now)
+        {
+            let r = Response::json(negative.status, negative.body, CacheStatus::Negative);
+            return respond(with_headers(r, &limit_headers));
+        }
+        let deadline_ms = now + self.config.upstream.timeout_ms + WAIT_GRACE_MS;
+        let begin = self
+            .flights()
+            .begin(&fp, now, deadline_ms)
+            .unwrap_or(Begin::Uncoordinated);
+        let generation = match begin {
+            Begin::Joined {
+                generation,
+                deadline_ms,
+            } => {
+                return Decision {
+                    outcome: Outcome::Wait(Waiter {
+                        fingerprint: fp,
+                        generation: Some(generation),
+                        deadline_ms: deadline_ms + WAIT_GRACE_MS,
+                        owner: false,
+                        limit_headers,
+                        call: None,
+                    }),
+                    background: None,
+                };
+            }
+            Begin::Owner { generation } => Some(generation),
+            Begin::Uncoordinated => None,
+        };
+        if let Some(refusal) = self.spend_quota(client_id, &fp, generation, now) {
+            let stale = cached.filter(|e| e.remaining_ms(now) >= 1000);
+            let response = match stale {
+                Some(entry) => Response::json(200, entry.render(now), CacheStatus::Stale),
+                None => refusal,
+            };
+            let mut headers = limit_headers;
+            self.refresh_quota_header(client_id, now, &mut headers);
+            return respond(with_headers(response, &headers));
+        }
+        let mut headers = limit_headers;
+        self.refresh_quota_header(client_id, now, &mut headers);
+        let call = KeyedCall {
+            fingerprint: fp,
+            generation,
+            call: self.idp_call(head, body, Some(&fp)),
+            started_ms: now,
+        };
+        Decision {
+            outcome: Outcome::Wait(Waiter {
+                fingerprint: fp,
+                generation,
+                deadline_ms,
+                owner: true,
+                limit_headers: headers,
+                call: Some(call),
+            }),
+            background: None,
+        }
+    }
+
+    fn admit(&self, client_id: &str, now: u64) -> LimitState {
+        let rate = self
+            .config
+            .rate_limit
+            .as_ref()
+            .and_then(|l| l.for_client(client_id));
+        let quota = self
+            .config
+            .quota
+            .as_ref()
+            .and_then(|l| l.for_client(client_id));
+        if rate.is_none() && quota.is_none() {
+            return LimitState::default();
+        }
+        // Limits that cannot be read fail open for this request, rather than failing
+        // every client because of one host error.
+        self.clients()
+            .admit(client_id, now, rate, quota)
+            .unwrap_or_default()
+    }
+
+    /// Spends one unit of the client's quota for an IdP call; `Some(429)` when spent out.
+    /// A refused owner records the refusal as its call's outcome, for the waiters.
+    fn spend_quota(
+        &self,
+        client_id: Option<&str>,
+        fp: &Fingerprint,
+        generation: Option<u64>,
+        now: u64,
+    ) -> Option<Response> {
+        let id = client_id?;
+        let rule = self.config.quota.as_ref().and_then(|l| l.for_client(id))?;
+        let decision = self.clients().spend_quota(id, now, rule).ok()?;
+        if decision.allowed {
+            return None;
+        }
+        let mut r = Response::oauth_error(
+            429,
+            ErrorCode::TooManyRequests,
+            &format!(
+                "token quota of {} per window spent for this client",
+                rule.tokens
+            ),
+            CacheStatus::Bypass,
+        );
+        r.push_header(
+            "retry-after",
+            seconds_until(now, decision.reset_ms).max(1).to_string(),
+        );
+        if let Some(generation) = generation {
+            let _ = self
+                .flights()
+                .finish(fp, generation, outcome_of_response(&r));
+        }
+        Some(r)
+    }
+
+    /// After spending quota, the quota header shows what is left.
+    fn refresh_quota_header(
+        &self,
+        client_id: Option<&str>,
+        now: u64,
+        headers: &mut Vec<(String, String)>,
+    ) {
+        let (Some(id), Some(quota)) = (client_id, self.config.quota.as_ref()) else {
+            return;
+        };
+        let Some(rule) = quota.for_client(id) else {
+            return;
+        };
+        if let Ok(Some(record)) = self.clients().get(id)
+            && let Some(window) = record.quota
+        {
+            let state = LimitState {
+                rate: None,
+                quota: Some((*rule, window.peek(rule, now))),
+            };
+            headers.retain(|(n, _)| n != "auth0-client-quota-limit");
+            headers.extend(state.headers(now));
+        }
+    }
+
+    fn refresh_due(&self, entry: &CacheEntry, now: u64) -> bool {
+        let ratio = self.config.cache.refresh_ahead_ratio;
+        ratio > 0.0 && (entry.remaining_ms(now) as f64) < ratio * entry.lifetime_ms() as f64
+    }
+
+    /// One background refresh per key across workers: only the flight's new owner calls.
+    fn refresh(
+        &self,
+        fp: &Fingerprint,
+        head: &RequestHead,
+        body: &[u8],
+        client_id: Option<&str>,
+        now: u64,
+    ) -> Option<KeyedCall> {
+        let deadline_ms = now + self.config.upstream.timeout_ms + WAIT_GRACE_MS;
+        let Ok(Begin::Owner { generation }) = self.flights().begin(fp, now, deadline_ms) else {
+            return None;
+        };
+        if self
+            .spend_quota(client_id, fp, Some(generation), now)
+            .is_some()
+        {
+            return None;
+        }
+        Some(KeyedCall {
+            fingerprint: *fp,
+            generation: Some(generation),
+            call: self.idp_call(head, body, Some(fp)),
+            started_ms: now,
+        })
     }
 
     /// The original body, content type and Basic header, sent to `upstream.path`.
@@ -147,44 +417,213 @@ impl<'a> Gate<'a> {
         }
     }
 
-    /// The response for a finished IdP call; `reply` is `None` when the call failed
-    /// (connection refused, reset, or `upstream.timeout` passed).
-    pub fn complete(&self, pending: &PendingCall, reply: Option<IdpReply>) -> Response {
-        let status = status_of(pending.cache_key.as_ref());
-        let Some(reply) = reply else {
-            return unavailable(status);
-        };
-        // Envoy answers for an IdP it cannot reach with a plain-text 5xx ("no healthy
-        // upstream", "upstream connect error"): that is an unreachable IdP, not its answer.
-        let json_body = serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body).is_ok();
-        if reply.status >= 500 && !json_body {
-            return unavailable(status);
-        }
-        if let Some(fp) = pending.cache_key
-            && let Some(entry) =
-                CacheEntry::from_token_response(fp, reply.status, &reply.body, pending.started_ms)
-        {
-            // A token that could not be stored is still the client's answer.
-            let _ = self.table().put(&entry, self.host.now_ms());
-        }
-        let content_type = reply.header("content-type").unwrap_or("application/json");
-        let mut response =
-            Response::with_content_type(reply.status, content_type, reply.body.clone(), status);
-        for name in RELAYED_HEADERS {
-            if let Some(value) = reply.header(name) {
-                response.push_header(name, value.to_owned());
+    /// Stores what a keyed call ended with — a token in the cache, a refusal in the
+    /// negative cache, the outcome in the flight record — and returns the outcome.
+    /// `reply` is `None` when the call failed (refused, reset, timed out).
+    pub fn finish_call(&self, call: &KeyedCall, reply: Option<&IdpReply>) -> CallOutcome {
+        let now = self.host.now_ms();
+        let outcome = match reply {
+            None => unreachable_outcome(),
+            // Envoy answers for an IdP it cannot reach with a plain-text 5xx ("no healthy
+            // upstream", "upstream connect error"): that is an unreachable IdP, not its answer.
+            Some(r) if r.status >= 500 && !is_json(&r.body) => unreachable_outcome(),
+            Some(r) => {
+                let entry = CacheEntry::from_token_response(
+                    call.fingerprint,
+                    r.status,
+                    &r.body,
+                    call.started_ms,
+                );
+                // A token that could not be stored is still relayed to the waiters.
+                let cached = entry.is_some_and(|e| self.tokens().put(&e, now).is_ok());
+                if let Some(negative) = NegativeEntry::from_refusal(
+                    call.fingerprint,
+                    r.status,
+                    &r.body,
+                    now,
+                    self.config.cache.negative_ttl_ms,
+                ) {
+                    let _ = self.negatives().put(&negative, now);
+                }
+                let relay = !cached && r.body.len() <= MAX_SHARED_BODY_BYTES;
+                CallOutcome {
+                    status: r.status,
+                    cached,
+                    unreachable: false,
+                    headers: relayed_headers(r),
+                    body: if relay {
+                        String::from_utf8_lossy(&r.body).into_owned()
+                    } else {
+                        String::new()
+                    },
+                }
             }
+        };
+        if let Some(generation) = call.generation {
+            let _ = self
+                .flights()
+                .finish(&call.fingerprint, generation, outcome.clone());
         }
-        response
+        outcome
+    }
+
+    /// The response for a waiter, or `None` while its call is still in flight. `known` is
+    /// the outcome when this worker made the call; otherwise it is read from shared data.
+    pub fn answer(&self, waiter: &Waiter, known: Option<&CallOutcome>) -> Option<Response> {
+        let now = self.host.now_ms();
+        let label = if waiter.owner {
+            CacheStatus::Miss
+        } else {
+            CacheStatus::Coalesced
+        };
+        let cached = self.tokens().get(&waiter.fingerprint).ok().flatten();
+        if let Some(entry) = cached
+            .as_ref()
+            .filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms))
+        {
+            return Some(with_headers(
+                Response::json(200, entry.render(now), label),
+                &waiter.limit_headers,
+            ));
+        }
+        let outcome = match known {
+            Some(outcome) => Some(outcome.clone()),
+            None => self.shared_outcome(waiter, now),
+        };
+        let response = match outcome {
+            Some(outcome) => outcome_response(&outcome, cached.as_ref(), now, label),
+            None if now >= waiter.deadline_ms => {
+                failure_response(None, cached.as_ref(), now, label)
+            }
+            None => return None,
+        };
+        Some(with_headers(response, &waiter.limit_headers))
+    }
+
+    /// The outcome of the waiter's call from the flight record. A record that moved on to
+    /// another call (or key) means the outcome is lost: answered as unreachable.
+    fn shared_outcome(&self, waiter: &Waiter, now: u64) -> Option<CallOutcome> {
+        let generation = waiter.generation?;
+        match self.flights().read(&waiter.fingerprint) {
+            Ok(Some(record)) if record.generation == generation => match record.state {
+                FlightState::Done(outcome) => Some(outcome),
+                FlightState::InFlight { .. } => None,
+            },
+            Ok(_) if now < waiter.deadline_ms => Some(unreachable_outcome()),
+            _ => None,
+        }
+    }
+
+    /// The response for a forwarded call (never cached); `reply` is `None` when it failed.
+    pub fn complete_forward(&self, pending: &PendingCall, reply: Option<&IdpReply>) -> Response {
+        let response = match reply {
+            Some(r) if r.status < 500 || is_json(&r.body) => relay(
+                r.status,
+                &relayed_headers(r),
+                r.body.clone(),
+                CacheStatus::Bypass,
+            ),
+            _ => unavailable(CacheStatus::Bypass),
+        };
+        with_headers(response, &pending.limit_headers)
     }
 }
 
-fn status_of(cache_key: Option<&Fingerprint>) -> CacheStatus {
-    if cache_key.is_some() {
-        CacheStatus::Miss
-    } else {
-        CacheStatus::Bypass
+/// The answer an outcome gives a waiter: the token when one was stored; for a failed call
+/// (unreachable, 5xx, 429) a token with any lifetime left (`stale`), else the failure;
+/// otherwise the IdP's answer as it came.
+fn outcome_response(
+    outcome: &CallOutcome,
+    cached: Option<&CacheEntry>,
+    now: u64,
+    label: CacheStatus,
+) -> Response {
+    let failed =
+        outcome.unreachable || outcome.status >= 500 || outcome.status == 429 || outcome.cached;
+    if failed {
+        return failure_response(Some(outcome), cached, now, label);
     }
+    relay(
+        outcome.status,
+        &outcome.headers,
+        outcome.body.clone().into_bytes(),
+        label,
+    )
+}
+
+fn failure_response(
+    outcome: Option<&CallOutcome>,
+    cached: Option<&CacheEntry>,
+    now: u64,
+    label: CacheStatus,
+) -> Response {
+    if let Some(entry) = cached.filter(|e| e.remaining_ms(now) >= 1000) {
+        return Response::json(200, entry.render(now), CacheStatus::Stale);
+    }
+    match outcome {
+        Some(o) if !o.unreachable && !o.cached => {
+            relay(o.status, &o.headers, o.body.clone().into_bytes(), label)
+        }
+        _ => unavailable(label),
+    }
+}
+
+fn relay(status: u16, headers: &[(String, String)], body: Vec<u8>, label: CacheStatus) -> Response {
+    let content_type = headers
+        .iter()
+        .find(|(n, _)| n == "content-type")
+        .map_or("application/json", |(_, v)| v.as_str());
+    let mut response = Response::with_content_type(status, content_type, body, label);
+    for (name, value) in headers
+        .iter()
+        .filter(|(n, _)| RELAYED_HEADERS.contains(&n.as_str()))
+    {
+        response.push_header(name, value.clone());
+    }
+    response
+}
+
+fn relayed_headers(reply: &IdpReply) -> Vec<(String, String)> {
+    reply
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "content-type" || RELAYED_HEADERS.contains(&n.as_str()))
+        .cloned()
+        .collect()
+}
+
+fn outcome_of_response(r: &Response) -> CallOutcome {
+    CallOutcome {
+        status: r.status,
+        cached: false,
+        unreachable: false,
+        headers: r
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "content-type" || n == "retry-after")
+            .cloned()
+            .collect(),
+        body: String::from_utf8_lossy(&r.body).into_owned(),
+    }
+}
+
+fn unreachable_outcome() -> CallOutcome {
+    CallOutcome {
+        status: 503,
+        cached: false,
+        unreachable: true,
+        headers: Vec::new(),
+        body: String::new(),
+    }
+}
+
+fn is_json(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+}
+
+fn with_headers(mut response: Response, headers: &[(String, String)]) -> Response {
+    response.headers.extend(headers.iter().cloned());
+    response
 }
 
 fn refused(e: RequestError) -> Response {
@@ -196,12 +635,12 @@ fn refused(e: RequestError) -> Response {
     )
 }
 
-fn unavailable(status: CacheStatus) -> Response {
+fn unavailable(label: CacheStatus) -> Response {
     Response::oauth_error(
         503,
         ErrorCode::TemporarilyUnavailable,
         "the identity provider could not be reached; try again later",
-        status,
+        label,
     )
 }
 

@@ -3,8 +3,10 @@
 //! only through the traits in [`host`].
 
 pub mod cache;
+pub mod clients;
 pub mod config;
 pub mod fingerprint;
+pub mod flight;
 pub mod gate;
 pub mod host;
 pub mod limits;
@@ -13,4 +15,4 @@ pub mod response;
 pub mod store;
 
 pub use config::Config;
-pub use gate::{Gate, IdpReply, Outcome, PendingCall};
+pub use gate::{Decision, Gate, IdpReply, KeyedCall, Outcome, PendingCall, Waiter};

@@ -58,6 +58,23 @@ impl<'a> Store<'a> {
         self.store.get(key)
     }
 
+    /// The value of `key` and its cas, creating it as `initial` first if it is missing, so
+    /// that a following [`Store::write`] with that cas is a real compare-and-swap.
+    pub fn read_or_create(&self, key: &str, initial: &[u8]) -> Result<(Vec<u8>, u32), StoreError> {
+        for _ in 0..CAS_ATTEMPTS {
+            if let Some(found) = self.store.get(key).map_err(StoreError::Host)? {
+                return Ok(found);
+            }
+            self.create(key, initial)?;
+        }
+        Err(StoreError::CasMismatch)
+    }
+
+    /// Compare-and-swap with a cas from [`Store::read_or_create`].
+    pub fn write(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        self.store.set(key, value, Some(cas))
+    }
+
     /// Reads `key` (created as `initial` if missing), lets `change` decide, and writes the
     /// result with CAS, retrying from a fresh read when another worker wrote in between.
     pub fn update<T>(

@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::cache::SlotEntry;
 use crate::fingerprint::Fingerprint;
 
 /// Token responses larger than this are relayed but not cached (bounds the memory a slot
@@ -95,7 +96,7 @@ impl CacheEntry {
         out
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    fn encode_entry(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_BYTES + self.body_without_expiry.len());
         out.push(FORMAT_VERSION);
         out.extend_from_slice(&self.fingerprint.0);
@@ -105,8 +106,7 @@ impl CacheEntry {
         out
     }
 
-    /// `None` for bytes that are not an entry of this format (then the slot counts as empty).
-    pub fn decode(bytes: &[u8]) -> Option<CacheEntry> {
+    fn decode_entry(bytes: &[u8]) -> Option<CacheEntry> {
         if bytes.len() < HEADER_BYTES || bytes[0] != FORMAT_VERSION {
             return None;
         }
@@ -119,6 +119,26 @@ impl CacheEntry {
             expires_at_ms: u64_at(41)?,
             body_without_expiry: bytes[HEADER_BYTES..].to_vec(),
         })
+    }
+}
+
+impl SlotEntry for CacheEntry {
+    const KIND: &'static str = "token";
+
+    fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
+    }
+
+    fn expires_at_ms(&self) -> u64 {
+        self.expires_at_ms
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        self.encode_entry()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<CacheEntry> {
+        CacheEntry::decode_entry(bytes)
     }
 }
 

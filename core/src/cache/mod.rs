@@ -3,7 +3,9 @@
 //! must be bounded).
 
 mod entry;
+mod negative;
 mod table;
 
 pub use entry::{CacheEntry, MAX_CACHED_BODY_BYTES};
-pub use table::TokenTable;
+pub use negative::{NegativeEntry, NegativeTable};
+pub use table::{SlotEntry, SlotTable, TokenTable};

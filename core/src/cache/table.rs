@@ -4,6 +4,8 @@
 //! Replacement: the key's own slot, then an empty one, then an expired one, then the one
 //! that expires first. The full fingerprint inside the value tells a collision from a hit.
 
+use std::marker::PhantomData;
+
 use crate::cache::CacheEntry;
 use crate::fingerprint::Fingerprint;
 use crate::host::{HostError, SharedStore, StoreError};
@@ -11,18 +13,34 @@ use crate::host::{HostError, SharedStore, StoreError};
 /// Conditional writes are retried this many times when another worker wrote in between.
 const CAS_ATTEMPTS: u32 = 4;
 
-pub struct TokenTable<'a> {
+/// What a slot table stores: an entry for one fingerprint, valid until it expires.
+pub trait SlotEntry: Sized {
+    /// The table's name in shared-data keys (`<prefix>:<KIND>:<slot>`).
+    const KIND: &'static str;
+    fn fingerprint(&self) -> &Fingerprint;
+    fn expires_at_ms(&self) -> u64;
+    fn encode(&self) -> Vec<u8>;
+    /// `None` for bytes that are not an entry of this kind (the slot counts as empty).
+    fn decode(bytes: &[u8]) -> Option<Self>;
+}
+
+pub struct SlotTable<'a, E> {
     store: &'a dyn SharedStore,
     key_prefix: &'a str,
     slots: u32,
+    entry: PhantomData<E>,
 }
 
-impl<'a> TokenTable<'a> {
-    pub fn new(store: &'a dyn SharedStore, key_prefix: &'a str, slots: u32) -> TokenTable<'a> {
-        TokenTable {
+/// The shared token cache.
+pub type TokenTable<'a> = SlotTable<'a, CacheEntry>;
+
+impl<'a, E: SlotEntry> SlotTable<'a, E> {
+    pub fn new(store: &'a dyn SharedStore, key_prefix: &'a str, slots: u32) -> SlotTable<'a, E> {
+        SlotTable {
             store,
             key_prefix,
             slots: slots.max(1),
+            entry: PhantomData,
         }
     }
 
@@ -33,14 +51,14 @@ impl<'a> TokenTable<'a> {
         if second == first {
             second = (first + 1) % slots;
         }
-        [first, second].map(|slot| format!("{}:token:{slot}", self.key_prefix))
+        [first, second].map(|slot| format!("{}:{}:{slot}", self.key_prefix, E::KIND))
     }
 
     /// The entry for `fp`, expired or not (the caller decides what it may serve).
-    pub fn get(&self, fp: &Fingerprint) -> Result<Option<CacheEntry>, HostError> {
+    pub fn get(&self, fp: &Fingerprint) -> Result<Option<E>, HostError> {
         for key in self.slot_keys(fp) {
             if let Some((bytes, _)) = self.store.get(&key)?
-                && let Some(entry) = CacheEntry::decode(&bytes).filter(|e| e.fingerprint == *fp)
+                && let Some(entry) = E::decode(&bytes).filter(|e| e.fingerprint() == fp)
             {
                 return Ok(Some(entry));
             }
@@ -49,8 +67,8 @@ impl<'a> TokenTable<'a> {
     }
 
     /// Stores `entry`, replacing by the rule above; bounded retries under contention.
-    pub fn put(&self, entry: &CacheEntry, now_ms: u64) -> Result<(), StoreError> {
-        let keys = self.slot_keys(&entry.fingerprint);
+    pub fn put(&self, entry: &E, now_ms: u64) -> Result<(), StoreError> {
+        let keys = self.slot_keys(entry.fingerprint());
         let value = entry.encode();
         for _ in 0..CAS_ATTEMPTS {
             let mut candidates = Vec::with_capacity(2);
@@ -58,11 +76,11 @@ impl<'a> TokenTable<'a> {
                 let current = self.store.get(key).map_err(StoreError::Host)?;
                 let rank = match &current {
                     None => Rank::Empty,
-                    Some((bytes, _)) => match CacheEntry::decode(bytes) {
+                    Some((bytes, _)) => match E::decode(bytes) {
                         None => Rank::Empty,
-                        Some(e) if e.fingerprint == entry.fingerprint => Rank::Same,
-                        Some(e) if e.remaining_ms(now_ms) == 0 => Rank::Expired,
-                        Some(e) => Rank::Live(e.expires_at_ms),
+                        Some(e) if e.fingerprint() == entry.fingerprint() => Rank::Same,
+                        Some(e) if e.expires_at_ms() <= now_ms => Rank::Expired,
+                        Some(e) => Rank::Live(e.expires_at_ms()),
                     },
                 };
                 candidates.push((rank, key, current.map(|(_, cas)| cas)));

@@ -43,18 +43,32 @@ fn json_of(r: &Response) -> Value {
     serde_json::from_slice(&r.body).unwrap()
 }
 
-/// Sends a request; when it needs the IdP, answers with `reply`.
+/// Sends a request as the wasm layer would: a forwarded call completes with `reply`; a
+/// keyed call is dispatched (recorded by the fake host) and finished with `reply`.
 fn exchange(gate: &Gate, head: &RequestHead, body: &str, reply: Option<IdpReply>) -> Response {
-    match gate.handle(head, body.as_bytes()) {
+    let decision = gate.handle(head, body.as_bytes());
+    match decision.outcome {
         Outcome::Respond(r) => r,
-        Outcome::AwaitIdp(pending) => gate.complete(&pending, reply),
+        Outcome::AwaitIdp(pending) => gate.complete_forward(&pending, reply.as_ref()),
+        Outcome::Wait(waiter) => {
+            let call = waiter.call.clone().expect("a lone request owns its call");
+            run_call(gate, &call, reply.as_ref());
+            let outcome = gate.finish_call(&call, reply.as_ref());
+            gate.answer(&waiter, Some(&outcome))
+                .expect("answered once the call is done")
+        }
     }
 }
 
-fn expect_pending(gate: &Gate, head: &RequestHead, body: &str) -> PendingCall {
-    match gate.handle(head, body.as_bytes()) {
-        Outcome::AwaitIdp(p) => p,
-        Outcome::Respond(r) => panic!("answered locally: {r:?}"),
+/// Records a keyed call as dispatched (the root context does this in Envoy).
+fn run_call(gate: &Gate, call: &KeyedCall, _reply: Option<&IdpReply>) {
+    let _ = gate.host.dispatch(&call.call);
+}
+
+fn expect_wait(gate: &Gate, head: &RequestHead, body: &str) -> Waiter {
+    match gate.handle(head, body.as_bytes()).outcome {
+        Outcome::Wait(w) => w,
+        other => panic!("not waiting: {other:?}"),
     }
 }
 
@@ -146,7 +160,7 @@ fn the_stored_value_holds_neither_secret_nor_a_key_derived_name() {
     assert!(
         host.keys()
             .iter()
-            .all(|k| k.starts_with("tokengate:token:"))
+            .all(|k| k.starts_with("tokengate:") && !k.contains("c1"))
     );
 }
 
@@ -182,9 +196,12 @@ fn expiry_counts_from_when_the_call_started() {
     let host = FakeHost::new(T0);
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
-    let pending = expect_pending(&gate, &form(), &body("s1", "a"));
+    let waiter = expect_wait(&gate, &form(), &body("s1", "a"));
     host.advance_ms(2_000); // a slow IdP
-    gate.complete(&pending, Some(token_reply("tok-1", 10)));
+    gate.finish_call(
+        waiter.call.as_ref().unwrap(),
+        Some(&token_reply("tok-1", 10)),
+    );
     let hit = exchange(&gate, &form(), &body("s1", "a"), None);
     assert_eq!(json_of(&hit)["expires_in"], 8);
 }
@@ -338,9 +355,8 @@ fn idp_call_carries_the_original_request() {
         authorization: Some("Basic YzE6czE=".into()),
     };
     let json_body = r#"{"grant_type":"client_credentials","audience":"a"}"#;
-    let pending = expect_pending(&gate, &head, json_body);
-    let calls = host.calls();
-    let call = &calls[0];
+    let waiter = expect_wait(&gate, &head, json_body);
+    let call = &waiter.call.as_ref().unwrap().call;
     assert_eq!(call.cluster, "idp");
     assert_eq!(call.timeout_ms, 2000);
     assert_eq!(call.body, json_body.as_bytes());
@@ -360,6 +376,216 @@ fn idp_call_carries_the_original_request() {
     assert_eq!(header("authorization"), Some("Basic YzE6czE="));
     assert_eq!(
         header("x-tokengate-key"),
-        pending.cache_key.map(|k| k.to_hex()).as_deref()
+        Some(waiter.fingerprint.to_hex()).as_deref()
     );
+}
+
+// ---- limits, coalescing, refresh-ahead, serve-stale, negative cache (issue 3) ----
+
+#[test]
+fn concurrent_misses_make_one_call_and_the_others_are_coalesced() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({}));
+    let gate = Gate::new(&config, &host, "tokengate");
+    let owner = expect_wait(&gate, &form(), &body("s1", "a"));
+    assert!(owner.owner && owner.call.is_some());
+    let waiters: Vec<Waiter> = (0..5)
+        .map(|_| expect_wait(&gate, &form(), &body("s1", "a")))
+        .collect();
+    assert!(waiters.iter().all(|w| !w.owner && w.call.is_none()));
+    // Still in flight: nobody is answered yet.
+    assert!(gate.answer(&waiters[0], None).is_none());
+    let outcome = gate.finish_call(
+        owner.call.as_ref().unwrap(),
+        Some(&token_reply("tok-1", 3600)),
+    );
+    let first = gate.answer(&owner, Some(&outcome)).unwrap();
+    assert_eq!(first.header(CACHE_HEADER), Some("miss"));
+    for w in &waiters {
+        let r = gate.answer(w, None).unwrap();
+        assert_eq!(r.header(CACHE_HEADER), Some("coalesced"));
+        assert_eq!(json_of(&r)["access_token"], "tok-1");
+    }
+}
+
+#[test]
+fn waiters_share_an_idp_refusal_and_it_is_remembered() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({"cache": {"min_remaining_ttl": "1s", "negative_ttl": "10s"}}));
+    let gate = Gate::new(&config, &host, "tokengate");
+    let owner = expect_wait(&gate, &form(), &body("bad", "a"));
+    let waiter = expect_wait(&gate, &form(), &body("bad", "a"));
+    let denied = IdpReply {
+        status: 401,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: br#"{"error":"access_denied","error_description":"Unauthorized"}"#.to_vec(),
+    };
+    gate.finish_call(owner.call.as_ref().unwrap(), Some(&denied));
+    let r = gate.answer(&waiter, None).unwrap();
+    assert_eq!((r.status, r.header(CACHE_HEADER)), (401, Some("coalesced")));
+    assert_eq!(json_of(&r)["error"], "access_denied");
+    // Twenty retries within negative_ttl: answered locally.
+    for _ in 0..20 {
+        host.advance_ms(100);
+        let r = exchange(&gate, &form(), &body("bad", "a"), None);
+        assert_eq!((r.status, r.header(CACHE_HEADER)), (401, Some("negative")));
+    }
+    host.advance_ms(9_000);
+    let r = exchange(&gate, &form(), &body("bad", "a"), Some(denied));
+    assert_eq!(r.header(CACHE_HEADER), Some("miss"));
+}
+
+#[test]
+fn a_waiter_gives_up_at_the_deadline_with_503() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({}));
+    let gate = Gate::new(&config, &host, "tokengate");
+    let _owner = expect_wait(&gate, &form(), &body("s1", "a"));
+    let waiter = expect_wait(&gate, &form(), &body("s1", "a"));
+    host.advance_ms(5_000);
+    assert!(gate.answer(&waiter, None).is_none());
+    host.advance_ms(1_000);
+    let r = gate.answer(&waiter, None).unwrap();
+    assert_eq!((r.status, r.header(CACHE_HEADER)), (503, Some("coalesced")));
+    // The abandoned flight does not wedge the key: the next request owns a new call.
+    assert!(expect_wait(&gate, &form(), &body("s1", "a")).owner);
+}
+
+#[test]
+fn rate_limit_allows_five_then_429_and_other_clients_are_unaffected() {
+    let host = FakeHost::new(T0);
+    let config = config(
+        json!({"rate_limit": {"default": {"max_tokens": 30, "tokens_per_fill": 30, "fill_interval": "60s"},
+        "clients": {"c1": {"max_tokens": 5, "tokens_per_fill": 5, "fill_interval": "60s"}}}}),
+    );
+    let gate = Gate::new(&config, &host, "tokengate");
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let r = exchange(
+            &gate,
+            &form(),
+            &body("s1", "a"),
+            Some(token_reply("tok", 3600)),
+        );
+        statuses.push(r.status);
+        if i == 7 {
+            assert_eq!(json_of(&r)["error"], "too_many_requests");
+            assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+            assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
+            let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+            assert!((1..=60).contains(&retry));
+            let reset: u64 = r.header("x-ratelimit-reset").unwrap().parse().unwrap();
+            assert!(reset > T0 / 1000 && reset <= T0 / 1000 + 60);
+            assert_eq!(r.header("ratelimit-policy"), Some("\"client\";q=5;w=60"));
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    let other = "grant_type=client_credentials&client_id=c2&client_secret=s2";
+    let r = exchange(&gate, &form(), other, Some(token_reply("tok2", 3600)));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("29"));
+    // After the fill interval c1 is served again (from the cache).
+    host.advance_ms(60_000);
+    assert_eq!(
+        exchange(&gate, &form(), &body("s1", "a"), None).header(CACHE_HEADER),
+        Some("hit")
+    );
+}
+
+#[test]
+fn quota_of_two_blocks_the_third_audience_but_serves_cached_tokens() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({"quota": {"default": {"tokens": 2, "window": "1d"}}}));
+    let gate = Gate::new(&config, &host, "tokengate");
+    for audience in ["a", "b"] {
+        let r = exchange(
+            &gate,
+            &form(),
+            &body("s1", audience),
+            Some(token_reply(audience, 3600)),
+        );
+        assert_eq!(r.status, 200);
+    }
+    let r = exchange(
+        &gate,
+        &form(),
+        &body("s1", "c"),
+        Some(token_reply("c", 3600)),
+    );
+    assert_eq!(r.status, 429);
+    assert_eq!(json_of(&r)["error"], "too_many_requests");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry > 0 && retry <= 86_400);
+    assert!(
+        r.header("auth0-client-quota-limit")
+            .unwrap()
+            .starts_with("b=per_day;q=2;r=0;t=")
+    );
+    let hit = exchange(&gate, &form(), &body("s1", "a"), None);
+    assert_eq!((hit.status, hit.header(CACHE_HEADER)), (200, Some("hit")));
+    assert_eq!(host.calls().len(), 2);
+}
+
+#[test]
+fn refresh_ahead_serves_the_hit_and_starts_one_background_call() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({"cache": {"min_remaining_ttl": "1s", "refresh_ahead_ratio": 0.5}}));
+    let gate = Gate::new(&config, &host, "tokengate");
+    exchange(
+        &gate,
+        &form(),
+        &body("s1", "a"),
+        Some(token_reply("old", 4)),
+    );
+    host.advance_ms(1_000);
+    let early = gate.handle(&form(), body("s1", "a").as_bytes());
+    assert!(early.background.is_none());
+    host.advance_ms(1_500);
+    let due = gate.handle(&form(), body("s1", "a").as_bytes());
+    let background = due.background.expect("a refresh starts");
+    let Outcome::Respond(hit) = due.outcome else {
+        panic!("hit expected")
+    };
+    assert_eq!(
+        (
+            hit.header(CACHE_HEADER),
+            json_of(&hit)["access_token"].as_str()
+        ),
+        (Some("hit"), Some("old"))
+    );
+    // While it runs, other hits start no second refresh.
+    for _ in 0..3 {
+        let d = gate.handle(&form(), body("s1", "a").as_bytes());
+        assert!(d.background.is_none());
+    }
+    gate.finish_call(&background, Some(&token_reply("new", 4)));
+    let later = exchange(&gate, &form(), &body("s1", "a"), None);
+    assert_eq!(json_of(&later)["access_token"], "new");
+}
+
+#[test]
+fn idp_failure_serves_a_token_with_lifetime_left_as_stale() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({"cache": {"min_remaining_ttl": "30s"}}));
+    let gate = Gate::new(&config, &host, "tokengate");
+    exchange(
+        &gate,
+        &form(),
+        &body("s1", "a"),
+        Some(token_reply("tok", 60)),
+    );
+    host.advance_ms(40_000); // 20 s left: below the floor, so the IdP is asked
+    let failing = IdpReply {
+        status: 500,
+        headers: vec![],
+        body: br#"{"error":"server_error"}"#.to_vec(),
+    };
+    let r = exchange(&gate, &form(), &body("s1", "a"), Some(failing));
+    assert_eq!((r.status, r.header(CACHE_HEADER)), (200, Some("stale")));
+    assert_eq!(json_of(&r)["access_token"], "tok");
+    let r = exchange(&gate, &form(), &body("s1", "a"), None);
+    assert_eq!(r.header(CACHE_HEADER), Some("stale"));
+    // Another key with nothing cached: 503.
+    let r = exchange(&gate, &form(), &body("s1", "zzz"), None);
+    assert_eq!(r.status, 503);
 }

@@ -1,0 +1,333 @@
+//! Per-client state in shared data: the rate-limit bucket and the quota window of each
+//! client id, in a fixed table of slots (two candidates per client, as the token cache).
+//! Every change is a CAS update on the record, so counts are exact across workers.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use crate::config::{BucketRule, QuotaRule};
+use crate::host::StoreError;
+use crate::limits::{Bucket, BucketDecision, QuotaDecision, QuotaWindow};
+use crate::store::{CAS_ATTEMPTS, Store};
+
+const FORMAT_VERSION: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub last_seen_ms: u64,
+    pub bucket: Option<Bucket>,
+    pub quota: Option<QuotaWindow>,
+}
+
+impl ClientRecord {
+    fn new(client_id: &str, now_ms: u64) -> ClientRecord {
+        ClientRecord {
+            client_id: client_id.to_owned(),
+            last_seen_ms: now_ms,
+            bucket: None,
+            quota: None,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let id = self.client_id.as_bytes();
+        let mut out = Vec::with_capacity(1 + 2 + id.len() + 8 + 1 + 32);
+        out.push(FORMAT_VERSION);
+        out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+        out.extend_from_slice(id);
+        out.extend_from_slice(&self.last_seen_ms.to_le_bytes());
+        let flags = u8::from(self.bucket.is_some()) | u8::from(self.quota.is_some()) << 1;
+        out.push(flags);
+        if let Some(b) = self.bucket {
+            out.extend_from_slice(&b.tokens.to_le_bytes());
+            out.extend_from_slice(&b.last_fill_ms.to_le_bytes());
+        }
+        if let Some(q) = self.quota {
+            out.extend_from_slice(&q.start_ms.to_le_bytes());
+            out.extend_from_slice(&q.used.to_le_bytes());
+        }
+        out
+    }
+
+    /// `None` for an empty slot or bytes of another format.
+    pub fn decode(bytes: &[u8]) -> Option<ClientRecord> {
+        let mut r = Reader(bytes);
+        if r.take(1)?[0] != FORMAT_VERSION {
+            return None;
+        }
+        let id_len = u16::from_le_bytes(r.take(2)?.try_into().ok()?) as usize;
+        let client_id = String::from_utf8(r.take(id_len)?.to_vec()).ok()?;
+        let last_seen_ms = r.u64()?;
+        let flags = r.take(1)?[0];
+        let bucket = if flags & 1 != 0 {
+            Some(Bucket {
+                tokens: r.u64()?,
+                last_fill_ms: r.u64()?,
+            })
+        } else {
+            None
+        };
+        let quota = if flags & 2 != 0 {
+            Some(QuotaWindow {
+                start_ms: r.u64()?,
+                used: r.u64()?,
+            })
+        } else {
+            None
+        };
+        Some(ClientRecord {
+            client_id,
+            last_seen_ms,
+            bucket,
+            quota,
+        })
+    }
+}
+
+struct Reader<'b>(&'b [u8]);
+
+impl<'b> Reader<'b> {
+    fn take(&mut self, n: usize) -> Option<&'b [u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+/// What the limits said about one request, for its headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitState {
+    pub rate: Option<(BucketRule, BucketDecision)>,
+    pub quota: Option<(QuotaRule, QuotaDecision)>,
+}
+
+pub struct ClientTable<'a> {
+    store: &'a Store<'a>,
+    key_prefix: &'a str,
+    slots: u32,
+}
+
+impl<'a> ClientTable<'a> {
+    pub fn new(store: &'a Store<'a>, key_prefix: &'a str, slots: u32) -> ClientTable<'a> {
+        ClientTable {
+            store,
+            key_prefix,
+            slots: slots.max(1),
+        }
+    }
+
+    fn slot_keys(&self, client_id: &str) -> [String; 2] {
+        let mut hasher = DefaultHasher::new();
+        client_id.hash(&mut hasher);
+        let hash = hasher.finish();
+        let slots = u64::from(self.slots);
+        let first = hash % slots;
+        let mut second = (hash >> 32 ^ hash.rotate_left(17)) % slots;
+        if second == first {
+            second = (first + 1) % slots;
+        }
+        [first, second].map(|slot| format!("{}:client:{slot}", self.key_prefix))
+    }
+
+    /// Counts one request: takes a token from the client's bucket (when a rate limit
+    /// applies) and reads its quota (when one applies).
+    pub fn admit(
+        &self,
+        client_id: &str,
+        now_ms: u64,
+        rate: Option<&BucketRule>,
+        quota: Option<&QuotaRule>,
+    ) -> Result<LimitState, StoreError> {
+        self.modify(client_id, now_ms, |record| {
+            let mut state = LimitState::default();
+            if let Some(rule) = rate {
+                let bucket = record.bucket.unwrap_or_else(|| Bucket::full(rule, now_ms));
+                let (after, decision) = bucket.take(rule, now_ms);
+                record.bucket = Some(after);
+                state.rate = Some((*rule, decision));
+            }
+            if let Some(rule) = quota {
+                let window = record.quota.unwrap_or(QuotaWindow {
+                    start_ms: 0,
+                    used: 0,
+                });
+                state.quota = Some((*rule, window.peek(rule, now_ms)));
+            }
+            state
+        })
+    }
+
+    /// Counts one IdP call against the client's quota, if the quota allows it.
+    pub fn spend_quota(
+        &self,
+        client_id: &str,
+        now_ms: u64,
+        rule: &QuotaRule,
+    ) -> Result<QuotaDecision, StoreError> {
+        self.modify(client_id, now_ms, |record| {
+            let window = record.quota.unwrap_or(QuotaWindow {
+                start_ms: 0,
+                used: 0,
+            });
+            let (after, decision) = window.spend(rule, now_ms);
+            record.quota = Some(after);
+            decision
+        })
+    }
+
+    /// The client's record, if it has one.
+    pub fn get(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        for key in self.slot_keys(client_id) {
+            if let Some((bytes, _)) = self.store.get(&key).map_err(StoreError::Host)?
+                && let Some(record) =
+                    ClientRecord::decode(&bytes).filter(|r| r.client_id == client_id)
+            {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Read-modify-write of the client's record with CAS. The record lives in one of its
+    /// two slots; a new one takes an empty slot, else the one seen least recently. Every
+    /// worker picks the same slot from the same reads, so racing creations collide on CAS
+    /// instead of splitting a client in two.
+    fn modify<T>(
+        &self,
+        client_id: &str,
+        now_ms: u64,
+        mut change: impl FnMut(&mut ClientRecord) -> T,
+    ) -> Result<T, StoreError> {
+        let keys = self.slot_keys(client_id);
+        for _ in 0..CAS_ATTEMPTS {
+            let mut slots = Vec::with_capacity(2);
+            for key in &keys {
+                let (bytes, cas) = self.store.read_or_create(key, &[])?;
+                slots.push((key, cas, ClientRecord::decode(&bytes)));
+            }
+            let own = slots
+                .iter()
+                .position(|(_, _, r)| r.as_ref().is_some_and(|r| r.client_id == client_id));
+            let target = own.unwrap_or_else(|| {
+                slots
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, (_, _, r))| {
+                        r.as_ref().map_or(0, |r| r.last_seen_ms.saturating_add(1))
+                    })
+                    .map_or(0, |(i, _)| i)
+            });
+            let (key, cas, current) = &slots[target];
+            let mut record = match (own, current) {
+                (Some(_), Some(r)) => r.clone(),
+                _ => ClientRecord::new(client_id, now_ms),
+            };
+            record.last_seen_ms = record.last_seen_ms.max(now_ms);
+            let out = change(&mut record);
+            match self.store.write(key, &record.encode(), *cas) {
+                Ok(()) => return Ok(out),
+                Err(StoreError::CasMismatch) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::CasMismatch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::FakeHost;
+
+    const RATE: BucketRule = BucketRule {
+        max_tokens: 5,
+        tokens_per_fill: 5,
+        fill_interval_ms: 60_000,
+    };
+    const QUOTA: QuotaRule = QuotaRule {
+        tokens: 2,
+        window_ms: 86_400_000,
+    };
+
+    #[test]
+    fn record_round_trip() {
+        let r = ClientRecord {
+            client_id: "c1".into(),
+            last_seen_ms: 7,
+            bucket: Some(Bucket {
+                tokens: 3,
+                last_fill_ms: 5,
+            }),
+            quota: Some(QuotaWindow {
+                start_ms: 0,
+                used: 9,
+            }),
+        };
+        assert_eq!(ClientRecord::decode(&r.encode()), Some(r));
+        assert_eq!(ClientRecord::decode(&[]), None);
+        assert_eq!(ClientRecord::decode(&[1, 200, 0]), None);
+    }
+
+    #[test]
+    fn five_per_minute_exactly_across_cas_conflicts() {
+        let host = FakeHost::new(1_000_000);
+        let store = Store::new(&host, &host, "tg");
+        let table = ClientTable::new(&store, "tg", 100);
+        let mut allowed = 0;
+        for i in 0..8 {
+            host.inject_cas_conflicts(i % 3);
+            let state = table.admit("c1", 1_000_000, Some(&RATE), None).unwrap();
+            let (_, d) = state.rate.unwrap();
+            allowed += u32::from(d.allowed);
+        }
+        assert_eq!(allowed, 5);
+        // Another client is unaffected.
+        assert!(
+            table
+                .admit("c2", 1_000_000, Some(&RATE), None)
+                .unwrap()
+                .rate
+                .unwrap()
+                .1
+                .allowed
+        );
+    }
+
+    #[test]
+    fn quota_counts_only_spent_calls() {
+        let host = FakeHost::new(1_000_000);
+        let store = Store::new(&host, &host, "tg");
+        let table = ClientTable::new(&store, "tg", 100);
+        for _ in 0..5 {
+            let state = table.admit("c1", 1_000_000, None, Some(&QUOTA)).unwrap();
+            assert_eq!(
+                state.quota.unwrap().1.remaining,
+                2,
+                "admission does not spend"
+            );
+        }
+        assert!(table.spend_quota("c1", 1_000_000, &QUOTA).unwrap().allowed);
+        assert!(table.spend_quota("c1", 1_000_001, &QUOTA).unwrap().allowed);
+        let refused = table.spend_quota("c1", 1_000_002, &QUOTA).unwrap();
+        assert!(!refused.allowed);
+        assert_eq!(refused.reset_ms, 86_400_000);
+        assert_eq!(table.get("c1").unwrap().unwrap().quota.unwrap().used, 2);
+    }
+
+    #[test]
+    fn a_full_table_replaces_the_client_seen_least_recently() {
+        let host = FakeHost::new(0);
+        let store = Store::new(&host, &host, "tg");
+        let table = ClientTable::new(&store, "tg", 2);
+        table.admit("old", 1, Some(&RATE), None).unwrap();
+        table.admit("new", 2, Some(&RATE), None).unwrap();
+        table.admit("newest", 3, Some(&RATE), None).unwrap();
+        assert!(table.get("old").unwrap().is_none());
+        assert!(table.get("new").unwrap().is_some());
+        assert!(table.get("newest").unwrap().is_some());
+    }
+}

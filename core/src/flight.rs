@@ -1,0 +1,242 @@
+//! Single flight: at most one IdP call per cache key in flight across all workers. A
+//! marker in shared data (`<prefix>:flight:<slot>`) names the key, a generation and a
+//! deadline; the first request to find no live marker becomes the owner, the others wait
+//! for the outcome the owner writes into the same record. A call that never returns, or an
+//! owner whose VM died, cannot wedge the key: after the deadline the next request owns it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::fingerprint::Fingerprint;
+use crate::host::StoreError;
+use crate::store::{Change, Store};
+
+/// What one IdP call ended with, as waiters on every worker read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallOutcome {
+    pub status: u16,
+    /// A valid token was stored in the cache: waiters read it from there.
+    pub cached: bool,
+    /// No answer (refused, reset, timed out, or Envoy's own plain-text 5xx).
+    pub unreachable: bool,
+    /// Relayed headers (lowercase names) and body, for answers that are not a cached token.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FlightState {
+    InFlight { deadline_ms: u64 },
+    Done(CallOutcome),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlightRecord {
+    /// Hex fingerprint of the key the record is about.
+    pub key: String,
+    /// Counts the calls begun in this slot: tells one call's outcome from the next.
+    pub generation: u64,
+    pub state: FlightState,
+}
+
+/// How a request that needs the IdP relates to the calls in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begin {
+    /// No call in flight for the key: this request makes it.
+    Owner { generation: u64 },
+    /// A call is in flight: wait for its outcome.
+    Joined { generation: u64, deadline_ms: u64 },
+    /// The slot is busy with another key's live call: call without coordination.
+    Uncoordinated,
+}
+
+pub struct FlightTable<'a> {
+    store: &'a Store<'a>,
+    key_prefix: &'a str,
+    slots: u32,
+}
+
+impl<'a> FlightTable<'a> {
+    pub fn new(store: &'a Store<'a>, key_prefix: &'a str, slots: u32) -> FlightTable<'a> {
+        FlightTable {
+            store,
+            key_prefix,
+            slots: slots.max(1),
+        }
+    }
+
+    fn slot_key(&self, fp: &Fingerprint) -> String {
+        format!(
+            "{}:flight:{}",
+            self.key_prefix,
+            fp.word(2) % u64::from(self.slots)
+        )
+    }
+
+    /// Becomes the owner of the key's next call, or joins the live one.
+    pub fn begin(
+        &self,
+        fp: &Fingerprint,
+        now_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<Begin, StoreError> {
+        let hex = fp.to_hex();
+        self.store.update(&self.slot_key(fp), b"", |bytes| {
+            let record = decode(bytes);
+            let generation = record.as_ref().map_or(0, |r| r.generation);
+            if let Some(FlightRecord {
+                key,
+                generation,
+                state:
+                    FlightState::InFlight {
+                        deadline_ms: live_until,
+                    },
+            }) = &record
+                && *live_until > now_ms
+            {
+                return Change::Keep(if *key == hex {
+                    Begin::Joined {
+                        generation: *generation,
+                        deadline_ms: *live_until,
+                    }
+                } else {
+                    Begin::Uncoordinated
+                });
+            }
+            let next = FlightRecord {
+                key: hex.clone(),
+                generation: generation.wrapping_add(1),
+                state: FlightState::InFlight { deadline_ms },
+            };
+            Change::Write(
+                encode(&next),
+                Begin::Owner {
+                    generation: next.generation,
+                },
+            )
+        })
+    }
+
+    /// Records the outcome of the owner's call, unless the slot has moved on.
+    pub fn finish(
+        &self,
+        fp: &Fingerprint,
+        generation: u64,
+        outcome: CallOutcome,
+    ) -> Result<(), StoreError> {
+        let hex = fp.to_hex();
+        self.store
+            .update(&self.slot_key(fp), b"", |bytes| match decode(bytes) {
+                Some(record) if record.key == hex && record.generation == generation => {
+                    let done = FlightRecord {
+                        state: FlightState::Done(outcome.clone()),
+                        ..record
+                    };
+                    Change::Write(encode(&done), ())
+                }
+                _ => Change::Keep(()),
+            })
+    }
+
+    /// The record of the key's slot, if it is about this key.
+    pub fn read(&self, fp: &Fingerprint) -> Result<Option<FlightRecord>, StoreError> {
+        let hex = fp.to_hex();
+        let current = self
+            .store
+            .get(&self.slot_key(fp))
+            .map_err(StoreError::Host)?;
+        Ok(current
+            .and_then(|(bytes, _)| decode(&bytes))
+            .filter(|r| r.key == hex))
+    }
+}
+
+fn encode(record: &FlightRecord) -> Vec<u8> {
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+fn decode(bytes: &[u8]) -> Option<FlightRecord> {
+    serde_json::from_slice(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::FakeHost;
+
+    fn outcome(status: u16) -> CallOutcome {
+        CallOutcome {
+            status,
+            cached: status == 200,
+            unreachable: false,
+            headers: vec![],
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn one_owner_the_rest_join_until_it_finishes() {
+        let host = FakeHost::new(0);
+        let store = Store::new(&host, &host, "tg");
+        let flights = FlightTable::new(&store, "tg", 64);
+        let fp = Fingerprint([3; 32]);
+        assert_eq!(
+            flights.begin(&fp, 0, 5_000).unwrap(),
+            Begin::Owner { generation: 1 }
+        );
+        for _ in 0..10 {
+            host.inject_cas_conflicts(1);
+            assert_eq!(
+                flights.begin(&fp, 10, 6_000).unwrap(),
+                Begin::Joined {
+                    generation: 1,
+                    deadline_ms: 5_000
+                }
+            );
+        }
+        flights.finish(&fp, 1, outcome(200)).unwrap();
+        let record = flights.read(&fp).unwrap().unwrap();
+        assert_eq!(record.state, FlightState::Done(outcome(200)));
+        // After the outcome, the next miss owns a new call.
+        assert_eq!(
+            flights.begin(&fp, 20, 5_000).unwrap(),
+            Begin::Owner { generation: 2 }
+        );
+    }
+
+    #[test]
+    fn an_expired_marker_is_taken_over_and_a_late_finish_is_ignored() {
+        let host = FakeHost::new(0);
+        let store = Store::new(&host, &host, "tg");
+        let flights = FlightTable::new(&store, "tg", 64);
+        let fp = Fingerprint([4; 32]);
+        flights.begin(&fp, 0, 5_000).unwrap();
+        assert_eq!(
+            flights.begin(&fp, 5_000, 10_000).unwrap(),
+            Begin::Owner { generation: 2 }
+        );
+        flights.finish(&fp, 1, outcome(500)).unwrap();
+        let record = flights.read(&fp).unwrap().unwrap();
+        assert_eq!(
+            (record.generation, record.state),
+            (
+                2,
+                FlightState::InFlight {
+                    deadline_ms: 10_000
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn another_keys_live_call_in_the_slot_means_no_coordination() {
+        let host = FakeHost::new(0);
+        let store = Store::new(&host, &host, "tg");
+        let flights = FlightTable::new(&store, "tg", 1);
+        flights.begin(&Fingerprint([5; 32]), 0, 5_000).unwrap();
+        assert_eq!(
+            flights.begin(&Fingerprint([6; 32]), 1, 5_000).unwrap(),
+            Begin::Uncoordinated
+        );
+        assert!(flights.read(&Fingerprint([6; 32])).unwrap().is_none());
+    }
+}

@@ -1,0 +1,122 @@
+//! Per-client rate limit and issuance quota in real Envoy with two workers: exact counts
+//! across workers, the 429 answers and the rate-limit headers.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::thread;
+
+use serde_json::json;
+use support::*;
+
+fn header_u64(r: &testbed::Response, name: &str) -> u64 {
+    r.header(name)
+        .unwrap_or_else(|| panic!("no {name}: {:?}", r.headers))
+        .parse()
+        .unwrap()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn five_per_minute_then_429_and_another_client_is_unaffected() {
+    let config = plugin_config(json!({"rate_limit": {
+        "default": {"max_tokens": 30, "tokens_per_fill": 30, "fill_interval": "60s"},
+        "clients": {"c1": {"max_tokens": 5, "tokens_per_fill": 5, "fill_interval": "60s"}}
+    }}));
+    let stack = Stack::start(config, 3600);
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let r = stack.post_form(&cc_form("c1", "s1", "a"));
+        statuses.push(r.status);
+        assert_eq!(header_u64(&r, "x-ratelimit-limit"), 5);
+        assert!(r.header("ratelimit-policy").is_some() && r.header("ratelimit").is_some());
+        if i < 5 {
+            assert_eq!(header_u64(&r, "x-ratelimit-remaining"), 4 - i);
+        } else {
+            assert_oauth_error(&r, 429, "too_many_requests");
+            assert_eq!(header_u64(&r, "x-ratelimit-remaining"), 0);
+            let retry = header_u64(&r, "retry-after");
+            assert!((1..=60).contains(&retry), "{retry}");
+            let reset = header_u64(&r, "x-ratelimit-reset");
+            let now = unix_now();
+            assert!(reset >= now && reset <= now + 61, "{reset} vs {now}");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    let other = stack.post_form(&cc_form("c2", "s2", "a"));
+    assert_eq!(other.status, 200);
+    assert_eq!(header_u64(&other, "x-ratelimit-remaining"), 29);
+    assert_eq!(stack.idp.token_calls(), 2);
+}
+
+#[test]
+fn forty_concurrent_requests_of_a_client_limited_to_ten_give_exactly_ten() {
+    let config = plugin_config(json!({"rate_limit": {
+        "clients": {"c1": {"max_tokens": 10, "tokens_per_fill": 10, "fill_interval": "1h"}}
+    }}));
+    let stack = Stack::start(config, 3600);
+    let port = stack.port();
+    let statuses: Vec<u16> = thread::scope(|s| {
+        let handles: Vec<_> = (0..40)
+            .map(|_| {
+                s.spawn(move || {
+                    post(
+                        port,
+                        "/oauth/token",
+                        Some(FORM),
+                        &[],
+                        cc_form("c1", "s1", "a").as_bytes(),
+                    )
+                    .status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        30,
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn quota_of_two_per_day_blocks_the_third_audience_and_still_serves_hits() {
+    let config = plugin_config(json!({"quota": {"default": {"tokens": 2, "window": "1d"}}}));
+    let stack = Stack::start(config, 3600);
+    for audience in ["a", "b"] {
+        let r = stack.post_form(&cc_form("c1", "s1", audience));
+        assert_eq!((r.status, cache_status(&r)), (200, "miss"));
+        assert!(
+            r.header("auth0-client-quota-limit")
+                .unwrap()
+                .starts_with("b=per_day;q=2;")
+        );
+    }
+    let c = stack.post_form(&cc_form("c1", "s1", "c"));
+    assert_oauth_error(&c, 429, "too_many_requests");
+    let retry = header_u64(&c, "retry-after");
+    assert!((1..=86_400).contains(&retry));
+    assert!(
+        c.header("auth0-client-quota-limit")
+            .unwrap()
+            .starts_with("b=per_day;q=2;r=0;t=")
+    );
+    let a = stack.post_form(&cc_form("c1", "s1", "a"));
+    assert_eq!((a.status, cache_status(&a)), (200, "hit"));
+    assert_eq!(stack.idp.token_calls(), 2);
+    assert_eq!(stack.idp.calls_for_audience("c1", "c"), 0);
+}
