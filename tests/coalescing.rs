@@ -108,3 +108,48 @@ fn a_wrong_secret_repeated_twenty_times_costs_one_idp_call() {
     // The right secret is not affected.
     assert_eq!(stack.post_form(&cc_form("c1", "s1", "a")).status, 200);
 }
+
+#[test]
+fn clients_that_disconnect_while_waiting_do_not_break_the_others() {
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    let stack = Stack::start(plugin_config(json!({})), 3600);
+    stack.set_fault(fault_delay(800));
+    let port = stack.port();
+    let body = cc_form("c1", "s1", "a");
+    // The first request (the call's owner) and two more go away while the call runs.
+    let request = format!(
+        "POST /oauth/token HTTP/1.1\r\nhost: x\r\ncontent-type: {FORM}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut leavers = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        leavers.push(stream);
+        sleep(Duration::from_millis(50));
+    }
+    let answers: Vec<(u16, String)> = thread::scope(|s| {
+        let handles: Vec<_> = (0..10)
+            .map(|_| {
+                s.spawn(|| {
+                    let r = post(port, "/oauth/token", Some(FORM), &[], body.as_bytes());
+                    (r.status, access_token(&r))
+                })
+            })
+            .collect();
+        sleep(Duration::from_millis(200));
+        drop(leavers);
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+    let tokens: HashSet<&String> = answers.iter().map(|(_, t)| t).collect();
+    assert_eq!(tokens.len(), 1);
+    // The owner left, yet its call went on and its token serves everyone: one IdP call.
+    assert_eq!(stack.idp.token_calls(), 1);
+    assert_eq!(cache_status(&stack.post_form(&body)), "hit");
+}

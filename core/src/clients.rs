@@ -331,3 +331,69 @@ mod tests {
         assert!(table.get("newest").unwrap().is_some());
     }
 }
+
+#[cfg(test)]
+mod interleaving {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::host::fake::FakeHost;
+
+    const RATE: BucketRule = BucketRule {
+        max_tokens: 10,
+        tokens_per_fill: 10,
+        fill_interval_ms: 3_600_000,
+    };
+
+    fn admit(host: &FakeHost) -> Result<bool, StoreError> {
+        let store = Store::new(host, host, "tg");
+        let table = ClientTable::new(&store, "tg", 16);
+        Ok(table
+            .admit("c1", 1_000, Some(&RATE), None)?
+            .rate
+            .map(|(_, d)| d.allowed)
+            .unwrap_or(false))
+    }
+
+    /// Another worker admits the same client between any two of this worker's writes,
+    /// including while the record is first created: no request is lost or counted twice.
+    /// (Inside the creation lock the other worker would wait; this single thread cannot,
+    /// so there it goes after.)
+    #[test]
+    fn racing_workers_never_lose_or_double_count_a_request() {
+        for nth in 0..8 {
+            for prior in 0..2u64 {
+                let host = FakeHost::new(1_000);
+                for _ in 0..prior {
+                    assert!(admit(&host).unwrap());
+                }
+                let done = Rc::new(Cell::new(0u64));
+                let counted = done.clone();
+                host.interleave_before_set(nth, move |other| {
+                    for _ in 0..2 {
+                        if admit(other).unwrap_or(false) {
+                            counted.set(counted.get() + 1);
+                        }
+                    }
+                });
+                assert!(admit(&host).unwrap());
+                host.clear_interleaving();
+                while done.get() < 2 {
+                    assert!(admit(&host).unwrap());
+                    done.set(done.get() + 1);
+                }
+                let store = Store::new(&host, &host, "tg");
+                let record = ClientTable::new(&store, "tg", 16)
+                    .get("c1")
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(
+                    record.bucket.unwrap().tokens,
+                    10 - 3 - prior,
+                    "interleaved before set {nth}, {prior} earlier"
+                );
+            }
+        }
+    }
+}

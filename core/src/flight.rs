@@ -240,3 +240,44 @@ mod tests {
         assert!(flights.read(&Fingerprint([6; 32])).unwrap().is_none());
     }
 }
+
+#[cfg(test)]
+mod interleaving {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::host::fake::FakeHost;
+
+    fn begin(host: &FakeHost) -> Result<Begin, StoreError> {
+        let store = Store::new(host, host, "tg");
+        FlightTable::new(&store, "tg", 64).begin(&Fingerprint([9; 32]), 0, 5_000)
+    }
+
+    /// Two workers miss the same cold key at once: whatever the interleaving of their host
+    /// calls, exactly one owns the call. (Inside the creation lock the other worker would
+    /// wait; this single thread cannot, so there it goes after.)
+    #[test]
+    fn exactly_one_owner_whatever_the_interleaving() {
+        for nth in 0..6 {
+            let host = FakeHost::new(0);
+            let other: Rc<Cell<Option<Begin>>> = Rc::default();
+            let seen = other.clone();
+            host.interleave_before_set(nth, move |h| seen.set(begin(h).ok()));
+            let mine = begin(&host).unwrap();
+            host.clear_interleaving();
+            let theirs = match other.get() {
+                Some(b) => b,
+                None => begin(&host).unwrap(),
+            };
+            let owners = [mine, theirs]
+                .iter()
+                .filter(|b| matches!(b, Begin::Owner { .. }))
+                .count();
+            assert_eq!(
+                owners, 1,
+                "interleaved before set {nth}: {mine:?} / {theirs:?}"
+            );
+        }
+    }
+}

@@ -4,6 +4,9 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
+/// Work "another worker" does between two host calls of the code under test.
+type Interleaved = Box<dyn FnOnce(&FakeHost)>;
+
 use super::{Clock, Dispatcher, HostError, IdpCall, SharedStore, StoreError};
 
 #[derive(Default)]
@@ -16,6 +19,9 @@ pub struct FakeHost {
     conflicts: Cell<u32>,
     /// Dispatches fail (as when the cluster does not exist).
     dispatch_fails: Cell<bool>,
+    /// Runs just before the set with this index (counted from when it was armed).
+    interleaved: RefCell<Option<(u32, Interleaved)>>,
+    sets_seen: Cell<u32>,
 }
 
 impl FakeHost {
@@ -40,6 +46,18 @@ impl FakeHost {
 
     pub fn inject_cas_conflicts(&self, count: u32) {
         self.conflicts.set(count);
+    }
+
+    /// Runs `work` (another worker's requests) just before the `nth` next `set` (0 = the
+    /// very next one) executes, as a second thread would between two host calls.
+    pub fn interleave_before_set(&self, nth: u32, work: impl FnOnce(&FakeHost) + 'static) {
+        self.sets_seen.set(0);
+        *self.interleaved.borrow_mut() = Some((nth, Box::new(work)));
+    }
+
+    /// Drops interleaved work that has not run yet.
+    pub fn clear_interleaving(&self) {
+        self.interleaved.borrow_mut().take();
     }
 
     pub fn fail_dispatch(&self, fail: bool) {
@@ -69,6 +87,17 @@ impl SharedStore for FakeHost {
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        let seen = self.sets_seen.get();
+        self.sets_seen.set(seen + 1);
+        let due = matches!(&*self.interleaved.borrow(), Some((nth, _)) if *nth == seen);
+        let pending = if due {
+            self.interleaved.borrow_mut().take()
+        } else {
+            None
+        };
+        if let Some((_, work)) = pending {
+            work(self);
+        }
         let mut data = self.data.borrow_mut();
         if let (Some(cas), Some((_, current))) = (cas, data.get(key)) {
             if self.conflicts.get() > 0 {
