@@ -44,19 +44,11 @@ impl TokenFilter {
         key_prefix: Rc<str>,
         hub: SharedHub,
     ) -> TokenFilter {
-        TokenFilter {
-            context_id,
-            config,
-            key_prefix,
-            hub,
-            phase: Phase::PassThrough,
-        }
+        TokenFilter { context_id, config, key_prefix, hub, phase: Phase::PassThrough }
     }
 
     fn request_header(name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
     }
 
     /// Sends `response` as the stream's local reply; the stream is then done.
@@ -68,10 +60,8 @@ impl TokenFilter {
 
     /// The body is complete: answer now, or wait for the IdP.
     fn decide(&mut self, config: &Config, head: &RequestHead, body: &[u8]) -> Action {
-        let Decision {
-            outcome,
-            background,
-        } = Gate::new(config, &EnvoyHost, &self.key_prefix).handle(head, body);
+        let Decision { outcome, background } =
+            Gate::new(config, &EnvoyHost, &self.key_prefix).handle(head, body);
         if let Some(call) = background {
             self.hub.borrow_mut().submit(call);
         }
@@ -96,11 +86,7 @@ impl TokenFilter {
 
 /// Sends a local reply on the current (effective) stream.
 pub fn send_response(response: &Response) {
-    let headers: Vec<(&str, &str)> = response
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
+    let headers: Vec<(&str, &str)> = response.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     if let Err(status) =
         hostcalls::send_http_response(u32::from(response.status), headers, Some(&response.body))
     {
@@ -123,25 +109,12 @@ pub fn read_idp_reply(num_headers: usize, body_size: usize) -> Option<IdpReply> 
         .ok()
         .flatten()
         .unwrap_or_default();
-    let headers = headers
-        .into_iter()
-        .map(|(n, v)| (n.to_ascii_lowercase(), v))
-        .collect();
-    Some(IdpReply {
-        status,
-        headers,
-        body,
-    })
+    let headers = headers.into_iter().map(|(n, v)| (n.to_ascii_lowercase(), v)).collect();
+    Some(IdpReply { status, headers, body })
 }
 
 impl Context for TokenFilter {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _: usize,
-    ) {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _: usize) {
         let Some(config) = self.config.clone() else {
             return;
         };
@@ -151,8 +124,8 @@ impl Context for TokenFilter {
             _ => return,
         };
         let reply = read_idp_reply(num_headers, body_size);
-        let response = Gate::new(&config, &EnvoyHost, &self.key_prefix)
-            .complete_forward(&pending, reply.as_ref());
+        let response =
+            Gate::new(&config, &EnvoyHost, &self.key_prefix).complete_forward(&pending, reply.as_ref());
         self.respond(&response);
     }
 }
@@ -171,8 +144,7 @@ impl HttpContext for TokenFilter {
             content_type: Self::request_header("content-type"),
             authorization: Self::request_header("authorization"),
         };
-        let declared_length =
-            Self::request_header("content-length").and_then(|l| l.parse::<usize>().ok());
+        let declared_length = Self::request_header("content-length").and_then(|l| l.parse::<usize>().ok());
         if declared_length.is_some_and(|length| length > config.max_body_bytes) {
             let response = Gate::new(&config, &EnvoyHost, &self.key_prefix).too_large();
             return self.respond(&response);

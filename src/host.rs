@@ -6,7 +6,7 @@ use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
-use tokengate_core::host::{Clock, Dispatcher, HostError, IdpCall, SharedStore, StoreError};
+use tokengate_core::host::{Clock, Dispatcher, Entropy, HostError, IdpCall, SharedStore, StoreError};
 
 /// Envoy, as seen from one context.
 pub struct EnvoyHost;
@@ -45,11 +45,7 @@ impl Clock for EnvoyHost {
 
 impl Dispatcher for EnvoyHost {
     fn dispatch(&self, call: &IdpCall) -> Result<u32, HostError> {
-        let headers: Vec<(&str, &str)> = call
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
+        let headers: Vec<(&str, &str)> = call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         hostcalls::dispatch_http_call(
             &call.cluster,
             headers,
@@ -58,5 +54,12 @@ impl Dispatcher for EnvoyHost {
             std::time::Duration::from_millis(call.timeout_ms),
         )
         .map_err(|status| host_error("dispatch_http_call", status))
+    }
+}
+
+impl Entropy for EnvoyHost {
+    /// WASI `random_get`, which Envoy serves from its own secure random source.
+    fn fill_random(&self, buf: &mut [u8]) -> bool {
+        getrandom::fill(buf).is_ok()
     }
 }

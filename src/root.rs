@@ -87,9 +87,7 @@ impl TokengateRoot {
         let waiters = std::mem::take(&mut self.hub.borrow_mut().waiters);
         let mut still_waiting: Vec<(u32, Waiter)> = Vec::with_capacity(waiters.len());
         for (context_id, waiter) in waiters {
-            let outcome = known
-                .filter(|(fp, _)| **fp == waiter.fingerprint)
-                .map(|(_, o)| o);
+            let outcome = known.filter(|(fp, _)| **fp == waiter.fingerprint).map(|(_, o)| o);
             match gate.answer(&waiter, outcome) {
                 Some(response) => self.answer_stream(context_id, &response),
                 None => still_waiting.push((context_id, waiter)),
@@ -109,13 +107,7 @@ impl TokengateRoot {
 }
 
 impl Context for TokengateRoot {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _: usize,
-    ) {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _: usize) {
         let Some(config) = self.config.clone() else {
             return;
         };
@@ -123,8 +115,7 @@ impl Context for TokengateRoot {
             return;
         };
         let reply = read_idp_reply(num_headers, body_size);
-        let outcome =
-            Gate::new(&config, &EnvoyHost, &self.key_prefix).finish_call(&job, reply.as_ref());
+        let outcome = Gate::new(&config, &EnvoyHost, &self.key_prefix).finish_call(&job, reply.as_ref());
         self.answer_waiters(&config, Some((&job.fingerprint, &outcome)));
     }
 }

@@ -35,10 +35,7 @@ fn one_miss_then_forty_hits_cost_one_idp_call_per_audience() {
         assert_eq!(body["access_token"], token.as_str());
         assert_eq!(body["token_type"], "Bearer");
         let expires_in = body["expires_in"].as_u64().expect("expires_in");
-        assert!(
-            expires_in <= last_expires_in && expires_in > 3590,
-            "{expires_in}"
-        );
+        assert!(expires_in <= last_expires_in && expires_in > 3590, "{expires_in}");
         last_expires_in = expires_in;
     }
     // Hits never reach the IdP, not even as a request begun and reset.
@@ -67,18 +64,11 @@ fn a_wrong_or_missing_secret_never_gets_the_cached_token() {
         assert!(!r.text().contains(&token), "{body}");
     }
     let basic = format!("Basic {}", base64_of("c1:wrong"));
-    let r = stack.post(
-        Some(FORM),
-        &[("authorization", &basic)],
-        b"grant_type=client_credentials&audience=a",
-    );
+    let r = stack.post(Some(FORM), &[("authorization", &basic)], b"grant_type=client_credentials&audience=a");
     assert_eq!(r.status, 401);
     assert!(!r.text().contains(&token));
     // The right secret still hits.
-    assert_eq!(
-        cache_status(&stack.post_form(&cc_form("c1", "s1", "a"))),
-        "hit"
-    );
+    assert_eq!(cache_status(&stack.post_form(&cc_form("c1", "s1", "a"))), "hit");
 }
 
 #[test]
@@ -88,18 +78,15 @@ fn form_json_and_basic_requests_are_answered_and_share_the_cache() {
     assert_eq!((form.status, cache_status(&form)), (200, "miss"));
     let token = access_token(&form);
 
-    let json_request = br#"{"grant_type":"client_credentials","client_id":"c1","client_secret":"s1","audience":"a"}"#;
+    let json_request =
+        br#"{"grant_type":"client_credentials","client_id":"c1","client_secret":"s1","audience":"a"}"#;
     for content_type in [JSON, "application/json; charset=utf-8"] {
         let r = stack.post(Some(content_type), &[], json_request);
         assert_eq!((r.status, cache_status(&r)), (200, "hit"), "{content_type}");
         assert_eq!(access_token(&r), token);
     }
     let basic = format!("Basic {}", base64_of("c1:s1"));
-    let r = stack.post(
-        Some(FORM),
-        &[("authorization", &basic)],
-        b"grant_type=client_credentials&audience=a",
-    );
+    let r = stack.post(Some(FORM), &[("authorization", &basic)], b"grant_type=client_credentials&audience=a");
     assert_eq!((r.status, cache_status(&r)), (200, "hit"));
     assert_eq!(access_token(&r), token);
 
@@ -111,21 +98,14 @@ fn form_json_and_basic_requests_are_answered_and_share_the_cache() {
     );
     assert_eq!((r.status, cache_status(&r)), (200, "miss"), "{}", r.text());
     let basic = format!("Basic {}", base64_of("c2:s2"));
-    let r = stack.post(
-        Some(FORM),
-        &[("authorization", &basic)],
-        b"grant_type=client_credentials&audience=z",
-    );
+    let r = stack.post(Some(FORM), &[("authorization", &basic)], b"grant_type=client_credentials&audience=z");
     assert_eq!((r.status, cache_status(&r)), (200, "miss"), "{}", r.text());
     assert_eq!(stack.idp.token_calls(), 3);
 }
 
 #[test]
 fn expires_in_counts_down_and_the_floor_forces_a_new_call() {
-    let stack = Stack::start(
-        plugin_config(json!({"cache": {"min_remaining_ttl": "1s"}})),
-        3,
-    );
+    let stack = Stack::start(plugin_config(json!({"cache": {"min_remaining_ttl": "1s"}})), 3);
     let first = stack.post_form(&cc_form("c1", "s1", "a"));
     assert_eq!(cache_status(&first), "miss");
     sleep(Duration::from_millis(1000));

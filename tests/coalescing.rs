@@ -23,39 +23,25 @@ fn sixty_concurrent_cold_requests_for_one_key_cost_one_idp_call() {
         let handles: Vec<_> = (0..60)
             .map(|_| {
                 s.spawn(move || {
-                    let r = post(
-                        port,
-                        "/oauth/token",
-                        Some(FORM),
-                        &[],
-                        cc_form("c1", "s1", "a").as_bytes(),
-                    );
+                    let r = post(port, "/oauth/token", Some(FORM), &[], cc_form("c1", "s1", "a").as_bytes());
                     (r.status, cache_status(&r).to_owned(), access_token(&r))
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert!(
-        answers.iter().all(|(status, _, _)| *status == 200),
-        "{answers:?}"
-    );
+    assert!(answers.iter().all(|(status, _, _)| *status == 200), "{answers:?}");
     let tokens: HashSet<&String> = answers.iter().map(|(_, _, t)| t).collect();
     assert_eq!(tokens.len(), 1, "{tokens:?}");
     assert_eq!(stack.idp.token_calls(), 1);
     let misses = answers.iter().filter(|(_, c, _)| c == "miss").count();
     assert_eq!(misses, 1, "{answers:?}");
-    assert!(
-        answers
-            .iter()
-            .all(|(_, c, _)| ["miss", "coalesced", "hit"].contains(&c.as_str()))
-    );
+    assert!(answers.iter().all(|(_, c, _)| ["miss", "coalesced", "hit"].contains(&c.as_str())));
 }
 
 #[test]
 fn refresh_ahead_keeps_serving_hits_and_calls_the_idp_once() {
-    let config =
-        plugin_config(json!({"cache": {"min_remaining_ttl": "1s", "refresh_ahead_ratio": 0.5}}));
+    let config = plugin_config(json!({"cache": {"min_remaining_ttl": "1s", "refresh_ahead_ratio": 0.5}}));
     let stack = Stack::start(config, 4);
     let first = access_token(&stack.post_form(&cc_form("c1", "s1", "a")));
     sleep(Duration::from_millis(2_500));
@@ -77,17 +63,11 @@ fn a_failing_idp_serves_the_cached_token_as_stale_else_503() {
     let stack = Stack::start(config, 4);
     let token = access_token(&stack.post_form(&cc_form("c1", "s1", "a")));
     sleep(Duration::from_millis(2_200)); // 1.8 s left: below the floor, so the IdP is asked
-    stack.set_fault(Fault {
-        status: Some(500),
-        ..Fault::default()
-    });
+    stack.set_fault(Fault { status: Some(500), ..Fault::default() });
     let r = stack.post_form(&cc_form("c1", "s1", "a"));
     assert_eq!((r.status, cache_status(&r)), (200, "stale"));
     assert_eq!(access_token(&r), token);
-    stack.set_fault(Fault {
-        refuse: true,
-        ..Fault::default()
-    });
+    stack.set_fault(Fault { refuse: true, ..Fault::default() });
     let r = stack.post_form(&cc_form("c1", "s1", "b"));
     assert_oauth_error(&r, 503, "temporarily_unavailable");
 }
@@ -143,10 +123,7 @@ fn clients_that_disconnect_while_waiting_do_not_break_the_others() {
         drop(leavers);
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert!(
-        answers.iter().all(|(status, _)| *status == 200),
-        "{answers:?}"
-    );
+    assert!(answers.iter().all(|(status, _)| *status == 200), "{answers:?}");
     let tokens: HashSet<&String> = answers.iter().map(|(_, t)| t).collect();
     assert_eq!(tokens.len(), 1);
     // The owner left, yet its call went on and its token serves everyone: one IdP call.

@@ -20,13 +20,8 @@ fn refused_start(config: serde_json::Value) -> String {
 
 #[test]
 fn unknown_field_refuses_the_start_naming_the_field() {
-    let log = refused_start(plugin_config(
-        json!({"cache": {"max_entries": 10, "ttl": "5s"}}),
-    ));
-    assert!(
-        log.contains("configuration rejected: cache.ttl: unknown field `ttl`"),
-        "{log}"
-    );
+    let log = refused_start(plugin_config(json!({"cache": {"max_entries": 10, "ttl": "5s"}})));
+    assert!(log.contains("configuration rejected: cache.ttl: unknown field `ttl`"), "{log}");
 }
 
 #[test]
@@ -34,18 +29,11 @@ fn bad_duration_refuses_the_start_naming_the_field() {
     let log = refused_start(plugin_config(
         json!({"upstream": {"cluster": "idp", "authority": "a", "timeout": "5"}}),
     ));
-    assert!(
-        log.contains("configuration rejected: upstream.timeout:"),
-        "{log}"
-    );
+    assert!(log.contains("configuration rejected: upstream.timeout:"), "{log}");
 }
 
 #[test]
 fn missing_required_field_refuses_the_start_naming_the_field() {
-    let log =
-        refused_start(json!({"token_paths": ["/oauth/token"], "upstream": {"cluster": "idp"}}));
-    assert!(
-        log.contains("configuration rejected: upstream: missing field `authority`"),
-        "{log}"
-    );
+    let log = refused_start(json!({"token_paths": ["/oauth/token"], "upstream": {"cluster": "idp"}}));
+    assert!(log.contains("configuration rejected: upstream: missing field `authority`"), "{log}");
 }

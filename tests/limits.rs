@@ -12,17 +12,11 @@ use serde_json::json;
 use support::*;
 
 fn header_u64(r: &testbed::Response, name: &str) -> u64 {
-    r.header(name)
-        .unwrap_or_else(|| panic!("no {name}: {:?}", r.headers))
-        .parse()
-        .unwrap()
+    r.header(name).unwrap_or_else(|| panic!("no {name}: {:?}", r.headers)).parse().unwrap()
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 #[test]
@@ -68,29 +62,14 @@ fn forty_concurrent_requests_of_a_client_limited_to_ten_give_exactly_ten() {
         let handles: Vec<_> = (0..40)
             .map(|_| {
                 s.spawn(move || {
-                    post(
-                        port,
-                        "/oauth/token",
-                        Some(FORM),
-                        &[],
-                        cc_form("c1", "s1", "a").as_bytes(),
-                    )
-                    .status
+                    post(port, "/oauth/token", Some(FORM), &[], cc_form("c1", "s1", "a").as_bytes()).status
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        10,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 429).count(),
-        30,
-        "{statuses:?}"
-    );
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 10, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 30, "{statuses:?}");
 }
 
 #[test]
@@ -100,21 +79,13 @@ fn quota_of_two_per_day_blocks_the_third_audience_and_still_serves_hits() {
     for audience in ["a", "b"] {
         let r = stack.post_form(&cc_form("c1", "s1", audience));
         assert_eq!((r.status, cache_status(&r)), (200, "miss"));
-        assert!(
-            r.header("auth0-client-quota-limit")
-                .unwrap()
-                .starts_with("b=per_day;q=2;")
-        );
+        assert!(r.header("auth0-client-quota-limit").unwrap().starts_with("b=per_day;q=2;"));
     }
     let c = stack.post_form(&cc_form("c1", "s1", "c"));
     assert_oauth_error(&c, 429, "too_many_requests");
     let retry = header_u64(&c, "retry-after");
     assert!((1..=86_400).contains(&retry));
-    assert!(
-        c.header("auth0-client-quota-limit")
-            .unwrap()
-            .starts_with("b=per_day;q=2;r=0;t=")
-    );
+    assert!(c.header("auth0-client-quota-limit").unwrap().starts_with("b=per_day;q=2;r=0;t="));
     let a = stack.post_form(&cc_form("c1", "s1", "a"));
     assert_eq!((a.status, cache_status(&a)), (200, "hit"));
     assert_eq!(stack.idp.token_calls(), 2);

@@ -12,37 +12,13 @@ use support::*;
 #[test]
 fn ten_kinds_of_malformed_request_get_4xx_oauth_errors_and_never_reach_the_idp() {
     let stack = Stack::start(plugin_config(json!({"max_body_bytes": 1024})), 3600);
-    let deep = format!(
-        "{{\"grant_type\":{}\"x\"{}}}",
-        "[".repeat(400),
-        "]".repeat(400)
-    );
+    let deep = format!("{{\"grant_type\":{}\"x\"{}}}", "[".repeat(400), "]".repeat(400));
     let oversize = format!("{}&x={}", cc_form("c1", "s1", "a"), "y".repeat(2000));
     let cases: Vec<(&str, Option<&str>, Vec<u8>, u16)> = vec![
-        (
-            "bad JSON",
-            Some(JSON),
-            b"{\"grant_type\": \"client_credentials\",".to_vec(),
-            400,
-        ),
-        (
-            "JSON not an object",
-            Some(JSON),
-            b"[\"client_credentials\"]".to_vec(),
-            400,
-        ),
-        (
-            "wrong content type",
-            Some("text/plain"),
-            cc_form("c1", "s1", "a").into_bytes(),
-            400,
-        ),
-        (
-            "no content type",
-            None,
-            cc_form("c1", "s1", "a").into_bytes(),
-            400,
-        ),
+        ("bad JSON", Some(JSON), b"{\"grant_type\": \"client_credentials\",".to_vec(), 400),
+        ("JSON not an object", Some(JSON), b"[\"client_credentials\"]".to_vec(), 400),
+        ("wrong content type", Some("text/plain"), cc_form("c1", "s1", "a").into_bytes(), 400),
+        ("no content type", None, cc_form("c1", "s1", "a").into_bytes(), 400),
         ("over-size body", Some(FORM), oversize.into_bytes(), 413),
         (
             "bad percent-encoding",
@@ -50,12 +26,7 @@ fn ten_kinds_of_malformed_request_get_4xx_oauth_errors_and_never_reach_the_idp()
             b"grant_type=client_credentials&client_id=c1%zz&client_secret=s1".to_vec(),
             400,
         ),
-        (
-            "binary",
-            Some(FORM),
-            vec![0, 159, 146, 150, 255, 10, 13, 0, 1],
-            400,
-        ),
+        ("binary", Some(FORM), vec![0, 159, 146, 150, 255, 10, 13, 0, 1], 400),
         ("empty", Some(FORM), Vec::new(), 400),
         (
             "no client id",
@@ -86,11 +57,7 @@ fn ten_kinds_of_malformed_request_get_4xx_oauth_errors_and_never_reach_the_idp()
 #[test]
 fn oversize_body_without_content_length_is_refused_while_streaming() {
     let stack = Stack::start(plugin_config(json!({"max_body_bytes": 1024})), 3600);
-    let chunks: [&[u8]; 3] = [
-        b"grant_type=client_credentials&x=",
-        &[b'a'; 800],
-        &[b'b'; 800],
-    ];
+    let chunks: [&[u8]; 3] = [b"grant_type=client_credentials&x=", &[b'a'; 800], &[b'b'; 800]];
     let (status, body) = post_chunked(stack.port(), "/oauth/token", FORM, &chunks);
     assert_eq!(status, 413, "{body}");
     let body: serde_json::Value = serde_json::from_str(&body).expect("JSON error body");
@@ -101,80 +68,37 @@ fn oversize_body_without_content_length_is_refused_while_streaming() {
 #[test]
 fn get_and_other_posts_reach_the_route_upstream_untouched() {
     let stack = Stack::start(plugin_config(json!({})), 3600);
-    let get = testbed::request(
-        "GET",
-        stack.port(),
-        "/oauth/token?x=1",
-        &[("x-probe", "get")],
-        b"",
-    )
-    .expect("answer");
+    let get = testbed::request("GET", stack.port(), "/oauth/token?x=1", &[("x-probe", "get")], b"")
+        .expect("answer");
     assert_eq!(get.status, 200);
     assert_eq!(get.header("x-tokengate-cache"), None);
     let body = cc_form("c1", "s1", "a");
-    let other = post(
-        stack.port(),
-        "/api/things",
-        Some(FORM),
-        &[("x-probe", "post")],
-        body.as_bytes(),
-    );
+    let other = post(stack.port(), "/api/things", Some(FORM), &[("x-probe", "post")], body.as_bytes());
     assert_eq!(other.status, 200);
     assert_eq!(other.header("x-tokengate-cache"), None);
     // A PUT to the token path is not a token request either.
-    let put = testbed::request(
-        "PUT",
-        stack.port(),
-        "/oauth/token",
-        &[("content-type", FORM)],
-        b"not=parsed%zz",
-    )
-    .expect("answer");
+    let put =
+        testbed::request("PUT", stack.port(), "/oauth/token", &[("content-type", FORM)], b"not=parsed%zz")
+            .expect("answer");
     assert_eq!(put.status, 200);
 
     let seen = stack.idp.requests();
     assert_eq!(seen.len(), 3);
-    let header = |i: usize, name: &str| {
-        seen[i]
-            .headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    };
-    assert_eq!(
-        (seen[0].method.as_str(), seen[0].path.as_str()),
-        ("GET", "/oauth/token?x=1")
-    );
+    let header =
+        |i: usize, name: &str| seen[i].headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("GET", "/oauth/token?x=1"));
     assert_eq!(header(0, "x-probe").as_deref(), Some("get"));
-    assert_eq!(
-        (seen[1].method.as_str(), seen[1].path.as_str()),
-        ("POST", "/api/things")
-    );
+    assert_eq!((seen[1].method.as_str(), seen[1].path.as_str()), ("POST", "/api/things"));
     assert_eq!(seen[1].body, body.as_bytes());
     assert_eq!(header(1, "x-probe").as_deref(), Some("post"));
-    assert_eq!(
-        (seen[2].method.as_str(), seen[2].body.as_slice()),
-        ("PUT", b"not=parsed%zz".as_slice())
-    );
+    assert_eq!((seen[2].method.as_str(), seen[2].body.as_slice()), ("PUT", b"not=parsed%zz".as_slice()));
 }
 
 #[test]
 fn token_path_match_ignores_the_query_string() {
     let stack = Stack::start(plugin_config(json!({})), 3600);
-    let r = post(
-        stack.port(),
-        "/oauth/token?tenant=x",
-        Some(FORM),
-        &[],
-        cc_form("c1", "s1", "a").as_bytes(),
-    );
+    let r = post(stack.port(), "/oauth/token?tenant=x", Some(FORM), &[], cc_form("c1", "s1", "a").as_bytes());
     assert_eq!(cache_status(&r), "miss");
-    let r = post(
-        stack.port(),
-        "/oauth/token",
-        Some(FORM),
-        &[],
-        cc_form("c1", "s1", "a").as_bytes(),
-    );
+    let r = post(stack.port(), "/oauth/token", Some(FORM), &[], cc_form("c1", "s1", "a").as_bytes());
     assert_eq!(cache_status(&r), "hit");
 }

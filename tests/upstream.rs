@@ -16,26 +16,13 @@ use support::*;
 #[test]
 fn idp_port_closed_is_503_within_the_timeout() {
     // A port that was free a moment ago: nothing listens there.
-    let closed_port = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let closed_port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let envoy = start_envoy(&plugin_config(json!({})), closed_port);
     for _ in 0..3 {
         let started = Instant::now();
-        let r = post(
-            envoy.listen_port(),
-            "/oauth/token",
-            Some(FORM),
-            &[],
-            cc_form("c1", "s1", "a").as_bytes(),
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "took {:?}",
-            started.elapsed()
-        );
+        let r =
+            post(envoy.listen_port(), "/oauth/token", Some(FORM), &[], cc_form("c1", "s1", "a").as_bytes());
+        assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
         assert_oauth_error(&r, 503, "temporarily_unavailable");
         assert_eq!(cache_status(&r), "miss");
     }
@@ -49,19 +36,13 @@ fn slow_idp_is_503_after_the_timeout_not_a_hang() {
     let r = stack.post_form(&cc_form("c1", "s1", "a"));
     let elapsed = started.elapsed();
     assert_oauth_error(&r, 503, "temporarily_unavailable");
-    assert!(
-        elapsed >= Duration::from_millis(1_900) && elapsed < Duration::from_secs(3),
-        "{elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(1_900) && elapsed < Duration::from_secs(3), "{elapsed:?}");
 }
 
 #[test]
 fn idp_that_drops_the_connection_is_503() {
     let stack = Stack::start(plugin_config(json!({})), 3600);
-    stack.set_fault(Fault {
-        refuse: true,
-        ..Fault::default()
-    });
+    stack.set_fault(Fault { refuse: true, ..Fault::default() });
     let r = stack.post_form(&cc_form("c1", "s1", "a"));
     assert_oauth_error(&r, 503, "temporarily_unavailable");
 }
@@ -72,10 +53,7 @@ fn idp_errors_are_relayed_with_their_status_and_body_and_not_cached() {
     let config = plugin_config(json!({"cache": {"min_remaining_ttl": "1s", "negative_ttl": "0s"}}));
     let stack = Stack::start(config, 3600);
     for status in [500u16, 429, 403] {
-        stack.set_fault(Fault {
-            status: Some(status),
-            ..Fault::default()
-        });
+        stack.set_fault(Fault { status: Some(status), ..Fault::default() });
         let r = stack.post_form(&cc_form("c1", "s1", "a"));
         assert_eq!(r.status, status, "{}", r.text());
         assert_eq!(cache_status(&r), "miss");
@@ -97,20 +75,11 @@ fn the_idp_gets_the_configured_path_authority_and_the_original_body() {
     stack.post(Some("application/json; charset=utf-8"), &[], body);
     let seen = stack.idp.requests();
     assert_eq!(seen.len(), 1);
-    let header = |name: &str| {
-        seen[0]
-            .headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    };
+    let header = |name: &str| seen[0].headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     assert_eq!(seen[0].method, "POST");
     assert_eq!(seen[0].path, "/oauth/token");
     assert_eq!(header("host").as_deref(), Some("tenant.example.com"));
-    assert_eq!(
-        header("content-type").as_deref(),
-        Some("application/json; charset=utf-8")
-    );
+    assert_eq!(header("content-type").as_deref(), Some("application/json; charset=utf-8"));
     assert_eq!(seen[0].body, body);
     let key = header("x-tokengate-key").unwrap_or_default();
     assert_eq!(key.len(), 64, "hex SHA-256 cache key: {key}");

@@ -21,12 +21,7 @@ pub struct ClientRecord {
 
 impl ClientRecord {
     fn new(client_id: &str, now_ms: u64) -> ClientRecord {
-        ClientRecord {
-            client_id: client_id.to_owned(),
-            last_seen_ms: now_ms,
-            bucket: None,
-            quota: None,
-        }
+        ClientRecord { client_id: client_id.to_owned(), last_seen_ms: now_ms, bucket: None, quota: None }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -59,28 +54,11 @@ impl ClientRecord {
         let client_id = String::from_utf8(r.take(id_len)?.to_vec()).ok()?;
         let last_seen_ms = r.u64()?;
         let flags = r.take(1)?[0];
-        let bucket = if flags & 1 != 0 {
-            Some(Bucket {
-                tokens: r.u64()?,
-                last_fill_ms: r.u64()?,
-            })
-        } else {
-            None
-        };
-        let quota = if flags & 2 != 0 {
-            Some(QuotaWindow {
-                start_ms: r.u64()?,
-                used: r.u64()?,
-            })
-        } else {
-            None
-        };
-        Some(ClientRecord {
-            client_id,
-            last_seen_ms,
-            bucket,
-            quota,
-        })
+        let bucket =
+            if flags & 1 != 0 { Some(Bucket { tokens: r.u64()?, last_fill_ms: r.u64()? }) } else { None };
+        let quota =
+            if flags & 2 != 0 { Some(QuotaWindow { start_ms: r.u64()?, used: r.u64()? }) } else { None };
+        Some(ClientRecord { client_id, last_seen_ms, bucket, quota })
     }
 }
 
@@ -113,11 +91,7 @@ pub struct ClientTable<'a> {
 
 impl<'a> ClientTable<'a> {
     pub fn new(store: &'a Store<'a>, key_prefix: &'a str, slots: u32) -> ClientTable<'a> {
-        ClientTable {
-            store,
-            key_prefix,
-            slots: slots.max(1),
-        }
+        ClientTable { store, key_prefix, slots: slots.max(1) }
     }
 
     fn slot_keys(&self, client_id: &str) -> [String; 2] {
@@ -151,10 +125,7 @@ impl<'a> ClientTable<'a> {
                 state.rate = Some((*rule, decision));
             }
             if let Some(rule) = quota {
-                let window = record.quota.unwrap_or(QuotaWindow {
-                    start_ms: 0,
-                    used: 0,
-                });
+                let window = record.quota.unwrap_or(QuotaWindow { start_ms: 0, used: 0 });
                 state.quota = Some((*rule, window.peek(rule, now_ms)));
             }
             state
@@ -169,10 +140,7 @@ impl<'a> ClientTable<'a> {
         rule: &QuotaRule,
     ) -> Result<QuotaDecision, StoreError> {
         self.modify(client_id, now_ms, |record| {
-            let window = record.quota.unwrap_or(QuotaWindow {
-                start_ms: 0,
-                used: 0,
-            });
+            let window = record.quota.unwrap_or(QuotaWindow { start_ms: 0, used: 0 });
             let (after, decision) = window.spend(rule, now_ms);
             record.quota = Some(after);
             decision
@@ -183,8 +151,7 @@ impl<'a> ClientTable<'a> {
     pub fn get(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
         for key in self.slot_keys(client_id) {
             if let Some((bytes, _)) = self.store.get(&key).map_err(StoreError::Host)?
-                && let Some(record) =
-                    ClientRecord::decode(&bytes).filter(|r| r.client_id == client_id)
+                && let Some(record) = ClientRecord::decode(&bytes).filter(|r| r.client_id == client_id)
             {
                 return Ok(Some(record));
             }
@@ -209,16 +176,12 @@ impl<'a> ClientTable<'a> {
                 let (bytes, cas) = self.store.read_or_create(key, &[])?;
                 slots.push((key, cas, ClientRecord::decode(&bytes)));
             }
-            let own = slots
-                .iter()
-                .position(|(_, _, r)| r.as_ref().is_some_and(|r| r.client_id == client_id));
+            let own = slots.iter().position(|(_, _, r)| r.as_ref().is_some_and(|r| r.client_id == client_id));
             let target = own.unwrap_or_else(|| {
                 slots
                     .iter()
                     .enumerate()
-                    .min_by_key(|(_, (_, _, r))| {
-                        r.as_ref().map_or(0, |r| r.last_seen_ms.saturating_add(1))
-                    })
+                    .min_by_key(|(_, (_, _, r))| r.as_ref().map_or(0, |r| r.last_seen_ms.saturating_add(1)))
                     .map_or(0, |(i, _)| i)
             });
             let (key, cas, current) = &slots[target];
@@ -243,29 +206,16 @@ mod tests {
     use super::*;
     use crate::host::fake::FakeHost;
 
-    const RATE: BucketRule = BucketRule {
-        max_tokens: 5,
-        tokens_per_fill: 5,
-        fill_interval_ms: 60_000,
-    };
-    const QUOTA: QuotaRule = QuotaRule {
-        tokens: 2,
-        window_ms: 86_400_000,
-    };
+    const RATE: BucketRule = BucketRule { max_tokens: 5, tokens_per_fill: 5, fill_interval_ms: 60_000 };
+    const QUOTA: QuotaRule = QuotaRule { tokens: 2, window_ms: 86_400_000 };
 
     #[test]
     fn record_round_trip() {
         let r = ClientRecord {
             client_id: "c1".into(),
             last_seen_ms: 7,
-            bucket: Some(Bucket {
-                tokens: 3,
-                last_fill_ms: 5,
-            }),
-            quota: Some(QuotaWindow {
-                start_ms: 0,
-                used: 9,
-            }),
+            bucket: Some(Bucket { tokens: 3, last_fill_ms: 5 }),
+            quota: Some(QuotaWindow { start_ms: 0, used: 9 }),
         };
         assert_eq!(ClientRecord::decode(&r.encode()), Some(r));
         assert_eq!(ClientRecord::decode(&[]), None);
@@ -286,15 +236,7 @@ mod tests {
         }
         assert_eq!(allowed, 5);
         // Another client is unaffected.
-        assert!(
-            table
-                .admit("c2", 1_000_000, Some(&RATE), None)
-                .unwrap()
-                .rate
-                .unwrap()
-                .1
-                .allowed
-        );
+        assert!(table.admit("c2", 1_000_000, Some(&RATE), None).unwrap().rate.unwrap().1.allowed);
     }
 
     #[test]
@@ -304,11 +246,7 @@ mod tests {
         let table = ClientTable::new(&store, "tg", 100);
         for _ in 0..5 {
             let state = table.admit("c1", 1_000_000, None, Some(&QUOTA)).unwrap();
-            assert_eq!(
-                state.quota.unwrap().1.remaining,
-                2,
-                "admission does not spend"
-            );
+            assert_eq!(state.quota.unwrap().1.remaining, 2, "admission does not spend");
         }
         assert!(table.spend_quota("c1", 1_000_000, &QUOTA).unwrap().allowed);
         assert!(table.spend_quota("c1", 1_000_001, &QUOTA).unwrap().allowed);
@@ -340,20 +278,12 @@ mod interleaving {
     use super::*;
     use crate::host::fake::FakeHost;
 
-    const RATE: BucketRule = BucketRule {
-        max_tokens: 10,
-        tokens_per_fill: 10,
-        fill_interval_ms: 3_600_000,
-    };
+    const RATE: BucketRule = BucketRule { max_tokens: 10, tokens_per_fill: 10, fill_interval_ms: 3_600_000 };
 
     fn admit(host: &FakeHost) -> Result<bool, StoreError> {
         let store = Store::new(host, host, "tg");
         let table = ClientTable::new(&store, "tg", 16);
-        Ok(table
-            .admit("c1", 1_000, Some(&RATE), None)?
-            .rate
-            .map(|(_, d)| d.allowed)
-            .unwrap_or(false))
+        Ok(table.admit("c1", 1_000, Some(&RATE), None)?.rate.map(|(_, d)| d.allowed).unwrap_or(false))
     }
 
     /// Another worker admits the same client between any two of this worker's writes,
@@ -384,10 +314,7 @@ mod interleaving {
                     done.set(done.get() + 1);
                 }
                 let store = Store::new(&host, &host, "tg");
-                let record = ClientTable::new(&store, "tg", 16)
-                    .get("c1")
-                    .unwrap()
-                    .unwrap();
+                let record = ClientTable::new(&store, "tg", 16).get("c1").unwrap().unwrap();
                 assert_eq!(
                     record.bucket.unwrap().tokens,
                     10 - 3 - prior,

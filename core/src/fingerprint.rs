@@ -1,53 +1,71 @@
-//! The cache key: SHA-256 over a canonical form of everything that decides which token the
-//! IdP issues — the IdP itself, grant type, client id, client secret and every parameter,
-//! with `scope` as a set. Two requests get the same key exactly when the IdP would treat
-//! them alike, so a different secret can never reach another's token. Only this digest is
-//! ever stored; the secret is not.
+//! The cache key and the sealing key. Both come from HKDF-SHA256 over a canonical form of
+//! everything that decides which token the IdP issues — the IdP itself, grant type, client
+//! id, client secret and every parameter, with `scope` as a set. Two requests get the same
+//! key exactly when the IdP would treat them alike, so a different secret can never reach
+//! another's token. Only the cache key is ever stored; the secret and the sealing key are
+//! not.
 
 use std::fmt::Write as _;
 
-use sha2::{Digest, Sha256};
+use hkdf::Hkdf;
+use sha2::Sha256;
 
 use crate::config::Upstream;
 use crate::request::TokenRequest;
+use crate::seal::SealKey;
 
 /// Domain separation: a new canonical form gets a new tag, never a silent collision.
-const TAG: &[u8] = b"tokengate/fingerprint/v1";
+const TAG: &[u8] = b"tokengate/fingerprint/v2";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
 
+/// What a token request is, for the cache: where to find its token and how to open it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub fingerprint: Fingerprint,
+    pub seal_key: SealKey,
+}
+
+impl Identity {
+    pub fn of(request: &TokenRequest, upstream: &Upstream) -> Identity {
+        let canonical = canonical_form(request, upstream);
+        let hkdf = Hkdf::<Sha256>::new(Some(TAG), &canonical);
+        let (mut fingerprint, mut seal_key) = ([0u8; 32], [0u8; 32]);
+        // 32-byte outputs are far below HKDF's limit: these expansions cannot fail.
+        let _ = hkdf.expand(b"cache-key", &mut fingerprint);
+        let _ = hkdf.expand(b"seal-key", &mut seal_key);
+        Identity { fingerprint: Fingerprint(fingerprint), seal_key: SealKey(seal_key) }
+    }
+}
+
+/// Length-prefixed fields in a fixed order, then every parameter sorted by name.
+fn canonical_form(request: &TokenRequest, upstream: &Upstream) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    // The IdP is part of the key: two tenants never share a token.
+    field(&mut out, "upstream.cluster", &upstream.cluster);
+    field(&mut out, "upstream.authority", &upstream.authority);
+    field(&mut out, "upstream.path", &upstream.path);
+    field(&mut out, "grant_type", &request.grant_type);
+    field(&mut out, "client_id", request.client_id.as_deref().unwrap_or_default());
+    field(&mut out, "client_secret", request.client_secret.as_deref().unwrap_or_default());
+    // BTreeMap order: parameters sorted by name, whatever order they came in.
+    for (name, value) in &request.params {
+        if name == "scope" {
+            let scope = canonical_scope(value);
+            if !scope.is_empty() {
+                field(&mut out, name, &scope);
+            }
+        } else {
+            field(&mut out, name, value);
+        }
+    }
+    out
+}
+
 impl Fingerprint {
     pub fn of(request: &TokenRequest, upstream: &Upstream) -> Fingerprint {
-        let mut hash = Sha256::new();
-        hash.update(TAG);
-        // The IdP is part of the key: two tenants never share a token.
-        field(&mut hash, "upstream.cluster", &upstream.cluster);
-        field(&mut hash, "upstream.authority", &upstream.authority);
-        field(&mut hash, "upstream.path", &upstream.path);
-        field(&mut hash, "grant_type", &request.grant_type);
-        field(
-            &mut hash,
-            "client_id",
-            request.client_id.as_deref().unwrap_or_default(),
-        );
-        field(
-            &mut hash,
-            "client_secret",
-            request.client_secret.as_deref().unwrap_or_default(),
-        );
-        // BTreeMap order: parameters are hashed sorted by name, whatever order they came in.
-        for (name, value) in &request.params {
-            if name == "scope" {
-                let scope = canonical_scope(value);
-                if !scope.is_empty() {
-                    field(&mut hash, name, &scope);
-                }
-            } else {
-                field(&mut hash, name, value);
-            }
-        }
-        Fingerprint(hash.finalize().into())
+        Identity::of(request, upstream).fingerprint
     }
 
     pub fn to_hex(&self) -> String {
@@ -66,11 +84,11 @@ impl Fingerprint {
     }
 }
 
-/// Length-prefixed, so no choice of names and values can make two forms hash alike.
-fn field(hash: &mut Sha256, name: &str, value: &str) {
+/// Length-prefixed, so no choice of names and values can make two forms read alike.
+fn field(out: &mut Vec<u8>, name: &str, value: &str) {
     for part in [name.as_bytes(), value.as_bytes()] {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part);
+        out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        out.extend_from_slice(part);
     }
 }
 
@@ -105,46 +123,29 @@ mod tests {
             content_type: Some("application/x-www-form-urlencoded".into()),
             authorization: None,
         };
-        Fingerprint::of(
-            &TokenRequest::parse(&head, body.as_bytes()).unwrap(),
-            &upstream(),
-        )
+        Fingerprint::of(&TokenRequest::parse(&head, body.as_bytes()).unwrap(), &upstream())
     }
 
     const BASE: &str = "grant_type=client_credentials&client_id=c1&client_secret=s1&audience=a";
 
     #[test]
     fn scope_order_and_repeats_do_not_matter() {
-        assert_eq!(
-            fp(&format!("{BASE}&scope=read+write")),
-            fp(&format!("{BASE}&scope=write+read+read"))
-        );
-        assert_eq!(
-            fp(&format!("{BASE}&scope=read+write")),
-            fp(&format!("{BASE}&scope=++write+++read+"))
-        );
-        assert_ne!(
-            fp(&format!("{BASE}&scope=read")),
-            fp(&format!("{BASE}&scope=read+write"))
-        );
+        assert_eq!(fp(&format!("{BASE}&scope=read+write")), fp(&format!("{BASE}&scope=write+read+read")));
+        assert_eq!(fp(&format!("{BASE}&scope=read+write")), fp(&format!("{BASE}&scope=++write+++read+")));
+        assert_ne!(fp(&format!("{BASE}&scope=read")), fp(&format!("{BASE}&scope=read+write")));
         assert_eq!(fp(BASE), fp(&format!("{BASE}&scope=+")));
     }
 
     #[test]
     fn parameter_order_does_not_matter() {
-        assert_eq!(
-            fp("audience=a&client_secret=s1&client_id=c1&grant_type=client_credentials"),
-            fp(BASE)
-        );
+        assert_eq!(fp("audience=a&client_secret=s1&client_id=c1&grant_type=client_credentials"), fp(BASE));
     }
 
     #[test]
     fn same_json_and_form_request_share_a_key() {
-        let head = RequestHead {
-            content_type: Some("application/json".into()),
-            authorization: None,
-        };
-        let json = r#"{"grant_type":"client_credentials","client_id":"c1","client_secret":"s1","audience":"a"}"#;
+        let head = RequestHead { content_type: Some("application/json".into()), authorization: None };
+        let json =
+            r#"{"grant_type":"client_credentials","client_id":"c1","client_secret":"s1","audience":"a"}"#;
         let r = TokenRequest::parse(&head, json.as_bytes()).unwrap();
         assert_eq!(Fingerprint::of(&r, &upstream()), fp(BASE));
     }
@@ -188,9 +189,6 @@ mod tests {
     fn hex_is_64_lowercase_digits() {
         let hex = fp(BASE).to_hex();
         assert_eq!(hex.len(), 64);
-        assert!(
-            hex.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        );
+        assert!(hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     }
 }

@@ -57,28 +57,15 @@ pub struct FlightTable<'a> {
 
 impl<'a> FlightTable<'a> {
     pub fn new(store: &'a Store<'a>, key_prefix: &'a str, slots: u32) -> FlightTable<'a> {
-        FlightTable {
-            store,
-            key_prefix,
-            slots: slots.max(1),
-        }
+        FlightTable { store, key_prefix, slots: slots.max(1) }
     }
 
     fn slot_key(&self, fp: &Fingerprint) -> String {
-        format!(
-            "{}:flight:{}",
-            self.key_prefix,
-            fp.word(2) % u64::from(self.slots)
-        )
+        format!("{}:flight:{}", self.key_prefix, fp.word(2) % u64::from(self.slots))
     }
 
     /// Becomes the owner of the key's next call, or joins the live one.
-    pub fn begin(
-        &self,
-        fp: &Fingerprint,
-        now_ms: u64,
-        deadline_ms: u64,
-    ) -> Result<Begin, StoreError> {
+    pub fn begin(&self, fp: &Fingerprint, now_ms: u64, deadline_ms: u64) -> Result<Begin, StoreError> {
         let hex = fp.to_hex();
         self.store.update(&self.slot_key(fp), b"", |bytes| {
             let record = decode(bytes);
@@ -86,18 +73,12 @@ impl<'a> FlightTable<'a> {
             if let Some(FlightRecord {
                 key,
                 generation,
-                state:
-                    FlightState::InFlight {
-                        deadline_ms: live_until,
-                    },
+                state: FlightState::InFlight { deadline_ms: live_until },
             }) = &record
                 && *live_until > now_ms
             {
                 return Change::Keep(if *key == hex {
-                    Begin::Joined {
-                        generation: *generation,
-                        deadline_ms: *live_until,
-                    }
+                    Begin::Joined { generation: *generation, deadline_ms: *live_until }
                 } else {
                     Begin::Uncoordinated
                 });
@@ -107,46 +88,27 @@ impl<'a> FlightTable<'a> {
                 generation: generation.wrapping_add(1),
                 state: FlightState::InFlight { deadline_ms },
             };
-            Change::Write(
-                encode(&next),
-                Begin::Owner {
-                    generation: next.generation,
-                },
-            )
+            Change::Write(encode(&next), Begin::Owner { generation: next.generation })
         })
     }
 
     /// Records the outcome of the owner's call, unless the slot has moved on.
-    pub fn finish(
-        &self,
-        fp: &Fingerprint,
-        generation: u64,
-        outcome: CallOutcome,
-    ) -> Result<(), StoreError> {
+    pub fn finish(&self, fp: &Fingerprint, generation: u64, outcome: CallOutcome) -> Result<(), StoreError> {
         let hex = fp.to_hex();
-        self.store
-            .update(&self.slot_key(fp), b"", |bytes| match decode(bytes) {
-                Some(record) if record.key == hex && record.generation == generation => {
-                    let done = FlightRecord {
-                        state: FlightState::Done(outcome.clone()),
-                        ..record
-                    };
-                    Change::Write(encode(&done), ())
-                }
-                _ => Change::Keep(()),
-            })
+        self.store.update(&self.slot_key(fp), b"", |bytes| match decode(bytes) {
+            Some(record) if record.key == hex && record.generation == generation => {
+                let done = FlightRecord { state: FlightState::Done(outcome.clone()), ..record };
+                Change::Write(encode(&done), ())
+            }
+            _ => Change::Keep(()),
+        })
     }
 
     /// The record of the key's slot, if it is about this key.
     pub fn read(&self, fp: &Fingerprint) -> Result<Option<FlightRecord>, StoreError> {
         let hex = fp.to_hex();
-        let current = self
-            .store
-            .get(&self.slot_key(fp))
-            .map_err(StoreError::Host)?;
-        Ok(current
-            .and_then(|(bytes, _)| decode(&bytes))
-            .filter(|r| r.key == hex))
+        let current = self.store.get(&self.slot_key(fp)).map_err(StoreError::Host)?;
+        Ok(current.and_then(|(bytes, _)| decode(&bytes)).filter(|r| r.key == hex))
     }
 }
 
@@ -179,28 +141,19 @@ mod tests {
         let store = Store::new(&host, &host, "tg");
         let flights = FlightTable::new(&store, "tg", 64);
         let fp = Fingerprint([3; 32]);
-        assert_eq!(
-            flights.begin(&fp, 0, 5_000).unwrap(),
-            Begin::Owner { generation: 1 }
-        );
+        assert_eq!(flights.begin(&fp, 0, 5_000).unwrap(), Begin::Owner { generation: 1 });
         for _ in 0..10 {
             host.inject_cas_conflicts(1);
             assert_eq!(
                 flights.begin(&fp, 10, 6_000).unwrap(),
-                Begin::Joined {
-                    generation: 1,
-                    deadline_ms: 5_000
-                }
+                Begin::Joined { generation: 1, deadline_ms: 5_000 }
             );
         }
         flights.finish(&fp, 1, outcome(200)).unwrap();
         let record = flights.read(&fp).unwrap().unwrap();
         assert_eq!(record.state, FlightState::Done(outcome(200)));
         // After the outcome, the next miss owns a new call.
-        assert_eq!(
-            flights.begin(&fp, 20, 5_000).unwrap(),
-            Begin::Owner { generation: 2 }
-        );
+        assert_eq!(flights.begin(&fp, 20, 5_000).unwrap(), Begin::Owner { generation: 2 });
     }
 
     #[test]
@@ -210,21 +163,10 @@ mod tests {
         let flights = FlightTable::new(&store, "tg", 64);
         let fp = Fingerprint([4; 32]);
         flights.begin(&fp, 0, 5_000).unwrap();
-        assert_eq!(
-            flights.begin(&fp, 5_000, 10_000).unwrap(),
-            Begin::Owner { generation: 2 }
-        );
+        assert_eq!(flights.begin(&fp, 5_000, 10_000).unwrap(), Begin::Owner { generation: 2 });
         flights.finish(&fp, 1, outcome(500)).unwrap();
         let record = flights.read(&fp).unwrap().unwrap();
-        assert_eq!(
-            (record.generation, record.state),
-            (
-                2,
-                FlightState::InFlight {
-                    deadline_ms: 10_000
-                }
-            )
-        );
+        assert_eq!((record.generation, record.state), (2, FlightState::InFlight { deadline_ms: 10_000 }));
     }
 
     #[test]
@@ -233,10 +175,7 @@ mod tests {
         let store = Store::new(&host, &host, "tg");
         let flights = FlightTable::new(&store, "tg", 1);
         flights.begin(&Fingerprint([5; 32]), 0, 5_000).unwrap();
-        assert_eq!(
-            flights.begin(&Fingerprint([6; 32]), 1, 5_000).unwrap(),
-            Begin::Uncoordinated
-        );
+        assert_eq!(flights.begin(&Fingerprint([6; 32]), 1, 5_000).unwrap(), Begin::Uncoordinated);
         assert!(flights.read(&Fingerprint([6; 32])).unwrap().is_none());
     }
 }
@@ -270,14 +209,8 @@ mod interleaving {
                 Some(b) => b,
                 None => begin(&host).unwrap(),
             };
-            let owners = [mine, theirs]
-                .iter()
-                .filter(|b| matches!(b, Begin::Owner { .. }))
-                .count();
-            assert_eq!(
-                owners, 1,
-                "interleaved before set {nth}: {mine:?} / {theirs:?}"
-            );
+            let owners = [mine, theirs].iter().filter(|b| matches!(b, Begin::Owner { .. })).count();
+            assert_eq!(owners, 1, "interleaved before set {nth}: {mine:?} / {theirs:?}");
         }
     }
 }

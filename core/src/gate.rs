@@ -11,21 +11,21 @@
 use crate::cache::{CacheEntry, NegativeEntry, NegativeTable, TokenTable};
 use crate::clients::{ClientTable, LimitState};
 use crate::config::Config;
-use crate::fingerprint::Fingerprint;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::fingerprint::{Fingerprint, Identity};
 use crate::flight::{Begin, CallOutcome, FlightState, FlightTable};
 use crate::host::{Host, IdpCall};
 use crate::limits::seconds_until;
 use crate::request::{RequestError, RequestHead, RequestKind, TokenRequest};
 use crate::response::{CacheStatus, ErrorCode, Response};
+use crate::seal::{NONCE_BYTES, SealKey};
 use crate::store::Store;
 
 /// IdP response headers relayed to the client with its status and body.
-const RELAYED_HEADERS: [&str; 4] = [
-    "retry-after",
-    "x-ratelimit-limit",
-    "x-ratelimit-remaining",
-    "x-ratelimit-reset",
-];
+const RELAYED_HEADERS: [&str; 4] =
+    ["retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"];
 /// Waiters give up this long after the call's own deadline (the owner needs a moment to
 /// write the outcome after Envoy's timeout fires).
 const WAIT_GRACE_MS: u64 = 500;
@@ -69,6 +69,8 @@ pub struct PendingCall {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyedCall {
     pub fingerprint: Fingerprint,
+    /// Seals the token for the cache (held in this worker's memory only).
+    pub seal_key: SealKey,
     /// The flight generation this call owns; `None` when it runs uncoordinated.
     pub generation: Option<u64>,
     pub call: IdpCall,
@@ -79,6 +81,8 @@ pub struct KeyedCall {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiter {
     pub fingerprint: Fingerprint,
+    /// Opens the cached token (held in this worker's memory only).
+    pub seal_key: SealKey,
     pub generation: Option<u64>,
     /// Give up (stale token or 503) after this.
     pub deadline_ms: u64,
@@ -100,28 +104,17 @@ pub struct IdpReply {
 
 impl IdpReply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
 fn respond(response: Response) -> Decision {
-    Decision {
-        outcome: Outcome::Respond(response),
-        background: None,
-    }
+    Decision { outcome: Outcome::Respond(response), background: None }
 }
 
 impl<'a> Gate<'a> {
     pub fn new(config: &'a Config, host: &'a dyn Host, key_prefix: &'a str) -> Gate<'a> {
-        Gate {
-            config,
-            host,
-            key_prefix,
-            store: Store::new(host, host, key_prefix),
-        }
+        Gate { config, host, key_prefix, store: Store::new(host, host, key_prefix) }
     }
 
     /// Prepares shared data once per worker, before it serves (from `on_configure`).
@@ -177,38 +170,25 @@ impl<'a> Gate<'a> {
             let call = self.idp_call(head, body, None);
             return match self.host.dispatch(&call) {
                 Ok(token) => Decision {
-                    outcome: Outcome::AwaitIdp(PendingCall {
-                        token,
-                        limit_headers,
-                    }),
+                    outcome: Outcome::AwaitIdp(PendingCall { token, limit_headers }),
                     background: None,
                 },
-                Err(_) => respond(with_headers(
-                    unavailable(CacheStatus::Bypass),
-                    &limit_headers,
-                )),
+                Err(_) => respond(with_headers(unavailable(CacheStatus::Bypass), &limit_headers)),
             };
         }
-        let fp = Fingerprint::of(&request, &self.config.upstream);
+        let identity = Identity::of(&request, &self.config.upstream);
+        let (fp, key) = (identity.fingerprint, identity.seal_key);
         // A store that cannot be read is a miss, not an error: the IdP still answers.
         let cached = self.tokens().get(&fp).ok().flatten();
-        if let Some(entry) = cached
-            .as_ref()
-            .filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms))
-        {
-            let response = with_headers(
-                Response::json(200, entry.render(now), CacheStatus::Hit),
-                &limit_headers,
-            );
+        let servable = cached.as_ref().filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms));
+        if let Some((entry, token)) = servable.and_then(|e| Some((e, e.render(&key, now)?))) {
+            let response = with_headers(Response::json(200, token, CacheStatus::Hit), &limit_headers);
             let background = if self.refresh_due(entry, now) {
-                self.refresh(&fp, head, body, client_id, now)
+                self.refresh(&identity, head, body, client_id, now)
             } else {
                 None
             };
-            return Decision {
-                outcome: Outcome::Respond(response),
-                background,
-            };
+            return Decision { outcome: Outcome::Respond(response), background };
         }
         if let Ok(Some(negative)) = self.negatives().get(&fp)
             && negative.live(now)
@@ -216,21 +196,16 @@ impl<'a> Gate<'a> {
             let r = Response::json(negative.status, negative.body, CacheStatus::Negative);
             return respond(with_headers(r, &limit_headers));
         }
-        let deadline_ms = now + self.config.upstream.timeout_ms + WAIT_GRACE_MS;
-        let begin = self
-            .flights()
-            .begin(&fp, now, deadline_ms)
-            .unwrap_or(Begin::Uncoordinated);
+        let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
+        let begin = self.flights().begin(&fp, now, deadline_ms).unwrap_or(Begin::Uncoordinated);
         let generation = match begin {
-            Begin::Joined {
-                generation,
-                deadline_ms,
-            } => {
+            Begin::Joined { generation, deadline_ms } => {
                 return Decision {
                     outcome: Outcome::Wait(Waiter {
                         fingerprint: fp,
+                        seal_key: key,
                         generation: Some(generation),
-                        deadline_ms: deadline_ms + WAIT_GRACE_MS,
+                        deadline_ms: deadline_ms.saturating_add(WAIT_GRACE_MS),
                         owner: false,
                         limit_headers,
                         call: None,
@@ -241,20 +216,19 @@ impl<'a> Gate<'a> {
             Begin::Owner { generation } => Some(generation),
             Begin::Uncoordinated => None,
         };
-        if let Some(refusal) = self.spend_quota(client_id, &fp, generation, now) {
-            let stale = cached.filter(|e| e.remaining_ms(now) >= 1000);
-            let response = match stale {
-                Some(entry) => Response::json(200, entry.render(now), CacheStatus::Stale),
+        let mut headers = limit_headers;
+        let refusal = self.spend_quota(client_id, &identity, generation, now);
+        self.refresh_quota_header(client_id, now, &mut headers);
+        if let Some(refusal) = refusal {
+            let response = match stale_token(cached.as_ref(), &key, now) {
+                Some(token) => Response::json(200, token, CacheStatus::Stale),
                 None => refusal,
             };
-            let mut headers = limit_headers;
-            self.refresh_quota_header(client_id, now, &mut headers);
             return respond(with_headers(response, &headers));
         }
-        let mut headers = limit_headers;
-        self.refresh_quota_header(client_id, now, &mut headers);
         let call = KeyedCall {
             fingerprint: fp,
+            seal_key: key,
             generation,
             call: self.idp_call(head, body, Some(&fp)),
             started_ms: now,
@@ -262,6 +236,7 @@ impl<'a> Gate<'a> {
         Decision {
             outcome: Outcome::Wait(Waiter {
                 fingerprint: fp,
+                seal_key: key,
                 generation,
                 deadline_ms,
                 owner: true,
@@ -273,24 +248,14 @@ impl<'a> Gate<'a> {
     }
 
     fn admit(&self, client_id: &str, now: u64) -> LimitState {
-        let rate = self
-            .config
-            .rate_limit
-            .as_ref()
-            .and_then(|l| l.for_client(client_id));
-        let quota = self
-            .config
-            .quota
-            .as_ref()
-            .and_then(|l| l.for_client(client_id));
+        let rate = self.config.rate_limit.as_ref().and_then(|l| l.for_client(client_id));
+        let quota = self.config.quota.as_ref().and_then(|l| l.for_client(client_id));
         if rate.is_none() && quota.is_none() {
             return LimitState::default();
         }
         // Limits that cannot be read fail open for this request, rather than failing
         // every client because of one host error.
-        self.clients()
-            .admit(client_id, now, rate, quota)
-            .unwrap_or_default()
+        self.clients().admit(client_id, now, rate, quota).unwrap_or_default()
     }
 
     /// Spends one unit of the client's quota for an IdP call; `Some(429)` when spent out.
@@ -298,7 +263,7 @@ impl<'a> Gate<'a> {
     fn spend_quota(
         &self,
         client_id: Option<&str>,
-        fp: &Fingerprint,
+        identity: &Identity,
         generation: Option<u64>,
         now: u64,
     ) -> Option<Response> {
@@ -311,31 +276,30 @@ impl<'a> Gate<'a> {
         let mut r = Response::oauth_error(
             429,
             ErrorCode::TooManyRequests,
-            &format!(
-                "token quota of {} per window spent for this client",
-                rule.tokens
-            ),
+            &format!("token quota of {} per window spent for this client", rule.tokens),
             CacheStatus::Bypass,
         );
-        r.push_header(
-            "retry-after",
-            seconds_until(now, decision.reset_ms).max(1).to_string(),
-        );
+        r.push_header("retry-after", seconds_until(now, decision.reset_ms).max(1).to_string());
         if let Some(generation) = generation {
-            let _ = self
-                .flights()
-                .finish(fp, generation, outcome_of_response(&r));
+            let outcome = CallOutcome {
+                status: r.status,
+                cached: false,
+                unreachable: false,
+                headers: r
+                    .headers
+                    .iter()
+                    .filter(|(n, _)| n == "content-type" || n == "retry-after")
+                    .cloned()
+                    .collect(),
+                body: self.seal_body(identity, &r.body),
+            };
+            let _ = self.flights().finish(&identity.fingerprint, generation, outcome);
         }
         Some(r)
     }
 
     /// After spending quota, the quota header shows what is left.
-    fn refresh_quota_header(
-        &self,
-        client_id: Option<&str>,
-        now: u64,
-        headers: &mut Vec<(String, String)>,
-    ) {
+    fn refresh_quota_header(&self, client_id: Option<&str>, now: u64, headers: &mut Vec<(String, String)>) {
         let (Some(id), Some(quota)) = (client_id, self.config.quota.as_ref()) else {
             return;
         };
@@ -345,10 +309,7 @@ impl<'a> Gate<'a> {
         if let Ok(Some(record)) = self.clients().get(id)
             && let Some(window) = record.quota
         {
-            let state = LimitState {
-                rate: None,
-                quota: Some((*rule, window.peek(rule, now))),
-            };
+            let state = LimitState { rate: None, quota: Some((*rule, window.peek(rule, now))) };
             headers.retain(|(n, _)| n != "auth0-client-quota-limit");
             headers.extend(state.headers(now));
         }
@@ -362,37 +323,45 @@ impl<'a> Gate<'a> {
     /// One background refresh per key across workers: only the flight's new owner calls.
     fn refresh(
         &self,
-        fp: &Fingerprint,
+        identity: &Identity,
         head: &RequestHead,
         body: &[u8],
         client_id: Option<&str>,
         now: u64,
     ) -> Option<KeyedCall> {
-        let deadline_ms = now + self.config.upstream.timeout_ms + WAIT_GRACE_MS;
-        let Ok(Begin::Owner { generation }) = self.flights().begin(fp, now, deadline_ms) else {
+        let fp = identity.fingerprint;
+        let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
+        let Ok(Begin::Owner { generation }) = self.flights().begin(&fp, now, deadline_ms) else {
             return None;
         };
-        if self
-            .spend_quota(client_id, fp, Some(generation), now)
-            .is_some()
-        {
+        if self.spend_quota(client_id, identity, Some(generation), now).is_some() {
             return None;
         }
         Some(KeyedCall {
-            fingerprint: *fp,
+            fingerprint: fp,
+            seal_key: identity.seal_key,
             generation: Some(generation),
-            call: self.idp_call(head, body, Some(fp)),
+            call: self.idp_call(head, body, Some(&fp)),
             started_ms: now,
         })
     }
 
+    /// A fresh random nonce; `None` when the host has no randomness (nothing is sealed then).
+    fn nonce(&self) -> Option<[u8; NONCE_BYTES]> {
+        let mut nonce = [0u8; NONCE_BYTES];
+        self.host.fill_random(&mut nonce).then_some(nonce)
+    }
+
+    /// A relayed body as stored in a flight record: sealed like tokens (a non-cacheable
+    /// `200` still carries one), so shared data never holds it in the clear.
+    fn seal_body(&self, identity: &Identity, body: &[u8]) -> String {
+        self.nonce()
+            .map(|nonce| BASE64.encode(identity.seal_key.seal(nonce, &identity.fingerprint.0, body)))
+            .unwrap_or_default()
+    }
+
     /// The original body, content type and Basic header, sent to `upstream.path`.
-    fn idp_call(
-        &self,
-        head: &RequestHead,
-        body: &[u8],
-        cache_key: Option<&Fingerprint>,
-    ) -> IdpCall {
+    fn idp_call(&self, head: &RequestHead, body: &[u8], cache_key: Option<&Fingerprint>) -> IdpCall {
         let up = &self.config.upstream;
         let mut headers = vec![
             (":method".to_owned(), "POST".to_owned()),
@@ -409,12 +378,7 @@ impl<'a> Gate<'a> {
         if let (Some(name), Some(fp)) = (&up.key_header, cache_key) {
             headers.push((name.clone(), fp.to_hex()));
         }
-        IdpCall {
-            cluster: up.cluster.clone(),
-            headers,
-            body: body.to_vec(),
-            timeout_ms: up.timeout_ms,
-        }
+        IdpCall { cluster: up.cluster.clone(), headers, body: body.to_vec(), timeout_ms: up.timeout_ms }
     }
 
     /// Stores what a keyed call ended with — a token in the cache, a refusal in the
@@ -428,12 +392,10 @@ impl<'a> Gate<'a> {
             // upstream", "upstream connect error"): that is an unreachable IdP, not its answer.
             Some(r) if r.status >= 500 && !is_json(&r.body) => unreachable_outcome(),
             Some(r) => {
-                let entry = CacheEntry::from_token_response(
-                    call.fingerprint,
-                    r.status,
-                    &r.body,
-                    call.started_ms,
-                );
+                let identity = Identity { fingerprint: call.fingerprint, seal_key: call.seal_key };
+                let entry = self.nonce().and_then(|nonce| {
+                    CacheEntry::from_token_response(&identity, r.status, &r.body, call.started_ms, nonce)
+                });
                 // A token that could not be stored is still relayed to the waiters.
                 let cached = entry.is_some_and(|e| self.tokens().put(&e, now).is_ok());
                 if let Some(negative) = NegativeEntry::from_refusal(
@@ -451,18 +413,12 @@ impl<'a> Gate<'a> {
                     cached,
                     unreachable: false,
                     headers: relayed_headers(r),
-                    body: if relay {
-                        String::from_utf8_lossy(&r.body).into_owned()
-                    } else {
-                        String::new()
-                    },
+                    body: if relay { self.seal_body(&identity, &r.body) } else { String::new() },
                 }
             }
         };
         if let Some(generation) = call.generation {
-            let _ = self
-                .flights()
-                .finish(&call.fingerprint, generation, outcome.clone());
+            let _ = self.flights().finish(&call.fingerprint, generation, outcome.clone());
         }
         outcome
     }
@@ -471,30 +427,23 @@ impl<'a> Gate<'a> {
     /// the outcome when this worker made the call; otherwise it is read from shared data.
     pub fn answer(&self, waiter: &Waiter, known: Option<&CallOutcome>) -> Option<Response> {
         let now = self.host.now_ms();
-        let label = if waiter.owner {
-            CacheStatus::Miss
-        } else {
-            CacheStatus::Coalesced
-        };
+        let label = if waiter.owner { CacheStatus::Miss } else { CacheStatus::Coalesced };
         let cached = self.tokens().get(&waiter.fingerprint).ok().flatten();
-        if let Some(entry) = cached
-            .as_ref()
-            .filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms))
-        {
-            return Some(with_headers(
-                Response::json(200, entry.render(now), label),
-                &waiter.limit_headers,
-            ));
+        let servable = cached.as_ref().filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms));
+        if let Some(token) = servable.and_then(|e| e.render(&waiter.seal_key, now)) {
+            return Some(with_headers(Response::json(200, token, label), &waiter.limit_headers));
         }
         let outcome = match known {
             Some(outcome) => Some(outcome.clone()),
             None => self.shared_outcome(waiter, now),
         };
+        let stale = stale_token(cached.as_ref(), &waiter.seal_key, now);
         let response = match outcome {
-            Some(outcome) => outcome_response(&outcome, cached.as_ref(), now, label),
-            None if now >= waiter.deadline_ms => {
-                failure_response(None, cached.as_ref(), now, label)
+            Some(outcome) => {
+                let body = open_body(&waiter.seal_key, &waiter.fingerprint, &outcome.body);
+                outcome_response(&outcome, body, stale, label)
             }
+            None if now >= waiter.deadline_ms => failure_response(None, Vec::new(), stale, label),
             None => return None,
         };
         Some(with_headers(response, &waiter.limit_headers))
@@ -517,12 +466,9 @@ impl<'a> Gate<'a> {
     /// The response for a forwarded call (never cached); `reply` is `None` when it failed.
     pub fn complete_forward(&self, pending: &PendingCall, reply: Option<&IdpReply>) -> Response {
         let response = match reply {
-            Some(r) if r.status < 500 || is_json(&r.body) => relay(
-                r.status,
-                &relayed_headers(r),
-                r.body.clone(),
-                CacheStatus::Bypass,
-            ),
+            Some(r) if r.status < 500 || is_json(&r.body) => {
+                relay(r.status, &relayed_headers(r), r.body.clone(), CacheStatus::Bypass)
+            }
             _ => unavailable(CacheStatus::Bypass),
         };
         with_headers(response, &pending.limit_headers)
@@ -534,50 +480,48 @@ impl<'a> Gate<'a> {
 /// otherwise the IdP's answer as it came.
 fn outcome_response(
     outcome: &CallOutcome,
-    cached: Option<&CacheEntry>,
-    now: u64,
+    body: Vec<u8>,
+    stale: Option<Vec<u8>>,
     label: CacheStatus,
 ) -> Response {
-    let failed =
-        outcome.unreachable || outcome.status >= 500 || outcome.status == 429 || outcome.cached;
+    let failed = outcome.unreachable || outcome.status >= 500 || outcome.status == 429 || outcome.cached;
     if failed {
-        return failure_response(Some(outcome), cached, now, label);
+        return failure_response(Some(outcome), body, stale, label);
     }
-    relay(
-        outcome.status,
-        &outcome.headers,
-        outcome.body.clone().into_bytes(),
-        label,
-    )
+    relay(outcome.status, &outcome.headers, body, label)
 }
 
+/// `stale` is a cached token with lifetime left, already opened.
 fn failure_response(
     outcome: Option<&CallOutcome>,
-    cached: Option<&CacheEntry>,
-    now: u64,
+    body: Vec<u8>,
+    stale: Option<Vec<u8>>,
     label: CacheStatus,
 ) -> Response {
-    if let Some(entry) = cached.filter(|e| e.remaining_ms(now) >= 1000) {
-        return Response::json(200, entry.render(now), CacheStatus::Stale);
+    if let Some(token) = stale {
+        return Response::json(200, token, CacheStatus::Stale);
     }
     match outcome {
-        Some(o) if !o.unreachable && !o.cached => {
-            relay(o.status, &o.headers, o.body.clone().into_bytes(), label)
-        }
+        Some(o) if !o.unreachable && !o.cached => relay(o.status, &o.headers, body, label),
         _ => unavailable(label),
     }
 }
 
+/// A cached token with at least a second left, even below `min_remaining_ttl`.
+fn stale_token(cached: Option<&CacheEntry>, key: &SealKey, now: u64) -> Option<Vec<u8>> {
+    cached.filter(|e| e.remaining_ms(now) >= 1000)?.render(key, now)
+}
+
+/// A relayed body from a flight record, opened with the waiter's key.
+fn open_body(key: &SealKey, fp: &Fingerprint, stored: &str) -> Vec<u8> {
+    BASE64.decode(stored).ok().and_then(|sealed| key.open(&fp.0, &sealed)).unwrap_or_default()
+}
+
 fn relay(status: u16, headers: &[(String, String)], body: Vec<u8>, label: CacheStatus) -> Response {
-    let content_type = headers
-        .iter()
-        .find(|(n, _)| n == "content-type")
-        .map_or("application/json", |(_, v)| v.as_str());
+    let content_type =
+        headers.iter().find(|(n, _)| n == "content-type").map_or("application/json", |(_, v)| v.as_str());
     let mut response = Response::with_content_type(status, content_type, body, label);
-    for (name, value) in headers
-        .iter()
-        .filter(|(n, _)| RELAYED_HEADERS.contains(&n.as_str()))
-    {
+    for (name, value) in headers.iter().filter(|(n, _)| RELAYED_HEADERS.contains(&n.as_str())) {
         response.push_header(name, value.clone());
     }
     response
@@ -592,29 +536,8 @@ fn relayed_headers(reply: &IdpReply) -> Vec<(String, String)> {
         .collect()
 }
 
-fn outcome_of_response(r: &Response) -> CallOutcome {
-    CallOutcome {
-        status: r.status,
-        cached: false,
-        unreachable: false,
-        headers: r
-            .headers
-            .iter()
-            .filter(|(n, _)| n == "content-type" || n == "retry-after")
-            .cloned()
-            .collect(),
-        body: String::from_utf8_lossy(&r.body).into_owned(),
-    }
-}
-
 fn unreachable_outcome() -> CallOutcome {
-    CallOutcome {
-        status: 503,
-        cached: false,
-        unreachable: true,
-        headers: Vec::new(),
-        body: String::new(),
-    }
+    CallOutcome { status: 503, cached: false, unreachable: true, headers: Vec::new(), body: String::new() }
 }
 
 fn is_json(body: &[u8]) -> bool {
@@ -627,12 +550,7 @@ fn with_headers(mut response: Response, headers: &[(String, String)]) -> Respons
 }
 
 fn refused(e: RequestError) -> Response {
-    Response::oauth_error(
-        e.status,
-        ErrorCode::InvalidRequest,
-        &e.description,
-        CacheStatus::Bypass,
-    )
+    Response::oauth_error(e.status, ErrorCode::InvalidRequest, &e.description, CacheStatus::Bypass)
 }
 
 fn unavailable(label: CacheStatus) -> Response {

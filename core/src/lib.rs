@@ -12,6 +12,7 @@ pub mod host;
 pub mod limits;
 pub mod request;
 pub mod response;
+pub mod seal;
 pub mod store;
 
 pub use config::Config;

@@ -69,12 +69,7 @@ impl Response {
         Response::with_content_type(status, "application/json", body, cache)
     }
 
-    pub fn with_content_type(
-        status: u16,
-        content_type: &str,
-        body: Vec<u8>,
-        cache: CacheStatus,
-    ) -> Response {
+    pub fn with_content_type(status: u16, content_type: &str, body: Vec<u8>, cache: CacheStatus) -> Response {
         Response {
             status,
             headers: vec![
@@ -88,21 +83,13 @@ impl Response {
     }
 
     /// `{"error": code, "error_description": description}`.
-    pub fn oauth_error(
-        status: u16,
-        code: ErrorCode,
-        description: &str,
-        cache: CacheStatus,
-    ) -> Response {
+    pub fn oauth_error(status: u16, code: ErrorCode, description: &str, cache: CacheStatus) -> Response {
         let body = json!({"error": code.as_str(), "error_description": description}).to_string();
         Response::json(status, body.into_bytes(), cache)
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     pub fn push_header(&mut self, name: &str, value: String) {
@@ -124,10 +111,7 @@ mod tests {
         );
         assert_eq!(r.status, 400);
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(
-            body,
-            json!({"error": "invalid_request", "error_description": "missing \"grant_type\""})
-        );
+        assert_eq!(body, json!({"error": "invalid_request", "error_description": "missing \"grant_type\""}));
         assert_eq!(r.header("content-type"), Some("application/json"));
         assert_eq!(r.header("cache-control"), Some("no-store"));
         assert_eq!(r.header("pragma"), Some("no-cache"));

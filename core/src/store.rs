@@ -33,22 +33,13 @@ pub struct Store<'a> {
 
 impl<'a> Store<'a> {
     pub fn new(store: &'a dyn SharedStore, clock: &'a dyn Clock, key_prefix: &str) -> Store<'a> {
-        Store {
-            store,
-            clock,
-            lock_key: format!("{key_prefix}:create-lock"),
-        }
+        Store { store, clock, lock_key: format!("{key_prefix}:create-lock") }
     }
 
     /// Creates the creation lock if missing. Call once per worker before serving (from
     /// `on_configure`): then the lock itself is never created while requests run.
     pub fn prepare(&self) -> Result<(), StoreError> {
-        if self
-            .store
-            .get(&self.lock_key)
-            .map_err(StoreError::Host)?
-            .is_none()
-        {
+        if self.store.get(&self.lock_key).map_err(StoreError::Host)?.is_none() {
             self.store.set(&self.lock_key, &free_lock(), None)?;
         }
         Ok(())
@@ -178,11 +169,7 @@ mod tests {
         host.inject_cas_conflicts(10);
         assert_eq!(counter(&store, "tg:n"), 2);
         host.inject_cas_conflicts(CAS_ATTEMPTS + 1);
-        assert!(
-            store
-                .update("tg:n", b"", |_| Change::Write(vec![], ()))
-                .is_err()
-        );
+        assert!(store.update("tg:n", b"", |_| Change::Write(vec![], ())).is_err());
     }
 
     #[test]
@@ -190,9 +177,7 @@ mod tests {
         let host = FakeHost::new(1_000);
         let store = Store::new(&host, &host, "tg");
         counter(&store, "tg:n");
-        let seen = store
-            .update("tg:n", b"", |v| Change::Keep(v.to_vec()))
-            .unwrap();
+        let seen = store.update("tg:n", b"", |v| Change::Keep(v.to_vec())).unwrap();
         assert_eq!(seen, 1u64.to_le_bytes());
     }
 

@@ -15,10 +15,7 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     pub fn path(&self) -> &str {
@@ -26,8 +23,7 @@ impl Request {
     }
 
     pub fn wants_close(&self) -> bool {
-        self.header("connection")
-            .is_some_and(|c| c.eq_ignore_ascii_case("close"))
+        self.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"))
     }
 }
 
@@ -78,12 +74,7 @@ pub fn read_request(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Requ
         let (name, value) = header.split_once(':').ok_or_else(|| bad("bad header"))?;
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
     }
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    };
+    let find = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     if find("transfer-encoding").is_some() {
         return Err(bad("chunked request bodies are not supported"));
     }
@@ -96,12 +87,7 @@ pub fn read_request(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Requ
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
-    Ok(Some(Request {
-        method,
-        target,
-        headers,
-        body,
-    }))
+    Ok(Some(Request { method, target, headers, body }))
 }
 
 pub fn write_reply(stream: &mut TcpStream, reply: &Reply, close: bool) -> io::Result<()> {

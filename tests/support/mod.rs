@@ -47,12 +47,7 @@ impl Stack {
         self.envoy.listen_port()
     }
 
-    pub fn post(
-        &self,
-        content_type: Option<&str>,
-        extra: &[(&str, &str)],
-        body: &[u8],
-    ) -> Response {
+    pub fn post(&self, content_type: Option<&str>, extra: &[(&str, &str)], body: &[u8]) -> Response {
         post(self.port(), "/oauth/token", content_type, extra, body)
     }
 
@@ -66,10 +61,7 @@ impl Stack {
 }
 
 pub fn client(id: &str, secret: &str) -> Client {
-    Client {
-        id: id.into(),
-        secret: secret.into(),
-    }
+    Client { id: id.into(), secret: secret.into() }
 }
 
 pub fn start_envoy(config: &Value, idp_port: u16) -> Envoy {
@@ -95,14 +87,11 @@ pub fn post(
 }
 
 pub fn cc_form(client_id: &str, secret: &str, audience: &str) -> String {
-    format!(
-        "grant_type=client_credentials&client_id={client_id}&client_secret={secret}&audience={audience}"
-    )
+    format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}&audience={audience}")
 }
 
 pub fn json_body(r: &Response) -> Value {
-    r.json()
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", r.text()))
+    r.json().unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", r.text()))
 }
 
 pub fn cache_status(r: &Response) -> &str {
@@ -110,10 +99,7 @@ pub fn cache_status(r: &Response) -> &str {
 }
 
 pub fn access_token(r: &Response) -> String {
-    json_body(r)["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    json_body(r)["access_token"].as_str().unwrap_or_default().to_owned()
 }
 
 /// Asserts an OAuth error answer: status, JSON `error`, and the no-store headers.
@@ -123,28 +109,18 @@ pub fn assert_oauth_error(r: &Response, status: u16, error: &str) {
     assert_eq!(r.header("cache-control"), Some("no-store"));
     let body = json_body(r);
     assert_eq!(body["error"], error, "{body}");
-    assert!(
-        body["error_description"]
-            .as_str()
-            .is_some_and(|d| !d.is_empty()),
-        "{body}"
-    );
+    assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
 }
 
 pub fn fault_delay(ms: u64) -> Fault {
-    Fault {
-        delay: Duration::from_millis(ms),
-        ..Fault::default()
-    }
+    Fault { delay: Duration::from_millis(ms), ..Fault::default() }
 }
 
 /// POSTs a body in HTTP/1.1 chunks (no content-length); returns the status and body text.
 pub fn post_chunked(port: u16, path: &str, content_type: &str, chunks: &[&[u8]]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let head = format!(
         "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
     );
@@ -160,15 +136,8 @@ pub fn post_chunked(port: u16, path: &str, content_type: &str, chunks: &[&[u8]])
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     // A chunked answer: keep the JSON object between the first '{' and the last '}'.
     let body = match (body.find('{'), body.rfind('}')) {
         (Some(start), Some(end)) if start < end => body[start..=end].to_owned(),

@@ -12,22 +12,9 @@ pub fn run() -> Result<PathBuf, String> {
 /// Builds the wasm only (setup already done).
 pub fn wasm() -> Result<PathBuf, String> {
     cmd::step("build tokengate.wasm");
-    cmd::run(
-        "cargo",
-        &[
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "-p",
-            "tokengate",
-        ],
-        &[],
-    )?;
+    cmd::run("cargo", &["build", "--release", "--target", "wasm32-wasip1", "-p", "tokengate"], &[])?;
     let wasm = testbed::workspace_root().join("target/wasm32-wasip1/release/tokengate.wasm");
-    let size = std::fs::metadata(&wasm)
-        .map_err(|e| format!("{}: {e}", wasm.display()))?
-        .len();
+    let size = std::fs::metadata(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?.len();
     println!("{} ({size} bytes)", wasm.display());
     Ok(wasm)
 }

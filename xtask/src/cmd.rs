@@ -15,18 +15,11 @@ pub fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), Str
         .current_dir(testbed::workspace_root())
         .status()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{program} {}` failed ({status})", args.join(" ")))
-    }
+    if status.success() { Ok(()) } else { Err(format!("`{program} {}` failed ({status})", args.join(" "))) }
 }
 
 /// The standard output of `program args`.
 pub fn output(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let out = Command::new(program).args(args).output().map_err(|e| format!("cannot run {program}: {e}"))?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -16,16 +16,13 @@ pub fn run(no_wait: bool) -> Result<(), String> {
     build::run()?;
     cmd::step("start the mock IdP and Envoy");
     let idp = MockIdp::start(Config {
-        clients: vec![Client {
-            id: CLIENT.into(),
-            secret: SECRET.into(),
-        }],
+        clients: vec![Client { id: CLIENT.into(), secret: SECRET.into() }],
         expires_in: 86_400,
     })
     .map_err(|e| format!("mock IdP: {e}"))?;
     let plugin_path = testbed::workspace_root().join("envoy/demo-plugin.json");
-    let plugin_config = std::fs::read_to_string(&plugin_path)
-        .map_err(|e| format!("{}: {e}", plugin_path.display()))?;
+    let plugin_config =
+        std::fs::read_to_string(&plugin_path).map_err(|e| format!("{}: {e}", plugin_path.display()))?;
     let mut options = EnvoyOptions::new(plugin_config, idp.port());
     options.listen_port = free_or_any(10_000);
     options.admin_port = free_or_any(9_901);
@@ -39,20 +36,14 @@ pub fn run(no_wait: bool) -> Result<(), String> {
 
     cmd::step("token requests through tokengate");
     let form = |secret: &str| {
-        format!(
-            "grant_type=client_credentials&client_id={CLIENT}&client_secret={secret}&audience={AUDIENCE}"
-        )
+        format!("grant_type=client_credentials&client_id={CLIENT}&client_secret={secret}&audience={AUDIENCE}")
     };
     show(&idp, "first request", send(port, &form(SECRET))?);
     for n in 1..=3 {
         show(&idp, &format!("repeat #{n}"), send(port, &form(SECRET))?);
     }
     show(&idp, "wrong secret", send(port, &form("not-the-secret"))?);
-    show(
-        &idp,
-        "no client_id",
-        send(port, "grant_type=client_credentials&client_secret=x")?,
-    );
+    show(&idp, "no client_id", send(port, "grant_type=client_credentials&client_secret=x")?);
 
     println!(
         "\nTry it:\n  curl -si -X POST http://127.0.0.1:{port}/oauth/token -d grant_type=client_credentials -d client_id={CLIENT} -d client_secret={SECRET} -d audience={AUDIENCE}"
@@ -94,9 +85,5 @@ fn show(idp: &MockIdp, what: &str, r: Response) {
 
 /// `port` when it is free, else 0 (any).
 fn free_or_any(port: u16) -> u16 {
-    if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-        port
-    } else {
-        0
-    }
+    if TcpListener::bind(("127.0.0.1", port)).is_ok() { port } else { 0 }
 }

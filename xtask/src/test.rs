@@ -7,46 +7,21 @@ pub fn run(envoy_version: &str) -> Result<(), String> {
     cmd::step("fmt");
     cmd::run("cargo", &["fmt", "--all", "--", "--check"], &[])?;
     cmd::step("clippy (native)");
-    cmd::run(
-        "cargo",
-        &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
-        &[],
-    )?;
+    cmd::run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
     cmd::step("clippy (wasm32-wasip1)");
     cmd::run(
         "cargo",
-        &[
-            "clippy",
-            "-p",
-            "tokengate",
-            "--target",
-            "wasm32-wasip1",
-            "--",
-            "-D",
-            "warnings",
-        ],
+        &["clippy", "-p", "tokengate", "--target", "wasm32-wasip1", "--", "-D", "warnings"],
         &[],
     )?;
     let wasm = build::wasm()?;
-    cmd::step(&format!(
-        "tests (unit, and integration against Envoy {envoy_version})"
-    ));
+    cmd::step(&format!("tests (unit, and integration against Envoy {envoy_version})"));
     let envoy_text = envoy.display().to_string();
     let wasm_text = wasm.display().to_string();
     cmd::run(
         "cargo",
         &["test", "--workspace", "--no-fail-fast"],
-        &[
-            ("TOKENGATE_ENVOY", &envoy_text),
-            ("TOKENGATE_WASM", &wasm_text),
-        ],
+        &[("TOKENGATE_ENVOY", &envoy_text), ("TOKENGATE_WASM", &wasm_text)],
     )?;
     cmd::step("all checks passed");
     Ok(())

@@ -1,11 +1,13 @@
 //! One cached token and its expiry math. The stored JSON is the IdP's token response with
 //! `expires_in` taken out, so a hit writes `{"expires_in":N,` in front of it and never
-//! parses JSON on the hot path.
+//! parses JSON on the hot path; it is sealed (see `seal`) with the requester's key, bound to
+//! the entry's key and times.
 
 use serde_json::{Map, Value};
 
 use crate::cache::SlotEntry;
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{Fingerprint, Identity};
+use crate::seal::{NONCE_BYTES, SealKey};
 
 /// Token responses larger than this are relayed but not cached (bounds the memory a slot
 /// can hold; real access tokens are a few KB at most).
@@ -21,48 +23,56 @@ pub struct CacheEntry {
     /// expiry counted from here is never later than the IdP's own.
     pub issued_at_ms: u64,
     pub expires_at_ms: u64,
-    /// The token response as a JSON object, without `expires_in`.
-    pub body_without_expiry: Vec<u8>,
+    /// The token response as a JSON object without `expires_in`, sealed.
+    pub sealed_body: Vec<u8>,
 }
 
 impl CacheEntry {
     /// A cacheable token response: a 200 whose JSON object has a non-empty string
     /// `access_token` and a positive `expires_in` (seconds); `None` for anything else.
     pub fn from_token_response(
-        fingerprint: Fingerprint,
+        identity: &Identity,
         status: u16,
         body: &[u8],
         issued_at_ms: u64,
+        nonce: [u8; NONCE_BYTES],
     ) -> Option<CacheEntry> {
         if status != 200 || body.len() > MAX_CACHED_BODY_BYTES {
             return None;
         }
         let mut object: Map<String, Value> = serde_json::from_slice(body).ok()?;
-        let token_ok = object
-            .get("access_token")
-            .and_then(Value::as_str)
-            .is_some_and(|t| !t.is_empty());
+        let token_ok = object.get("access_token").and_then(Value::as_str).is_some_and(|t| !t.is_empty());
         if !token_ok {
             return None;
         }
         let expires_in = object.remove("expires_in")?;
         let lifetime_s = match expires_in.as_u64() {
             Some(s) => s,
-            None => expires_in
-                .as_f64()
-                .filter(|s| s.is_finite())
-                .map(|s| s as u64)?,
+            None => expires_in.as_f64().filter(|s| s.is_finite()).map(|s| s as u64)?,
         };
         if lifetime_s == 0 {
             return None;
         }
         let expires_at_ms = issued_at_ms.saturating_add(lifetime_s.saturating_mul(1000));
-        Some(CacheEntry {
-            fingerprint,
+        let mut entry = CacheEntry {
+            fingerprint: identity.fingerprint,
             issued_at_ms,
             expires_at_ms,
-            body_without_expiry: serde_json::to_vec(&object).ok()?,
-        })
+            sealed_body: Vec::new(),
+        };
+        let plain = serde_json::to_vec(&object).ok()?;
+        entry.sealed_body = identity.seal_key.seal(nonce, &entry.aad(), &plain);
+        Some(entry)
+    }
+
+    /// Binds the sealed body to this entry's key and times: a body moved into another
+    /// entry does not open.
+    fn aad(&self) -> [u8; 48] {
+        let mut aad = [0u8; 48];
+        aad[..32].copy_from_slice(&self.fingerprint.0);
+        aad[32..40].copy_from_slice(&self.issued_at_ms.to_le_bytes());
+        aad[40..].copy_from_slice(&self.expires_at_ms.to_le_bytes());
+        aad
     }
 
     pub fn lifetime_ms(&self) -> u64 {
@@ -79,30 +89,20 @@ impl CacheEntry {
         self.remaining_ms(now_ms) >= min_remaining_ms.max(1000)
     }
 
-    /// The token response for a hit: the stored JSON with `expires_in` = whole seconds left.
-    pub fn render(&self, now_ms: u64) -> Vec<u8> {
-        let seconds = self.remaining_ms(now_ms) / 1000;
-        let rest = &self.body_without_expiry;
-        let mut out = Vec::with_capacity(rest.len() + 24);
-        out.extend_from_slice(b"{\"expires_in\":");
-        out.extend_from_slice(seconds.to_string().as_bytes());
-        // `rest` is a serialized JSON object: "{}" or "{...}".
-        if rest.len() > 2 {
-            out.push(b',');
-            out.extend_from_slice(&rest[1..]);
-        } else {
-            out.push(b'}');
-        }
-        out
+    /// The token response for a hit: the stored JSON with `expires_in` = whole seconds left;
+    /// `None` when `key` does not open it.
+    pub fn render(&self, key: &SealKey, now_ms: u64) -> Option<Vec<u8>> {
+        let rest = key.open(&self.aad(), &self.sealed_body)?;
+        Some(render_token(&rest, self.remaining_ms(now_ms) / 1000))
     }
 
     fn encode_entry(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_BYTES + self.body_without_expiry.len());
+        let mut out = Vec::with_capacity(HEADER_BYTES + self.sealed_body.len());
         out.push(FORMAT_VERSION);
         out.extend_from_slice(&self.fingerprint.0);
         out.extend_from_slice(&self.issued_at_ms.to_le_bytes());
         out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
-        out.extend_from_slice(&self.body_without_expiry);
+        out.extend_from_slice(&self.sealed_body);
         out
     }
 
@@ -110,16 +110,29 @@ impl CacheEntry {
         if bytes.len() < HEADER_BYTES || bytes[0] != FORMAT_VERSION {
             return None;
         }
-        let u64_at = |at: usize| -> Option<u64> {
-            Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
-        };
+        let u64_at =
+            |at: usize| -> Option<u64> { Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?)) };
         Some(CacheEntry {
             fingerprint: Fingerprint(bytes.get(1..33)?.try_into().ok()?),
             issued_at_ms: u64_at(33)?,
             expires_at_ms: u64_at(41)?,
-            body_without_expiry: bytes[HEADER_BYTES..].to_vec(),
+            sealed_body: bytes[HEADER_BYTES..].to_vec(),
         })
     }
+}
+
+/// `{"expires_in":N,` + the rest of the token object (`rest` is a serialized JSON object).
+fn render_token(rest: &[u8], seconds: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rest.len() + 24);
+    out.extend_from_slice(b"{\"expires_in\":");
+    out.extend_from_slice(seconds.to_string().as_bytes());
+    if rest.len() > 2 {
+        out.push(b',');
+        out.extend_from_slice(&rest[1..]);
+    } else {
+        out.push(b'}');
+    }
+    out
 }
 
 impl SlotEntry for CacheEntry {
@@ -148,17 +161,17 @@ mod tests {
 
     use super::*;
 
-    const FP: Fingerprint = Fingerprint([7; 32]);
+    const ID: Identity = Identity { fingerprint: Fingerprint([7; 32]), seal_key: SealKey([9; 32]) };
 
     fn entry(body: &str, issued_at_ms: u64) -> Option<CacheEntry> {
-        CacheEntry::from_token_response(FP, 200, body.as_bytes(), issued_at_ms)
+        CacheEntry::from_token_response(&ID, 200, body.as_bytes(), issued_at_ms, [3; 12])
     }
 
     #[test]
     fn only_valid_200_token_responses_are_cached() {
         let ok = r#"{"access_token":"t","token_type":"Bearer","expires_in":3600}"#;
         assert!(entry(ok, 0).is_some());
-        assert!(CacheEntry::from_token_response(FP, 201, ok.as_bytes(), 0).is_none());
+        assert!(CacheEntry::from_token_response(&ID, 201, ok.as_bytes(), 0, [3; 12]).is_none());
         for bad in [
             r#"{"token_type":"Bearer","expires_in":3600}"#,
             r#"{"access_token":5,"expires_in":3600}"#,
@@ -172,35 +185,38 @@ mod tests {
         ] {
             assert!(entry(bad, 0).is_none(), "{bad}");
         }
-        let huge = format!(
-            r#"{{"access_token":"{}","expires_in":60}}"#,
-            "x".repeat(MAX_CACHED_BODY_BYTES)
-        );
+        let huge = format!(r#"{{"access_token":"{}","expires_in":60}}"#, "x".repeat(MAX_CACHED_BODY_BYTES));
         assert!(entry(&huge, 0).is_none());
     }
 
     #[test]
     fn hit_renders_whole_seconds_left() {
-        let e = entry(
-            r#"{"access_token":"t","token_type":"Bearer","expires_in":3}"#,
-            10_000,
-        )
-        .unwrap();
+        let e = entry(r#"{"access_token":"t","token_type":"Bearer","expires_in":3}"#, 10_000).unwrap();
         assert_eq!(e.expires_at_ms, 13_000);
-        let rendered: serde_json::Value = serde_json::from_slice(&e.render(11_000)).unwrap();
-        assert_eq!(
-            rendered,
-            serde_json::json!({"access_token":"t","token_type":"Bearer","expires_in":2})
-        );
-        let rendered: serde_json::Value = serde_json::from_slice(&e.render(11_001)).unwrap();
+        let rendered: serde_json::Value =
+            serde_json::from_slice(&e.render(&ID.seal_key, 11_000).unwrap()).unwrap();
+        assert_eq!(rendered, serde_json::json!({"access_token":"t","token_type":"Bearer","expires_in":2}));
+        let rendered: serde_json::Value =
+            serde_json::from_slice(&e.render(&ID.seal_key, 11_001).unwrap()).unwrap();
         assert_eq!(rendered["expires_in"], 1);
     }
 
     #[test]
     fn renders_object_without_other_fields() {
         let mut e = entry(r#"{"access_token":"t","expires_in":3}"#, 0).unwrap();
-        e.body_without_expiry = b"{}".to_vec();
-        assert_eq!(e.render(0), br#"{"expires_in":3}"#);
+        e.sealed_body = ID.seal_key.seal([1; 12], &e.aad(), b"{}");
+        assert_eq!(e.render(&ID.seal_key, 0).unwrap(), br#"{"expires_in":3}"#);
+    }
+
+    #[test]
+    fn the_stored_bytes_hold_no_token_and_only_the_right_key_opens_them() {
+        let e = entry(r#"{"access_token":"eyJ-secret-token","expires_in":60}"#, 0).unwrap();
+        let stored = e.encode();
+        assert!(!stored.windows(16).any(|w| w == b"eyJ-secret-token"));
+        assert!(e.render(&SealKey([1; 32]), 0).is_none());
+        let mut moved = e.clone();
+        moved.expires_at_ms += 1_000_000;
+        assert!(moved.render(&ID.seal_key, 0).is_none(), "a body moved to other times does not open");
     }
 
     #[test]
@@ -240,7 +256,7 @@ mod tests {
             let e = entry(&format!(r#"{{"access_token":"t","expires_in":{life}}}"#), issued).unwrap();
             let (early, late) = (issued + a.min(b), issued + a.max(b));
             let seconds = |now| -> u64 {
-                let v: serde_json::Value = serde_json::from_slice(&e.render(now)).unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&e.render(&ID.seal_key, now).unwrap()).unwrap();
                 v["expires_in"].as_u64().unwrap()
             };
             prop_assert!(seconds(late) <= seconds(early));

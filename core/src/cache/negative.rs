@@ -88,13 +88,9 @@ mod tests {
         for status in [200, 400, 429, 500] {
             assert!(NegativeEntry::from_refusal(fp, status, b"{}", 0, 10_000).is_none());
         }
-        let e = NegativeEntry::from_refusal(fp, 401, br#"{"error":"access_denied"}"#, 5, 10_000)
-            .unwrap();
+        let e = NegativeEntry::from_refusal(fp, 401, br#"{"error":"access_denied"}"#, 5, 10_000).unwrap();
         assert_eq!(NegativeEntry::decode(&e.encode()), Some(e.clone()));
         assert!(e.live(10_004) && !e.live(10_005));
-        assert!(
-            NegativeEntry::from_refusal(fp, 401, b"{}", 0, 0).is_none(),
-            "negative_ttl 0 turns it off"
-        );
+        assert!(NegativeEntry::from_refusal(fp, 401, b"{}", 0, 0).is_none(), "negative_ttl 0 turns it off");
     }
 }

@@ -36,12 +36,7 @@ pub type TokenTable<'a> = SlotTable<'a, CacheEntry>;
 
 impl<'a, E: SlotEntry> SlotTable<'a, E> {
     pub fn new(store: &'a dyn SharedStore, key_prefix: &'a str, slots: u32) -> SlotTable<'a, E> {
-        SlotTable {
-            store,
-            key_prefix,
-            slots: slots.max(1),
-            entry: PhantomData,
-        }
+        SlotTable { store, key_prefix, slots: slots.max(1), entry: PhantomData }
     }
 
     fn slot_keys(&self, fp: &Fingerprint) -> [String; 2] {
@@ -85,8 +80,7 @@ impl<'a, E: SlotEntry> SlotTable<'a, E> {
                 };
                 candidates.push((rank, key, current.map(|(_, cas)| cas)));
             }
-            let Some((_, key, cas)) = candidates.into_iter().min_by_key(|(rank, _, _)| *rank)
-            else {
+            let Some((_, key, cas)) = candidates.into_iter().min_by_key(|(rank, _, _)| *rank) else {
                 return Ok(());
             };
             match self.store.set(key, &value, cas) {
@@ -120,7 +114,7 @@ mod tests {
             fingerprint: Fingerprint(fp),
             issued_at_ms: 0,
             expires_at_ms,
-            body_without_expiry: br#"{"access_token":"t"}"#.to_vec(),
+            sealed_body: b"sealed".to_vec(),
         }
     }
 
@@ -168,10 +162,7 @@ mod tests {
         table.put(&late, 0).unwrap();
         let newcomer = entry(3, 20_000);
         table.put(&newcomer, 1_000).unwrap();
-        assert!(
-            table.get(&early.fingerprint).unwrap().is_none(),
-            "the earliest expiry goes"
-        );
+        assert!(table.get(&early.fingerprint).unwrap().is_none(), "the earliest expiry goes");
         assert!(table.get(&late.fingerprint).unwrap().is_some());
         // Now `late` has expired: it is replaced before the live newcomer.
         let fourth = entry(4, 30_000);

@@ -19,18 +19,14 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         "h" => 3_600_000,
         "d" => 86_400_000,
         _ => {
-            return Err(format!(
-                "{text:?} has an unknown unit {unit:?} (use ms, s, m, h or d)"
-            ));
+            return Err(format!("{text:?} has an unknown unit {unit:?} (use ms, s, m, h or d)"));
         }
     };
     let valid_number = !number.is_empty()
         && number.bytes().filter(|b| *b == b'.').count() <= 1
         && number.bytes().any(|b| b.is_ascii_digit());
     let value: f64 = if valid_number {
-        number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a number with a unit"))?
+        number.parse().map_err(|_| format!("{text:?} is not a number with a unit"))?
     } else {
         return Err(format!("{text:?} is not a number with a unit"));
     };
@@ -59,19 +55,7 @@ mod tests {
 
     #[test]
     fn refusals() {
-        for bad in [
-            "",
-            "5",
-            "s",
-            "5 s",
-            "-1s",
-            "5sec",
-            "1.2.3s",
-            ".s",
-            "5S",
-            "1e3s",
-            "9999999999d",
-        ] {
+        for bad in ["", "5", "s", "5 s", "-1s", "5sec", "1.2.3s", ".s", "5S", "1e3s", "9999999999d"] {
             assert!(parse_duration_ms(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -104,10 +104,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn refuse(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        reason: reason.into(),
-    }
+    ConfigError { field: field.into(), reason: reason.into() }
 }
 
 fn duration(field: &str, text: &str) -> Result<u64, ConfigError> {
@@ -126,35 +123,23 @@ fn request_path(field: &str, path: &str) -> Result<String, ConfigError> {
         return Err(refuse(field, format!("{path:?} must start with '/'")));
     }
     if path.contains(['?', '#']) || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(refuse(
-            field,
-            format!("{path:?} must be a plain path (no query, no spaces)"),
-        ));
+        return Err(refuse(field, format!("{path:?} must be a plain path (no query, no spaces)")));
     }
     Ok(path.to_owned())
 }
 
 fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let valid =
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if valid {
         Ok(name.to_owned())
     } else {
-        Err(refuse(
-            field,
-            format!("{name:?} must be a lowercase HTTP header name"),
-        ))
+        Err(refuse(field, format!("{name:?} must be a lowercase HTTP header name")))
     }
 }
 
 fn non_empty(field: &str, value: &str) -> Result<String, ConfigError> {
-    if value.trim().is_empty() {
-        Err(refuse(field, "must not be empty"))
-    } else {
-        Ok(value.to_owned())
-    }
+    if value.trim().is_empty() { Err(refuse(field, "must not be empty")) } else { Ok(value.to_owned()) }
 }
 
 impl Config {
@@ -163,11 +148,8 @@ impl Config {
         let deserializer = &mut serde_json::Deserializer::from_slice(json);
         let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." || path == "?" {
-                "configuration".to_owned()
-            } else {
-                path
-            };
+            let field =
+                if path.is_empty() || path == "." || path == "?" { "configuration".to_owned() } else { path };
             refuse(field, e.into_inner().to_string())
         })?;
         Config::validate(raw)
@@ -184,10 +166,7 @@ impl Config {
             .map(|(i, p)| request_path(&format!("token_paths[{i}]"), p))
             .collect::<Result<Vec<_>, _>>()?;
         if raw.max_body_bytes == 0 || raw.max_body_bytes > MAX_BODY_BYTES_LIMIT {
-            return Err(refuse(
-                "max_body_bytes",
-                format!("must be between 1 and {MAX_BODY_BYTES_LIMIT}"),
-            ));
+            return Err(refuse("max_body_bytes", format!("must be between 1 and {MAX_BODY_BYTES_LIMIT}")));
         }
         let up = raw.upstream;
         let timeout_ms = positive_duration("upstream.timeout", &up.timeout)?;
@@ -217,16 +196,10 @@ impl Config {
         };
         let c = raw.cache;
         if c.max_entries == 0 || c.max_entries > MAX_ENTRIES_LIMIT {
-            return Err(refuse(
-                "cache.max_entries",
-                format!("must be between 1 and {MAX_ENTRIES_LIMIT}"),
-            ));
+            return Err(refuse("cache.max_entries", format!("must be between 1 and {MAX_ENTRIES_LIMIT}")));
         }
         if !(0.0..1.0).contains(&c.refresh_ahead_ratio) {
-            return Err(refuse(
-                "cache.refresh_ahead_ratio",
-                "must be at least 0 and below 1",
-            ));
+            return Err(refuse("cache.refresh_ahead_ratio", "must be at least 0 and below 1"));
         }
         let cache = CacheConfig {
             max_entries: c.max_entries as u32,
@@ -234,19 +207,9 @@ impl Config {
             refresh_ahead_ratio: c.refresh_ahead_ratio,
             negative_ttl_ms: duration("cache.negative_ttl", &c.negative_ttl)?,
         };
-        let rate_limit = raw
-            .rate_limit
-            .map(|l| limits("rate_limit", l, bucket_rule))
-            .transpose()?;
-        let quota = raw
-            .quota
-            .map(|l| limits("quota", l, quota_rule))
-            .transpose()?;
-        let usage_path = raw
-            .usage_path
-            .as_deref()
-            .map(|p| request_path("usage_path", p))
-            .transpose()?;
+        let rate_limit = raw.rate_limit.map(|l| limits("rate_limit", l, bucket_rule)).transpose()?;
+        let quota = raw.quota.map(|l| limits("quota", l, quota_rule)).transpose()?;
+        let usage_path = raw.usage_path.as_deref().map(|p| request_path("usage_path", p)).transpose()?;
         if let Some(path) = &usage_path
             && token_paths.contains(path)
         {
@@ -275,20 +238,14 @@ fn limits<R, T>(
     raw: RawLimits<R>,
     rule: impl Fn(&str, R) -> Result<T, ConfigError>,
 ) -> Result<Limits<T>, ConfigError> {
-    let default = raw
-        .default
-        .map(|r| rule(&format!("{field}.default"), r))
-        .transpose()?;
+    let default = raw.default.map(|r| rule(&format!("{field}.default"), r)).transpose()?;
     let clients = raw
         .clients
         .into_iter()
         .map(|(id, r)| {
             let parsed = rule(&format!("{field}.clients.{id}"), r)?;
             if id.is_empty() {
-                return Err(refuse(
-                    format!("{field}.clients"),
-                    "a client id must not be empty",
-                ));
+                return Err(refuse(format!("{field}.clients"), "a client id must not be empty"));
             }
             Ok((id, parsed))
         })
@@ -301,10 +258,7 @@ fn bucket_rule(field: &str, raw: RawBucket) -> Result<BucketRule, ConfigError> {
         return Err(refuse(format!("{field}.max_tokens"), "must be at least 1"));
     }
     if raw.tokens_per_fill == 0 {
-        return Err(refuse(
-            format!("{field}.tokens_per_fill"),
-            "must be at least 1",
-        ));
+        return Err(refuse(format!("{field}.tokens_per_fill"), "must be at least 1"));
     }
     Ok(BucketRule {
         max_tokens: raw.max_tokens,

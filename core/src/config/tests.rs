@@ -106,20 +106,12 @@ fn rejects_empty_configuration() {
 
 #[test]
 fn rejects_unknown_top_level_field() {
-    assert_field(
-        refused(json!({"tokenpaths": []})),
-        "tokenpaths",
-        "unknown field `tokenpaths`",
-    );
+    assert_field(refused(json!({"tokenpaths": []})), "tokenpaths", "unknown field `tokenpaths`");
 }
 
 #[test]
 fn rejects_unknown_nested_field() {
-    assert_field(
-        refused(json!({"cache": {"ttl": "5s"}})),
-        "cache.ttl",
-        "unknown field `ttl`",
-    );
+    assert_field(refused(json!({"cache": {"ttl": "5s"}})), "cache.ttl", "unknown field `ttl`");
 }
 
 #[test]
@@ -142,137 +134,77 @@ fn rejects_missing_upstream_authority() {
 
 #[test]
 fn rejects_empty_upstream_cluster() {
-    assert_field(
-        refused(json!({"upstream": {"cluster": " "}})),
-        "upstream.cluster",
-        "empty",
-    );
+    assert_field(refused(json!({"upstream": {"cluster": " "}})), "upstream.cluster", "empty");
 }
 
 #[test]
 fn rejects_empty_upstream_authority() {
-    assert_field(
-        refused(json!({"upstream": {"authority": ""}})),
-        "upstream.authority",
-        "empty",
-    );
+    assert_field(refused(json!({"upstream": {"authority": ""}})), "upstream.authority", "empty");
 }
 
 #[test]
 fn rejects_wrong_type() {
-    assert_field(
-        refused(json!({"max_body_bytes": "8k"})),
-        "max_body_bytes",
-        "invalid type",
-    );
+    assert_field(refused(json!({"max_body_bytes": "8k"})), "max_body_bytes", "invalid type");
 }
 
 #[test]
 fn rejects_wrong_type_nested() {
-    assert_field(
-        refused(json!({"cache": {"max_entries": -1}})),
-        "cache.max_entries",
-        "invalid value",
-    );
+    assert_field(refused(json!({"cache": {"max_entries": -1}})), "cache.max_entries", "invalid value");
 }
 
 #[test]
 fn rejects_empty_token_paths() {
-    assert_field(
-        refused(json!({"token_paths": []})),
-        "token_paths",
-        "at least one",
-    );
+    assert_field(refused(json!({"token_paths": []})), "token_paths", "at least one");
 }
 
 #[test]
 fn rejects_token_path_without_slash() {
-    assert_field(
-        refused(json!({"token_paths": ["oauth/token"]})),
-        "token_paths[0]",
-        "start with '/'",
-    );
+    assert_field(refused(json!({"token_paths": ["oauth/token"]})), "token_paths[0]", "start with '/'");
 }
 
 #[test]
 fn rejects_token_path_with_query() {
-    assert_field(
-        refused(json!({"token_paths": ["/a", "/oauth/token?x"]})),
-        "token_paths[1]",
-        "plain path",
-    );
+    assert_field(refused(json!({"token_paths": ["/a", "/oauth/token?x"]})), "token_paths[1]", "plain path");
 }
 
 #[test]
 fn rejects_zero_max_body_bytes() {
-    assert_field(
-        refused(json!({"max_body_bytes": 0})),
-        "max_body_bytes",
-        "between 1 and",
-    );
+    assert_field(refused(json!({"max_body_bytes": 0})), "max_body_bytes", "between 1 and");
 }
 
 #[test]
 fn rejects_huge_max_body_bytes() {
-    assert_field(
-        refused(json!({"max_body_bytes": 2_000_000})),
-        "max_body_bytes",
-        "between 1 and",
-    );
+    assert_field(refused(json!({"max_body_bytes": 2_000_000})), "max_body_bytes", "between 1 and");
 }
 
 #[test]
 fn rejects_upstream_path_without_slash() {
-    assert_field(
-        refused(json!({"upstream": {"path": "oauth"}})),
-        "upstream.path",
-        "start with '/'",
-    );
+    assert_field(refused(json!({"upstream": {"path": "oauth"}})), "upstream.path", "start with '/'");
 }
 
 #[test]
 fn rejects_timeout_without_unit() {
-    assert_field(
-        refused(json!({"upstream": {"timeout": "5"}})),
-        "upstream.timeout",
-        "no unit",
-    );
+    assert_field(refused(json!({"upstream": {"timeout": "5"}})), "upstream.timeout", "no unit");
 }
 
 #[test]
 fn rejects_timeout_with_unknown_unit() {
-    assert_field(
-        refused(json!({"upstream": {"timeout": "5sec"}})),
-        "upstream.timeout",
-        "unknown unit",
-    );
+    assert_field(refused(json!({"upstream": {"timeout": "5sec"}})), "upstream.timeout", "unknown unit");
 }
 
 #[test]
 fn rejects_zero_timeout() {
-    assert_field(
-        refused(json!({"upstream": {"timeout": "0s"}})),
-        "upstream.timeout",
-        "longer than 0",
-    );
+    assert_field(refused(json!({"upstream": {"timeout": "0s"}})), "upstream.timeout", "longer than 0");
 }
 
 #[test]
 fn rejects_timeout_over_a_minute() {
-    assert_field(
-        refused(json!({"upstream": {"timeout": "2m"}})),
-        "upstream.timeout",
-        "at most 60s",
-    );
+    assert_field(refused(json!({"upstream": {"timeout": "2m"}})), "upstream.timeout", "at most 60s");
 }
 
 #[test]
 fn rejects_timeout_as_number() {
-    assert_field(
-        refused(json!({"upstream": {"timeout": 5}})),
-        "upstream.timeout",
-        "invalid type",
-    );
+    assert_field(refused(json!({"upstream": {"timeout": 5}})), "upstream.timeout", "invalid type");
 }
 
 #[test]
@@ -286,29 +218,17 @@ fn rejects_unknown_backoff_scope() {
 
 #[test]
 fn rejects_bad_key_header() {
-    assert_field(
-        refused(json!({"upstream": {"key_header": "X Key"}})),
-        "upstream.key_header",
-        "header name",
-    );
+    assert_field(refused(json!({"upstream": {"key_header": "X Key"}})), "upstream.key_header", "header name");
 }
 
 #[test]
 fn rejects_zero_max_entries() {
-    assert_field(
-        refused(json!({"cache": {"max_entries": 0}})),
-        "cache.max_entries",
-        "between 1 and",
-    );
+    assert_field(refused(json!({"cache": {"max_entries": 0}})), "cache.max_entries", "between 1 and");
 }
 
 #[test]
 fn rejects_huge_max_entries() {
-    assert_field(
-        refused(json!({"cache": {"max_entries": 5_000_000}})),
-        "cache.max_entries",
-        "between 1 and",
-    );
+    assert_field(refused(json!({"cache": {"max_entries": 5_000_000}})), "cache.max_entries", "between 1 and");
 }
 
 #[test]
@@ -340,11 +260,7 @@ fn rejects_negative_refresh_ahead_ratio() {
 
 #[test]
 fn rejects_bad_negative_ttl() {
-    assert_field(
-        refused(json!({"cache": {"negative_ttl": "ten"}})),
-        "cache.negative_ttl",
-        "not a number",
-    );
+    assert_field(refused(json!({"cache": {"negative_ttl": "ten"}})), "cache.negative_ttl", "not a number");
 }
 
 #[test]
@@ -397,18 +313,17 @@ fn rejects_quota_tokens_as_string() {
 
 #[test]
 fn rejects_usage_path_without_slash() {
-    assert_field(
-        refused(json!({"usage_path": "usage"})),
-        "usage_path",
-        "start with '/'",
-    );
+    assert_field(refused(json!({"usage_path": "usage"})), "usage_path", "start with '/'");
 }
 
 #[test]
 fn rejects_usage_path_equal_to_token_path() {
-    assert_field(
-        refused(json!({"usage_path": "/oauth/token"})),
-        "usage_path",
-        "differ",
-    );
+    assert_field(refused(json!({"usage_path": "/oauth/token"})), "usage_path", "differ");
+}
+
+#[test]
+fn rejects_an_empty_field_name_naming_the_configuration() {
+    // Found by the `config` fuzz target: an empty key left the field name empty.
+    let e = Config::from_json(b"\n{  \"\"tok").unwrap_err();
+    assert_field(e, "configuration", "");
 }

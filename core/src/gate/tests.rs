@@ -19,10 +19,7 @@ fn config(extra: Value) -> Config {
 }
 
 fn form() -> RequestHead {
-    RequestHead {
-        content_type: Some(FORM.into()),
-        authorization: None,
-    }
+    RequestHead { content_type: Some(FORM.into()), authorization: None }
 }
 
 fn body(secret: &str, audience: &str) -> String {
@@ -54,8 +51,7 @@ fn exchange(gate: &Gate, head: &RequestHead, body: &str, reply: Option<IdpReply>
             let call = waiter.call.clone().expect("a lone request owns its call");
             run_call(gate, &call, reply.as_ref());
             let outcome = gate.finish_call(&call, reply.as_ref());
-            gate.answer(&waiter, Some(&outcome))
-                .expect("answered once the call is done")
+            gate.answer(&waiter, Some(&outcome)).expect("answered once the call is done")
         }
     }
 }
@@ -77,12 +73,7 @@ fn miss_then_hits_serve_the_same_token_with_shrinking_expires_in() {
     let host = FakeHost::new(T0);
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
-    let miss = exchange(
-        &gate,
-        &form(),
-        &body("s1", "a"),
-        Some(token_reply("tok-1", 3600)),
-    );
+    let miss = exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok-1", 3600)));
     assert_eq!(miss.status, 200);
     assert_eq!(miss.header(CACHE_HEADER), Some("miss"));
     assert_eq!(json_of(&miss)["access_token"], "tok-1");
@@ -103,12 +94,7 @@ fn miss_then_hits_serve_the_same_token_with_shrinking_expires_in() {
     assert_eq!(last, 3600 - 28);
     assert_eq!(host.calls().len(), 1);
     // A second audience is a second key.
-    let other = exchange(
-        &gate,
-        &form(),
-        &body("s1", "b"),
-        Some(token_reply("tok-2", 3600)),
-    );
+    let other = exchange(&gate, &form(), &body("s1", "b"), Some(token_reply("tok-2", 3600)));
     assert_eq!(other.header(CACHE_HEADER), Some("miss"));
     assert_eq!(host.calls().len(), 2);
 }
@@ -118,12 +104,7 @@ fn wrong_or_missing_secret_never_gets_the_cached_token() {
     let host = FakeHost::new(T0);
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
-    exchange(
-        &gate,
-        &form(),
-        &body("right", "a"),
-        Some(token_reply("tok-1", 3600)),
-    );
+    exchange(&gate, &form(), &body("right", "a"), Some(token_reply("tok-1", 3600)));
     let denied = IdpReply {
         status: 401,
         headers: vec![("content-type".into(), "application/json".into())],
@@ -133,35 +114,36 @@ fn wrong_or_missing_secret_never_gets_the_cached_token() {
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.header(CACHE_HEADER), Some("miss"));
     assert_eq!(json_of(&wrong)["error"], "access_denied");
-    let missing = exchange(
-        &gate,
-        &form(),
-        "grant_type=client_credentials&client_id=c1&audience=a",
-        Some(denied),
-    );
+    let missing =
+        exchange(&gate, &form(), "grant_type=client_credentials&client_id=c1&audience=a", Some(denied));
     assert_eq!(missing.status, 401);
     assert_eq!(missing.header(CACHE_HEADER), Some("bypass"));
     assert_eq!(host.calls().len(), 3);
 }
 
 #[test]
-fn the_stored_value_holds_neither_secret_nor_a_key_derived_name() {
+fn shared_data_holds_no_secret_and_no_token_in_the_clear() {
     let host = FakeHost::new(T0);
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
+    exchange(&gate, &form(), &body("sup3r-s3cret", "a"), Some(token_reply("tok-1", 3600)));
+    // A 200 that cannot be cached (no expires_in) still carries a token; its outcome is
+    // shared with waiters on other workers through the flight record.
     exchange(
         &gate,
         &form(),
-        &body("sup3r-s3cret", "a"),
-        Some(token_reply("tok-1", 3600)),
+        &body("sup3r-s3cret", "b"),
+        Some(IdpReply {
+            status: 200,
+            headers: vec![],
+            body: br#"{"access_token":"tok-uncacheable"}"#.to_vec(),
+        }),
     );
     let stored = String::from_utf8_lossy(&host.stored_bytes()).into_owned();
-    assert!(!stored.contains("sup3r-s3cret"));
-    assert!(
-        host.keys()
-            .iter()
-            .all(|k| k.starts_with("tokengate:") && !k.contains("c1"))
-    );
+    for clear in ["sup3r-s3cret", "tok-1", "tok-uncacheable", "access_token"] {
+        assert!(!stored.contains(clear), "{clear} is stored in the clear");
+    }
+    assert!(host.keys().iter().all(|k| k.starts_with("tokengate:") && !k.contains("c1")));
 }
 
 #[test]
@@ -169,23 +151,13 @@ fn token_below_the_floor_is_fetched_again() {
     let host = FakeHost::new(T0);
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
-    exchange(
-        &gate,
-        &form(),
-        &body("s1", "a"),
-        Some(token_reply("tok-1", 3)),
-    );
+    exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok-1", 3)));
     host.advance_ms(1_000);
     let hit = exchange(&gate, &form(), &body("s1", "a"), None);
     assert_eq!(hit.header(CACHE_HEADER), Some("hit"));
     assert!(json_of(&hit)["expires_in"].as_u64().unwrap() <= 2);
     host.advance_ms(1_600);
-    let again = exchange(
-        &gate,
-        &form(),
-        &body("s1", "a"),
-        Some(token_reply("tok-2", 3)),
-    );
+    let again = exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok-2", 3)));
     assert_eq!(again.header(CACHE_HEADER), Some("miss"));
     assert_eq!(json_of(&again)["access_token"], "tok-2");
     assert_eq!(host.calls().len(), 2);
@@ -198,10 +170,7 @@ fn expiry_counts_from_when_the_call_started() {
     let gate = Gate::new(&config, &host, "tokengate");
     let waiter = expect_wait(&gate, &form(), &body("s1", "a"));
     host.advance_ms(2_000); // a slow IdP
-    gate.finish_call(
-        waiter.call.as_ref().unwrap(),
-        Some(&token_reply("tok-1", 10)),
-    );
+    gate.finish_call(waiter.call.as_ref().unwrap(), Some(&token_reply("tok-1", 10)));
     let hit = exchange(&gate, &form(), &body("s1", "a"), None);
     assert_eq!(json_of(&hit)["expires_in"], 8);
 }
@@ -211,25 +180,13 @@ fn only_valid_200_token_responses_are_cached() {
     let host = FakeHost::new(T0);
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
-    let no_expiry = IdpReply {
-        status: 200,
-        headers: vec![],
-        body: br#"{"access_token":"x"}"#.to_vec(),
-    };
+    let no_expiry = IdpReply { status: 200, headers: vec![], body: br#"{"access_token":"x"}"#.to_vec() };
     let r = exchange(&gate, &form(), &body("s1", "a"), Some(no_expiry));
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
-    exchange(
-        &gate,
-        &form(),
-        &body("s1", "a"),
-        Some(token_reply("tok", 3600)),
-    );
+    exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok", 3600)));
     assert_eq!(host.calls().len(), 2);
-    assert_eq!(
-        exchange(&gate, &form(), &body("s1", "a"), None).header(CACHE_HEADER),
-        Some("hit")
-    );
+    assert_eq!(exchange(&gate, &form(), &body("s1", "a"), None).header(CACHE_HEADER), Some("hit"));
 }
 
 #[test]
@@ -240,10 +197,7 @@ fn idp_errors_are_relayed_with_status_body_and_rate_limit_headers() {
     let reply = IdpReply {
         status: 429,
         headers: vec![
-            (
-                "content-type".into(),
-                "application/json; charset=utf-8".into(),
-            ),
+            ("content-type".into(), "application/json; charset=utf-8".into()),
             ("retry-after".into(), "7".into()),
             ("x-ratelimit-reset".into(), "1700000007".into()),
         ],
@@ -252,10 +206,7 @@ fn idp_errors_are_relayed_with_status_body_and_rate_limit_headers() {
     let r = exchange(&gate, &form(), &body("s1", "a"), Some(reply.clone()));
     assert_eq!(r.status, 429);
     assert_eq!(r.body, reply.body);
-    assert_eq!(
-        r.header("content-type"),
-        Some("application/json; charset=utf-8")
-    );
+    assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
     assert_eq!(r.header("retry-after"), Some("7"));
     assert_eq!(r.header("x-ratelimit-reset"), Some("1700000007"));
     // A JSON 5xx from the IdP is its answer, relayed.
@@ -263,11 +214,7 @@ fn idp_errors_are_relayed_with_status_body_and_rate_limit_headers() {
         &gate,
         &form(),
         &body("s1", "a"),
-        Some(IdpReply {
-            status: 500,
-            headers: vec![],
-            body: br#"{"error":"server_error"}"#.to_vec(),
-        }),
+        Some(IdpReply { status: 500, headers: vec![], body: br#"{"error":"server_error"}"#.to_vec() }),
     );
     assert_eq!(r.status, 500);
 }
@@ -279,11 +226,7 @@ fn unreachable_idp_is_503_temporarily_unavailable() {
     let gate = Gate::new(&config, &host, "tokengate");
     for reply in [
         None,
-        Some(IdpReply {
-            status: 503,
-            headers: vec![],
-            body: b"no healthy upstream".to_vec(),
-        }),
+        Some(IdpReply { status: 503, headers: vec![], body: b"no healthy upstream".to_vec() }),
         Some(IdpReply {
             status: 503,
             headers: vec![],
@@ -331,12 +274,7 @@ fn bad_requests_get_oauth_errors_and_never_reach_the_idp() {
     let r = exchange(&gate, &form(), &"a".repeat(65), None);
     assert_eq!(r.status, 413);
     assert_eq!(json_of(&r)["error"], "invalid_request");
-    let r = exchange(
-        &gate,
-        &form(),
-        "grant_type=client_credentials&client_id=%zz",
-        None,
-    );
+    let r = exchange(&gate, &form(), "grant_type=client_credentials&client_id=%zz", None);
     assert_eq!(r.status, 400);
     assert_eq!(json_of(&r)["error"], "invalid_request");
     assert_eq!(r.header(CACHE_HEADER), Some("bypass"));
@@ -360,24 +298,13 @@ fn idp_call_carries_the_original_request() {
     assert_eq!(call.cluster, "idp");
     assert_eq!(call.timeout_ms, 2000);
     assert_eq!(call.body, json_body.as_bytes());
-    let header = |n: &str| {
-        call.headers
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.as_str())
-    };
+    let header = |n: &str| call.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
     assert_eq!(header(":method"), Some("POST"));
     assert_eq!(header(":path"), Some("/token"));
     assert_eq!(header(":authority"), Some("tenant.example"));
-    assert_eq!(
-        header("content-type"),
-        Some("application/json; charset=utf-8")
-    );
+    assert_eq!(header("content-type"), Some("application/json; charset=utf-8"));
     assert_eq!(header("authorization"), Some("Basic YzE6czE="));
-    assert_eq!(
-        header("x-tokengate-key"),
-        Some(waiter.fingerprint.to_hex()).as_deref()
-    );
+    assert_eq!(header("x-tokengate-key"), Some(waiter.fingerprint.to_hex()).as_deref());
 }
 
 // ---- limits, coalescing, refresh-ahead, serve-stale, negative cache (issue 3) ----
@@ -389,16 +316,11 @@ fn concurrent_misses_make_one_call_and_the_others_are_coalesced() {
     let gate = Gate::new(&config, &host, "tokengate");
     let owner = expect_wait(&gate, &form(), &body("s1", "a"));
     assert!(owner.owner && owner.call.is_some());
-    let waiters: Vec<Waiter> = (0..5)
-        .map(|_| expect_wait(&gate, &form(), &body("s1", "a")))
-        .collect();
+    let waiters: Vec<Waiter> = (0..5).map(|_| expect_wait(&gate, &form(), &body("s1", "a"))).collect();
     assert!(waiters.iter().all(|w| !w.owner && w.call.is_none()));
     // Still in flight: nobody is answered yet.
     assert!(gate.answer(&waiters[0], None).is_none());
-    let outcome = gate.finish_call(
-        owner.call.as_ref().unwrap(),
-        Some(&token_reply("tok-1", 3600)),
-    );
+    let outcome = gate.finish_call(owner.call.as_ref().unwrap(), Some(&token_reply("tok-1", 3600)));
     let first = gate.answer(&owner, Some(&outcome)).unwrap();
     assert_eq!(first.header(CACHE_HEADER), Some("miss"));
     for w in &waiters {
@@ -461,12 +383,7 @@ fn rate_limit_allows_five_then_429_and_other_clients_are_unaffected() {
     let gate = Gate::new(&config, &host, "tokengate");
     let mut statuses = Vec::new();
     for i in 0..8 {
-        let r = exchange(
-            &gate,
-            &form(),
-            &body("s1", "a"),
-            Some(token_reply("tok", 3600)),
-        );
+        let r = exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok", 3600)));
         statuses.push(r.status);
         if i == 7 {
             assert_eq!(json_of(&r)["error"], "too_many_requests");
@@ -486,10 +403,7 @@ fn rate_limit_allows_five_then_429_and_other_clients_are_unaffected() {
     assert_eq!(r.header("x-ratelimit-remaining"), Some("29"));
     // After the fill interval c1 is served again (from the cache).
     host.advance_ms(60_000);
-    assert_eq!(
-        exchange(&gate, &form(), &body("s1", "a"), None).header(CACHE_HEADER),
-        Some("hit")
-    );
+    assert_eq!(exchange(&gate, &form(), &body("s1", "a"), None).header(CACHE_HEADER), Some("hit"));
 }
 
 #[test]
@@ -498,29 +412,15 @@ fn quota_of_two_blocks_the_third_audience_but_serves_cached_tokens() {
     let config = config(json!({"quota": {"default": {"tokens": 2, "window": "1d"}}}));
     let gate = Gate::new(&config, &host, "tokengate");
     for audience in ["a", "b"] {
-        let r = exchange(
-            &gate,
-            &form(),
-            &body("s1", audience),
-            Some(token_reply(audience, 3600)),
-        );
+        let r = exchange(&gate, &form(), &body("s1", audience), Some(token_reply(audience, 3600)));
         assert_eq!(r.status, 200);
     }
-    let r = exchange(
-        &gate,
-        &form(),
-        &body("s1", "c"),
-        Some(token_reply("c", 3600)),
-    );
+    let r = exchange(&gate, &form(), &body("s1", "c"), Some(token_reply("c", 3600)));
     assert_eq!(r.status, 429);
     assert_eq!(json_of(&r)["error"], "too_many_requests");
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!(retry > 0 && retry <= 86_400);
-    assert!(
-        r.header("auth0-client-quota-limit")
-            .unwrap()
-            .starts_with("b=per_day;q=2;r=0;t=")
-    );
+    assert!(r.header("auth0-client-quota-limit").unwrap().starts_with("b=per_day;q=2;r=0;t="));
     let hit = exchange(&gate, &form(), &body("s1", "a"), None);
     assert_eq!((hit.status, hit.header(CACHE_HEADER)), (200, Some("hit")));
     assert_eq!(host.calls().len(), 2);
@@ -531,26 +431,16 @@ fn refresh_ahead_serves_the_hit_and_starts_one_background_call() {
     let host = FakeHost::new(T0);
     let config = config(json!({"cache": {"min_remaining_ttl": "1s", "refresh_ahead_ratio": 0.5}}));
     let gate = Gate::new(&config, &host, "tokengate");
-    exchange(
-        &gate,
-        &form(),
-        &body("s1", "a"),
-        Some(token_reply("old", 4)),
-    );
+    exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("old", 4)));
     host.advance_ms(1_000);
     let early = gate.handle(&form(), body("s1", "a").as_bytes());
     assert!(early.background.is_none());
     host.advance_ms(1_500);
     let due = gate.handle(&form(), body("s1", "a").as_bytes());
     let background = due.background.expect("a refresh starts");
-    let Outcome::Respond(hit) = due.outcome else {
-        panic!("hit expected")
-    };
+    let Outcome::Respond(hit) = due.outcome else { panic!("hit expected") };
     assert_eq!(
-        (
-            hit.header(CACHE_HEADER),
-            json_of(&hit)["access_token"].as_str()
-        ),
+        (hit.header(CACHE_HEADER), json_of(&hit)["access_token"].as_str()),
         (Some("hit"), Some("old"))
     );
     // While it runs, other hits start no second refresh.
@@ -568,18 +458,9 @@ fn idp_failure_serves_a_token_with_lifetime_left_as_stale() {
     let host = FakeHost::new(T0);
     let config = config(json!({"cache": {"min_remaining_ttl": "30s"}}));
     let gate = Gate::new(&config, &host, "tokengate");
-    exchange(
-        &gate,
-        &form(),
-        &body("s1", "a"),
-        Some(token_reply("tok", 60)),
-    );
+    exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok", 60)));
     host.advance_ms(40_000); // 20 s left: below the floor, so the IdP is asked
-    let failing = IdpReply {
-        status: 500,
-        headers: vec![],
-        body: br#"{"error":"server_error"}"#.to_vec(),
-    };
+    let failing = IdpReply { status: 500, headers: vec![], body: br#"{"error":"server_error"}"#.to_vec() };
     let r = exchange(&gate, &form(), &body("s1", "a"), Some(failing));
     assert_eq!((r.status, r.header(CACHE_HEADER)), (200, Some("stale")));
     assert_eq!(json_of(&r)["access_token"], "tok");

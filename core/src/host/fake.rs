@@ -7,7 +7,7 @@ use std::collections::HashMap;
 /// Work "another worker" does between two host calls of the code under test.
 type Interleaved = Box<dyn FnOnce(&FakeHost)>;
 
-use super::{Clock, Dispatcher, HostError, IdpCall, SharedStore, StoreError};
+use super::{Clock, Dispatcher, Entropy, HostError, IdpCall, SharedStore, StoreError};
 
 #[derive(Default)]
 pub struct FakeHost {
@@ -73,11 +73,7 @@ impl FakeHost {
 
     /// Every stored byte, for checking that no secret or token is kept in the clear.
     pub fn stored_bytes(&self) -> Vec<u8> {
-        self.data
-            .borrow()
-            .values()
-            .flat_map(|(v, _)| v.clone())
-            .collect()
+        self.data.borrow().values().flat_map(|(v, _)| v.clone()).collect()
     }
 }
 
@@ -90,11 +86,7 @@ impl SharedStore for FakeHost {
         let seen = self.sets_seen.get();
         self.sets_seen.set(seen + 1);
         let due = matches!(&*self.interleaved.borrow(), Some((nth, _)) if *nth == seen);
-        let pending = if due {
-            self.interleaved.borrow_mut().take()
-        } else {
-            None
-        };
+        let pending = if due { self.interleaved.borrow_mut().take() } else { None };
         if let Some((_, work)) = pending {
             work(self);
         }
@@ -118,6 +110,18 @@ impl SharedStore for FakeHost {
 impl Clock for FakeHost {
     fn now_ms(&self) -> u64 {
         self.now_ms.get()
+    }
+}
+
+/// Distinct, not random: enough for unique nonces in tests.
+impl Entropy for FakeHost {
+    fn fill_random(&self, buf: &mut [u8]) -> bool {
+        let n = self.next_cas.get().wrapping_add(0x9e37_79b9);
+        self.next_cas.set(n);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (n.rotate_left(i as u32 * 5) as u8) ^ i as u8;
+        }
+        true
     }
 }
 

@@ -52,7 +52,13 @@ pub trait Dispatcher {
     fn dispatch(&self, call: &IdpCall) -> Result<u32, HostError>;
 }
 
-/// Everything the request path needs from the host.
-pub trait Host: SharedStore + Clock + Dispatcher {}
+/// Random bytes, for nonces.
+pub trait Entropy {
+    /// `false` when no randomness could be had (then nothing is sealed or cached).
+    fn fill_random(&self, buf: &mut [u8]) -> bool;
+}
 
-impl<T: SharedStore + Clock + Dispatcher> Host for T {}
+/// Everything the request path needs from the host.
+pub trait Host: SharedStore + Clock + Dispatcher + Entropy {}
+
+impl<T: SharedStore + Clock + Dispatcher + Entropy> Host for T {}

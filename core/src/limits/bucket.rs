@@ -23,10 +23,7 @@ pub struct BucketDecision {
 
 impl Bucket {
     pub fn full(rule: &BucketRule, now_ms: u64) -> Bucket {
-        Bucket {
-            tokens: rule.max_tokens,
-            last_fill_ms: now_ms,
-        }
+        Bucket { tokens: rule.max_tokens, last_fill_ms: now_ms }
     }
 
     /// The bucket with every fill up to `now_ms` applied. A clock that went backwards
@@ -42,9 +39,7 @@ impl Bucket {
                 .tokens
                 .saturating_add(fills.saturating_mul(rule.tokens_per_fill))
                 .min(rule.max_tokens),
-            last_fill_ms: self
-                .last_fill_ms
-                .saturating_add(fills.saturating_mul(interval)),
+            last_fill_ms: self.last_fill_ms.saturating_add(fills.saturating_mul(interval)),
         }
     }
 
@@ -52,23 +47,13 @@ impl Bucket {
     pub fn take(self, rule: &BucketRule, now_ms: u64) -> (Bucket, BucketDecision) {
         let bucket = self.refilled(rule, now_ms);
         let allowed = bucket.tokens > 0;
-        let after = Bucket {
-            tokens: bucket.tokens.saturating_sub(u64::from(allowed)),
-            ..bucket
-        };
+        let after = Bucket { tokens: bucket.tokens.saturating_sub(u64::from(allowed)), ..bucket };
         let next_fill_ms = if after.tokens >= rule.max_tokens {
             now_ms
         } else {
             after.last_fill_ms.saturating_add(rule.fill_interval_ms)
         };
-        (
-            after,
-            BucketDecision {
-                allowed,
-                remaining: after.tokens,
-                next_fill_ms,
-            },
-        )
+        (after, BucketDecision { allowed, remaining: after.tokens, next_fill_ms })
     }
 }
 
@@ -78,11 +63,7 @@ mod tests {
 
     use super::*;
 
-    const RULE: BucketRule = BucketRule {
-        max_tokens: 5,
-        tokens_per_fill: 5,
-        fill_interval_ms: 60_000,
-    };
+    const RULE: BucketRule = BucketRule { max_tokens: 5, tokens_per_fill: 5, fill_interval_ms: 60_000 };
 
     #[test]
     fn five_per_minute_allows_five_then_refuses_until_the_fill() {
@@ -104,33 +85,17 @@ mod tests {
 
     #[test]
     fn partial_fills_and_the_cap() {
-        let rule = BucketRule {
-            max_tokens: 10,
-            tokens_per_fill: 2,
-            fill_interval_ms: 1_000,
-        };
-        let empty = Bucket {
-            tokens: 0,
-            last_fill_ms: 0,
-        };
+        let rule = BucketRule { max_tokens: 10, tokens_per_fill: 2, fill_interval_ms: 1_000 };
+        let empty = Bucket { tokens: 0, last_fill_ms: 0 };
         assert_eq!(empty.refilled(&rule, 999).tokens, 0);
         assert_eq!(empty.refilled(&rule, 1_000).tokens, 2);
-        assert_eq!(
-            empty.refilled(&rule, 3_500),
-            Bucket {
-                tokens: 6,
-                last_fill_ms: 3_000
-            }
-        );
+        assert_eq!(empty.refilled(&rule, 3_500), Bucket { tokens: 6, last_fill_ms: 3_000 });
         assert_eq!(empty.refilled(&rule, 1_000_000).tokens, 10);
     }
 
     #[test]
     fn clock_going_backwards_adds_nothing() {
-        let bucket = Bucket {
-            tokens: 1,
-            last_fill_ms: 10_000,
-        };
+        let bucket = Bucket { tokens: 1, last_fill_ms: 10_000 };
         assert_eq!(bucket.refilled(&RULE, 0), bucket);
     }
 

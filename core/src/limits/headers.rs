@@ -26,19 +26,13 @@ impl LimitState {
             let reset_in = seconds_until(now_ms, d.next_fill_ms);
             headers.push(("x-ratelimit-limit".to_owned(), rule.max_tokens.to_string()));
             headers.push(("x-ratelimit-remaining".to_owned(), d.remaining.to_string()));
-            headers.push((
-                "x-ratelimit-reset".to_owned(),
-                (now_ms / 1000 + reset_in).to_string(),
-            ));
+            headers.push(("x-ratelimit-reset".to_owned(), (now_ms / 1000 + reset_in).to_string()));
             let window = rule.fill_interval_ms.div_ceil(1000);
             headers.push((
                 "ratelimit-policy".to_owned(),
                 format!("\"client\";q={};w={window}", rule.max_tokens),
             ));
-            headers.push((
-                "ratelimit".to_owned(),
-                format!("\"client\";r={};t={reset_in}", d.remaining),
-            ));
+            headers.push(("ratelimit".to_owned(), format!("\"client\";r={};t={reset_in}", d.remaining)));
         }
         if let Some((rule, d)) = &self.quota {
             headers.push((
@@ -57,8 +51,7 @@ impl LimitState {
 
     /// `retry-after` for a request the rate limit refused: seconds until the next fill.
     pub fn rate_retry_after(&self, now_ms: u64) -> u64 {
-        self.rate
-            .map_or(1, |(_, d)| seconds_until(now_ms, d.next_fill_ms).max(1))
+        self.rate.map_or(1, |(_, d)| seconds_until(now_ms, d.next_fill_ms).max(1))
     }
 }
 
@@ -73,45 +66,22 @@ mod tests {
         let now = 1_700_000_000_000;
         let state = LimitState {
             rate: Some((
-                BucketRule {
-                    max_tokens: 30,
-                    tokens_per_fill: 30,
-                    fill_interval_ms: 60_000,
-                },
-                BucketDecision {
-                    allowed: true,
-                    remaining: 12,
-                    next_fill_ms: now + 39_500,
-                },
+                BucketRule { max_tokens: 30, tokens_per_fill: 30, fill_interval_ms: 60_000 },
+                BucketDecision { allowed: true, remaining: 12, next_fill_ms: now + 39_500 },
             )),
             quota: Some((
-                QuotaRule {
-                    tokens: 1000,
-                    window_ms: 86_400_000,
-                },
-                QuotaDecision {
-                    allowed: true,
-                    remaining: 997,
-                    reset_ms: now + 43_200_000,
-                },
+                QuotaRule { tokens: 1000, window_ms: 86_400_000 },
+                QuotaDecision { allowed: true, remaining: 997, reset_ms: now + 43_200_000 },
             )),
         };
         let headers = state.headers(now);
-        let get = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
         assert_eq!(get("x-ratelimit-limit"), Some("30"));
         assert_eq!(get("x-ratelimit-remaining"), Some("12"));
         assert_eq!(get("x-ratelimit-reset"), Some("1700000040"));
         assert_eq!(get("ratelimit-policy"), Some("\"client\";q=30;w=60"));
         assert_eq!(get("ratelimit"), Some("\"client\";r=12;t=40"));
-        assert_eq!(
-            get("auth0-client-quota-limit"),
-            Some("b=per_day;q=1000;r=997;t=43200")
-        );
+        assert_eq!(get("auth0-client-quota-limit"), Some("b=per_day;q=1000;r=997;t=43200"));
         assert_eq!(state.rate_retry_after(now), 40);
     }
 

@@ -26,21 +26,14 @@ impl QuotaWindow {
     /// The window `now_ms` falls in: this one, or a fresh one when it has ended.
     pub fn current(self, rule: &QuotaRule, now_ms: u64) -> QuotaWindow {
         let start_ms = window_start(rule, now_ms);
-        if start_ms == self.start_ms {
-            self
-        } else {
-            QuotaWindow { start_ms, used: 0 }
-        }
+        if start_ms == self.start_ms { self } else { QuotaWindow { start_ms, used: 0 } }
     }
 
     /// Counts one IdP call if the quota allows it.
     pub fn spend(self, rule: &QuotaRule, now_ms: u64) -> (QuotaWindow, QuotaDecision) {
         let window = self.current(rule, now_ms);
         let allowed = window.used < rule.tokens;
-        let after = QuotaWindow {
-            used: window.used + u64::from(allowed),
-            ..window
-        };
+        let after = QuotaWindow { used: window.used + u64::from(allowed), ..window };
         (after, after.decision(rule, allowed))
     }
 
@@ -69,20 +62,11 @@ mod tests {
 
     #[test]
     fn windows_align_to_the_epoch() {
-        let rule = QuotaRule {
-            tokens: 2,
-            window_ms: DAY,
-        };
+        let rule = QuotaRule { tokens: 2, window_ms: DAY };
         let now = 19_000 * DAY + 5_000;
-        let w = QuotaWindow {
-            start_ms: 0,
-            used: 0,
-        };
+        let w = QuotaWindow { start_ms: 0, used: 0 };
         let (w, d) = w.spend(&rule, now);
-        assert_eq!(
-            (w.start_ms, d.allowed, d.remaining, d.reset_ms),
-            (19_000 * DAY, true, 1, 19_001 * DAY)
-        );
+        assert_eq!((w.start_ms, d.allowed, d.remaining, d.reset_ms), (19_000 * DAY, true, 1, 19_001 * DAY));
         let (w, d) = w.spend(&rule, now + 1);
         assert_eq!((d.allowed, d.remaining), (true, 0));
         let (w, d) = w.spend(&rule, now + 2);
@@ -95,15 +79,8 @@ mod tests {
 
     #[test]
     fn zero_tokens_refuses_everything() {
-        let rule = QuotaRule {
-            tokens: 0,
-            window_ms: DAY,
-        };
-        let (_, d) = QuotaWindow {
-            start_ms: 0,
-            used: 0,
-        }
-        .spend(&rule, 5);
+        let rule = QuotaRule { tokens: 0, window_ms: DAY };
+        let (_, d) = QuotaWindow { start_ms: 0, used: 0 }.spend(&rule, 5);
         assert!(!d.allowed);
     }
 

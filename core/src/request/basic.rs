@@ -26,9 +26,7 @@ pub fn parse_basic(authorization: Option<&str>) -> Result<Option<(String, String
     let id = form_decode(id).ok_or_else(malformed)?;
     let secret = form_decode(secret).ok_or_else(malformed)?;
     if id.is_empty() {
-        return Err(RequestError::bad(
-            "Basic authorization header without a client id",
-        ));
+        return Err(RequestError::bad("Basic authorization header without a client id"));
     }
     Ok(Some((id, secret)))
 }
@@ -37,11 +35,7 @@ pub fn parse_basic(authorization: Option<&str>) -> Result<Option<(String, String
 fn form_decode(component: &str) -> Option<String> {
     let body = format!("x={component}");
     let pairs = super::form::parse_form(body.as_bytes()).ok()?;
-    pairs
-        .into_iter()
-        .next()
-        .map(|(_, v)| v)
-        .or(Some(String::new()))
+    pairs.into_iter().next().map(|(_, v)| v).or(Some(String::new()))
 }
 
 #[cfg(test)]
@@ -58,14 +52,8 @@ mod tests {
             parse_basic(Some(&basic("my-client:s3cr%3At"))).unwrap(),
             Some(("my-client".into(), "s3cr:t".into()))
         );
-        assert_eq!(
-            parse_basic(Some(&basic("a+b:c%2Bd"))).unwrap(),
-            Some(("a b".into(), "c+d".into()))
-        );
-        assert_eq!(
-            parse_basic(Some(&basic("id:"))).unwrap(),
-            Some(("id".into(), "".into()))
-        );
+        assert_eq!(parse_basic(Some(&basic("a+b:c%2Bd"))).unwrap(), Some(("a b".into(), "c+d".into())));
+        assert_eq!(parse_basic(Some(&basic("id:"))).unwrap(), Some(("id".into(), "".into())));
         assert_eq!(
             parse_basic(Some(&format!("bAsIc  {}", STANDARD.encode("i:s")))).unwrap(),
             Some(("i".into(), "s".into()))
@@ -81,13 +69,7 @@ mod tests {
 
     #[test]
     fn refuses_malformed_basic() {
-        for header in [
-            "Basic !!!",
-            &basic("no-colon"),
-            &basic(":secret"),
-            &basic("a:%zz"),
-            "Basic /w==",
-        ] {
+        for header in ["Basic !!!", &basic("no-colon"), &basic(":secret"), &basic("a:%zz"), "Basic /w=="] {
             assert!(parse_basic(Some(header)).is_err(), "{header}");
         }
     }

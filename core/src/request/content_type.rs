@@ -12,9 +12,7 @@ pub enum BodyFormat {
 /// regard to case; a `charset` parameter, when present, must be UTF-8.
 pub fn body_format(content_type: Option<&str>) -> Result<BodyFormat, RequestError> {
     let header = content_type.ok_or_else(|| {
-        RequestError::bad(
-            "missing content-type (use application/x-www-form-urlencoded or application/json)",
-        )
+        RequestError::bad("missing content-type (use application/x-www-form-urlencoded or application/json)")
     })?;
     let mut parts = header.split(';');
     let media_type = parts.next().unwrap_or_default().trim();
@@ -53,14 +51,8 @@ mod tests {
             Ok(BodyFormat::Form)
         );
         assert_eq!(body_format(Some("application/json")), Ok(BodyFormat::Json));
-        assert_eq!(
-            body_format(Some("application/json; charset=utf-8")),
-            Ok(BodyFormat::Json)
-        );
-        assert_eq!(
-            body_format(Some("application/json;charset=\"utf-8\"")),
-            Ok(BodyFormat::Json)
-        );
+        assert_eq!(body_format(Some("application/json; charset=utf-8")), Ok(BodyFormat::Json));
+        assert_eq!(body_format(Some("application/json;charset=\"utf-8\"")), Ok(BodyFormat::Json));
     }
 
     #[test]

@@ -36,9 +36,7 @@ fn check_encoding(body: &[u8]) -> Result<(), RequestError> {
             }
             0x21..=0x7e => i += 1,
             _ => {
-                return Err(RequestError::bad(
-                    "form body has bytes that are not form-encoded text",
-                ));
+                return Err(RequestError::bad("form body has bytes that are not form-encoded text"));
             }
         }
     }
@@ -48,9 +46,7 @@ fn check_encoding(body: &[u8]) -> Result<(), RequestError> {
             match std::str::from_utf8(&decoded) {
                 Ok(text) if !text.chars().any(char::is_control) => {}
                 _ => {
-                    return Err(RequestError::bad(
-                        "form body decodes to text that is not clean UTF-8",
-                    ));
+                    return Err(RequestError::bad("form body decodes to text that is not clean UTF-8"));
                 }
             }
         }
@@ -103,10 +99,7 @@ mod tests {
 
     #[test]
     fn tolerates_empty_segments_and_missing_values() {
-        assert_eq!(
-            pairs("a=1&&b&"),
-            vec![("a".into(), "1".into()), ("b".into(), "".into())]
-        );
+        assert_eq!(pairs("a=1&&b&"), vec![("a".into(), "1".into()), ("b".into(), "".into())]);
         assert_eq!(pairs(""), vec![]);
         assert_eq!(pairs("n=%C3%A9"), vec![("n".into(), "é".into())]);
     }
@@ -120,13 +113,7 @@ mod tests {
 
     #[test]
     fn refuses_raw_binary_spaces_and_non_ascii() {
-        for body in [
-            &b"a=\x00\x01"[..],
-            b"a=b c",
-            "a=é".as_bytes(),
-            b"\xff\xfe",
-            b"a=1\n",
-        ] {
+        for body in [&b"a=\x00\x01"[..], b"a=b c", "a=é".as_bytes(), b"\xff\xfe", b"a=1\n"] {
             assert!(parse_form(body).is_err(), "{body:?}");
         }
     }

@@ -31,10 +31,7 @@ pub struct RequestError {
 
 impl RequestError {
     pub fn bad(description: impl Into<String>) -> RequestError {
-        RequestError {
-            status: 400,
-            description: description.into(),
-        }
+        RequestError { status: 400, description: description.into() }
     }
 
     pub fn too_large(max_body_bytes: usize) -> RequestError {
@@ -111,12 +108,7 @@ impl TokenRequest {
         if grant_type == GRANT_CLIENT_CREDENTIALS && client_id.is_none() {
             return Err(RequestError::bad("missing client_id"));
         }
-        Ok(TokenRequest {
-            grant_type,
-            client_id,
-            client_secret,
-            params,
-        })
+        Ok(TokenRequest { grant_type, client_id, client_secret, params })
     }
 
     pub fn kind(&self) -> RequestKind {

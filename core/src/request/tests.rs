@@ -7,19 +7,13 @@ const FORM: &str = "application/x-www-form-urlencoded";
 const JSON: &str = "application/json";
 
 fn head(content_type: &str) -> RequestHead {
-    RequestHead {
-        content_type: Some(content_type.into()),
-        authorization: None,
-    }
+    RequestHead { content_type: Some(content_type.into()), authorization: None }
 }
 
 fn basic_head(content_type: &str, id: &str, secret: &str) -> RequestHead {
     RequestHead {
         content_type: Some(content_type.into()),
-        authorization: Some(format!(
-            "Basic {}",
-            STANDARD.encode(format!("{id}:{secret}"))
-        )),
+        authorization: Some(format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))),
     }
 }
 
@@ -37,10 +31,7 @@ fn form_with_secret_in_body_is_cacheable() {
     assert_eq!(r.grant_type, "client_credentials");
     assert_eq!(r.client_id.as_deref(), Some("c1"));
     assert_eq!(r.client_secret.as_deref(), Some("s1"));
-    assert_eq!(
-        r.params.get("audience").map(String::as_str),
-        Some("https://api")
-    );
+    assert_eq!(r.params.get("audience").map(String::as_str), Some("https://api"));
     assert!(!r.params.contains_key("client_secret"));
     assert_eq!(r.kind(), RequestKind::Cacheable);
 }
@@ -58,41 +49,27 @@ fn json_with_secret_in_body_is_cacheable() {
 
 #[test]
 fn basic_header_supplies_the_credentials() {
-    let r = parse(
-        &basic_head(FORM, "c1", "s1"),
-        "grant_type=client_credentials&audience=a",
-    )
-    .unwrap();
+    let r = parse(&basic_head(FORM, "c1", "s1"), "grant_type=client_credentials&audience=a").unwrap();
     assert_eq!(r.client_id.as_deref(), Some("c1"));
     assert_eq!(r.client_secret.as_deref(), Some("s1"));
     assert_eq!(r.kind(), RequestKind::Cacheable);
     // The same id in the body is not a conflict.
-    let r = parse(
-        &basic_head(FORM, "c1", "s1"),
-        "grant_type=client_credentials&client_id=c1",
-    )
-    .unwrap();
+    let r = parse(&basic_head(FORM, "c1", "s1"), "grant_type=client_credentials&client_id=c1").unwrap();
     assert_eq!(r.client_id.as_deref(), Some("c1"));
 }
 
 #[test]
 fn conflicting_client_ids_are_refused() {
-    let e = parse(
-        &basic_head(FORM, "c1", "s1"),
-        "grant_type=client_credentials&client_id=c2",
-    )
-    .unwrap_err();
+    let e = parse(&basic_head(FORM, "c1", "s1"), "grant_type=client_credentials&client_id=c2").unwrap_err();
     assert_eq!(e.status, 400);
     assert!(e.description.contains("differs"));
 }
 
 #[test]
 fn conflicting_secrets_are_refused() {
-    let e = parse(
-        &basic_head(JSON, "c1", "s1"),
-        r#"{"grant_type":"client_credentials","client_secret":"s2"}"#,
-    )
-    .unwrap_err();
+    let e =
+        parse(&basic_head(JSON, "c1", "s1"), r#"{"grant_type":"client_credentials","client_secret":"s2"}"#)
+            .unwrap_err();
     assert!(e.description.contains("client_secret"));
 }
 
@@ -111,11 +88,8 @@ fn other_grants_are_forwarded_and_need_no_client_id() {
     let r = parse(&head(FORM), "grant_type=refresh_token&refresh_token=abc").unwrap();
     assert_eq!(r.kind(), RequestKind::Forward);
     assert_eq!(r.client_id, None);
-    let r = parse(
-        &head(FORM),
-        "grant_type=password&client_id=c1&client_secret=s&username=u&password=p",
-    )
-    .unwrap();
+    let r =
+        parse(&head(FORM), "grant_type=password&client_id=c1&client_secret=s&username=u&password=p").unwrap();
     assert_eq!(r.kind(), RequestKind::Forward);
 }
 
@@ -123,11 +97,7 @@ fn other_grants_are_forwarded_and_need_no_client_id() {
 fn client_credentials_without_secret_is_forwarded() {
     let r = parse(&head(FORM), "grant_type=client_credentials&client_id=c1").unwrap();
     assert_eq!(r.kind(), RequestKind::Forward);
-    let r = parse(
-        &head(FORM),
-        "grant_type=client_credentials&client_id=c1&client_secret=",
-    )
-    .unwrap();
+    let r = parse(&head(FORM), "grant_type=client_credentials&client_id=c1&client_secret=").unwrap();
     assert_eq!(r.kind(), RequestKind::Forward);
 }
 
@@ -135,11 +105,7 @@ fn client_credentials_without_secret_is_forwarded() {
 fn missing_client_id_is_refused() {
     let e = parse(&head(FORM), "grant_type=client_credentials&client_secret=s").unwrap_err();
     assert!(e.description.contains("client_id"), "{e:?}");
-    let e = parse(
-        &head(FORM),
-        "grant_type=client_credentials&client_id=&client_secret=s",
-    )
-    .unwrap_err();
+    let e = parse(&head(FORM), "grant_type=client_credentials&client_id=&client_secret=s").unwrap_err();
     assert!(e.description.contains("client_id"), "{e:?}");
 }
 
@@ -151,17 +117,10 @@ fn missing_grant_type_is_refused() {
 
 #[test]
 fn repeated_parameters_are_refused() {
-    let e = parse(
-        &head(FORM),
-        "grant_type=client_credentials&client_id=c&audience=a&audience=b",
-    )
-    .unwrap_err();
+    let e =
+        parse(&head(FORM), "grant_type=client_credentials&client_id=c&audience=a&audience=b").unwrap_err();
     assert!(e.description.contains("audience"));
-    let e = parse(
-        &head(JSON),
-        r#"{"grant_type":"client_credentials","grant_type":"x"}"#,
-    )
-    .unwrap_err();
+    let e = parse(&head(JSON), r#"{"grant_type":"client_credentials","grant_type":"x"}"#).unwrap_err();
     assert!(e.description.contains("repeated"));
 }
 
@@ -179,10 +138,7 @@ fn malformed_bodies_are_refused_with_400() {
         (Some(JSON), b"{\"a\":{\"b\":{\"c\":{}}}}"),
     ];
     for (content_type, body) in cases {
-        let head = RequestHead {
-            content_type: content_type.map(str::to_owned),
-            authorization: None,
-        };
+        let head = RequestHead { content_type: content_type.map(str::to_owned), authorization: None };
         let e = TokenRequest::parse(&head, body).unwrap_err();
         assert_eq!(e.status, 400, "{content_type:?} {body:?}");
     }
@@ -190,14 +146,6 @@ fn malformed_bodies_are_refused_with_400() {
 
 #[test]
 fn malformed_basic_header_is_refused() {
-    let head = RequestHead {
-        content_type: Some(FORM.into()),
-        authorization: Some("Basic %%%".into()),
-    };
-    assert_eq!(
-        parse(&head, "grant_type=client_credentials")
-            .unwrap_err()
-            .status,
-        400
-    );
+    let head = RequestHead { content_type: Some(FORM.into()), authorization: Some("Basic %%%".into()) };
+    assert_eq!(parse(&head, "grant_type=client_credentials").unwrap_err().status, 400);
 }
