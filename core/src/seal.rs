@@ -23,14 +23,14 @@ impl fmt::Debug for SealKey {
 
 impl SealKey {
     fn cipher(&self) -> ChaCha20Poly1305 {
-        ChaCha20Poly1305::new(Key::from_slice(&self.0))
+        ChaCha20Poly1305::new(&Key::from(self.0))
     }
 
     /// `nonce || ciphertext || tag`. The nonce must be fresh (random) for every seal.
     pub fn seal(&self, nonce: [u8; NONCE_BYTES], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let sealed = self
             .cipher()
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad })
             .unwrap_or_default();
         let mut out = Vec::with_capacity(NONCE_BYTES + sealed.len());
         out.extend_from_slice(&nonce);
@@ -45,7 +45,8 @@ impl SealKey {
             return None;
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
-        self.cipher().decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad }).ok()
+        let nonce = Nonce::try_from(nonce).ok()?;
+        self.cipher().decrypt(&nonce, Payload { msg: ciphertext, aad }).ok()
     }
 }
 
