@@ -76,7 +76,7 @@ impl TokenFilter {
                 if let Some(call) = waiter.call.take() {
                     hub.submit(call);
                 }
-                hub.waiters.push((self.context_id, waiter));
+                hub.waiters.push((self.context_id, *waiter));
                 self.phase = Phase::Waiting;
                 Action::Pause
             }

@@ -54,7 +54,7 @@ pub enum Outcome {
     /// A forwarded (uncacheable) call in flight from the stream itself.
     AwaitIdp(PendingCall),
     /// Waiting for the key's IdP call; when `Waiter::call` is set, this request owns it.
-    Wait(Waiter),
+    Wait(Box<Waiter>),
 }
 
 /// A forwarded IdP call in flight for one stream, keyed by the host's call token.
@@ -201,7 +201,7 @@ impl<'a> Gate<'a> {
         let generation = match begin {
             Begin::Joined { generation, deadline_ms } => {
                 return Decision {
-                    outcome: Outcome::Wait(Waiter {
+                    outcome: Outcome::Wait(Box::new(Waiter {
                         fingerprint: fp,
                         seal_key: key,
                         generation: Some(generation),
@@ -209,7 +209,7 @@ impl<'a> Gate<'a> {
                         owner: false,
                         limit_headers,
                         call: None,
-                    }),
+                    })),
                     background: None,
                 };
             }
@@ -234,7 +234,7 @@ impl<'a> Gate<'a> {
             started_ms: now,
         };
         Decision {
-            outcome: Outcome::Wait(Waiter {
+            outcome: Outcome::Wait(Box::new(Waiter {
                 fingerprint: fp,
                 seal_key: key,
                 generation,
@@ -242,7 +242,7 @@ impl<'a> Gate<'a> {
                 owner: true,
                 limit_headers: headers,
                 call: Some(call),
-            }),
+            })),
             background: None,
         }
     }

@@ -28,10 +28,8 @@ impl SealKey {
 
     /// `nonce || ciphertext || tag`. The nonce must be fresh (random) for every seal.
     pub fn seal(&self, nonce: [u8; NONCE_BYTES], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let sealed = self
-            .cipher()
-            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad })
-            .unwrap_or_default();
+        let sealed =
+            self.cipher().encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad }).unwrap_or_default();
         let mut out = Vec::with_capacity(NONCE_BYTES + sealed.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);

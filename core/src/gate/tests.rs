@@ -63,7 +63,7 @@ fn run_call(gate: &Gate, call: &KeyedCall, _reply: Option<&IdpReply>) {
 
 fn expect_wait(gate: &Gate, head: &RequestHead, body: &str) -> Waiter {
     match gate.handle(head, body.as_bytes()).outcome {
-        Outcome::Wait(w) => w,
+        Outcome::Wait(w) => *w,
         other => panic!("not waiting: {other:?}"),
     }
 }
