@@ -17,6 +17,11 @@ mod root;
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    // A panic aborts the VM (panic = "abort"); say so at critical level first. The message
+    // is the panic's own text, which never holds request data.
+    std::panic::set_hook(Box::new(|info| {
+        let _ = proxy_wasm::hostcalls::log(proxy_wasm::types::LogLevel::Critical, &format!("tokengate panicked: {info}"));
+    }));
     proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
         Box::new(root::TokengateRoot::new(context_id))
     });

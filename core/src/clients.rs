@@ -7,7 +7,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use crate::config::{BucketRule, QuotaRule};
 use crate::host::StoreError;
 use crate::limits::{Bucket, BucketDecision, QuotaDecision, QuotaWindow};
-use crate::store::{CAS_ATTEMPTS, Store};
+use crate::store::{CAS_ATTEMPTS, Change, Store};
 
 const FORMAT_VERSION: u8 = 1;
 
@@ -83,15 +83,43 @@ pub struct LimitState {
     pub quota: Option<(QuotaRule, QuotaDecision)>,
 }
 
+/// Which client table: clients that proved their credentials (`Trusted`: configured in
+/// `rate_limit.clients` / `quota.clients`, or given a token by the IdP) and everyone else
+/// (`Guest`). Guests only ever replace guests, so a flood of made-up client ids churns the
+/// guest table and never evicts — never resets — a real client's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Trusted,
+    Guest,
+}
+
+impl Standing {
+    fn table(self) -> &'static str {
+        match self {
+            Standing::Trusted => "client",
+            Standing::Guest => "guest",
+        }
+    }
+}
+
+/// How [`ClientTable::modify`] treats a client without a record.
+enum Missing {
+    /// Leave the table alone and report `None`.
+    Skip,
+    /// Create a record: this one, or a fresh one.
+    Create(Option<ClientRecord>),
+}
+
 pub struct ClientTable<'a> {
     store: &'a Store<'a>,
     key_prefix: &'a str,
+    standing: Standing,
     slots: u32,
 }
 
 impl<'a> ClientTable<'a> {
-    pub fn new(store: &'a Store<'a>, key_prefix: &'a str, slots: u32) -> ClientTable<'a> {
-        ClientTable { store, key_prefix, slots: slots.max(1) }
+    pub fn new(store: &'a Store<'a>, key_prefix: &'a str, standing: Standing, slots: u32) -> ClientTable<'a> {
+        ClientTable { store, key_prefix, standing, slots: slots.max(1) }
     }
 
     fn slot_keys(&self, client_id: &str) -> [String; 2] {
@@ -104,19 +132,22 @@ impl<'a> ClientTable<'a> {
         if second == first {
             second = (first + 1) % slots;
         }
-        [first, second].map(|slot| format!("{}:client:{slot}", self.key_prefix))
+        [first, second].map(|slot| format!("{}:{}:{slot}", self.key_prefix, self.standing.table()))
     }
 
     /// Counts one request: takes a token from the client's bucket (when a rate limit
-    /// applies) and reads its quota (when one applies).
+    /// applies) and reads its quota (when one applies). `None` when the client has no
+    /// record here and `create` is false.
     pub fn admit(
         &self,
         client_id: &str,
         now_ms: u64,
+        create: bool,
         rate: Option<&BucketRule>,
         quota: Option<&QuotaRule>,
-    ) -> Result<LimitState, StoreError> {
-        self.modify(client_id, now_ms, |record| {
+    ) -> Result<Option<LimitState>, StoreError> {
+        let missing = if create { Missing::Create(None) } else { Missing::Skip };
+        self.modify(client_id, now_ms, missing, |record| {
             let mut state = LimitState::default();
             if let Some(rule) = rate {
                 let bucket = record.bucket.unwrap_or_else(|| Bucket::full(rule, now_ms));
@@ -132,19 +163,39 @@ impl<'a> ClientTable<'a> {
         })
     }
 
-    /// Counts one IdP call against the client's quota, if the quota allows it.
+    /// Counts one IdP call against the client's quota, if the quota allows it. `None` when
+    /// the client has no record here and `create` is false.
     pub fn spend_quota(
         &self,
         client_id: &str,
         now_ms: u64,
+        create: bool,
         rule: &QuotaRule,
-    ) -> Result<QuotaDecision, StoreError> {
-        self.modify(client_id, now_ms, |record| {
+    ) -> Result<Option<QuotaDecision>, StoreError> {
+        let missing = if create { Missing::Create(None) } else { Missing::Skip };
+        self.modify(client_id, now_ms, missing, |record| {
             let window = record.quota.unwrap_or(QuotaWindow { start_ms: 0, used: 0 });
             let (after, decision) = window.spend(rule, now_ms);
             record.quota = Some(after);
             decision
         })
+    }
+
+    /// Takes in `record` (a guest's, on promotion) unless the client already has one here.
+    pub fn adopt(&self, record: ClientRecord, now_ms: u64) -> Result<(), StoreError> {
+        let id = record.client_id.clone();
+        self.modify(&id, now_ms, Missing::Create(Some(record)), |_| ()).map(|_| ())
+    }
+
+    /// Empties the client's slot.
+    pub fn remove(&self, client_id: &str) -> Result<(), StoreError> {
+        for key in self.slot_keys(client_id) {
+            self.store.update(&key, &[], |bytes| match ClientRecord::decode(bytes) {
+                Some(r) if r.client_id == client_id => Change::Write(Vec::new(), ()),
+                _ => Change::Keep(()),
+            })?;
+        }
+        Ok(())
     }
 
     /// The client's record, if it has one.
@@ -167,9 +218,19 @@ impl<'a> ClientTable<'a> {
         &self,
         client_id: &str,
         now_ms: u64,
+        missing: Missing,
         mut change: impl FnMut(&mut ClientRecord) -> T,
-    ) -> Result<T, StoreError> {
+    ) -> Result<Option<T>, StoreError> {
         let keys = self.slot_keys(client_id);
+        let seed = match &missing {
+            Missing::Skip => {
+                if self.get(client_id)?.is_none() {
+                    return Ok(None);
+                }
+                None
+            }
+            Missing::Create(seed) => seed.clone(),
+        };
         for _ in 0..CAS_ATTEMPTS {
             let mut slots = Vec::with_capacity(2);
             for key in &keys {
@@ -177,6 +238,9 @@ impl<'a> ClientTable<'a> {
                 slots.push((key, cas, ClientRecord::decode(&bytes)));
             }
             let own = slots.iter().position(|(_, _, r)| r.as_ref().is_some_and(|r| r.client_id == client_id));
+            if own.is_none() && matches!(missing, Missing::Skip) {
+                return Ok(None);
+            }
             let target = own.unwrap_or_else(|| {
                 slots
                     .iter()
@@ -187,12 +251,12 @@ impl<'a> ClientTable<'a> {
             let (key, cas, current) = &slots[target];
             let mut record = match (own, current) {
                 (Some(_), Some(r)) => r.clone(),
-                _ => ClientRecord::new(client_id, now_ms),
+                _ => seed.clone().unwrap_or_else(|| ClientRecord::new(client_id, now_ms)),
             };
             record.last_seen_ms = record.last_seen_ms.max(now_ms);
             let out = change(&mut record);
             match self.store.write(key, &record.encode(), *cas) {
-                Ok(()) => return Ok(out),
+                Ok(()) => return Ok(Some(out)),
                 Err(StoreError::CasMismatch) => continue,
                 Err(e) => return Err(e),
             }
@@ -226,31 +290,33 @@ mod tests {
     fn five_per_minute_exactly_across_cas_conflicts() {
         let host = FakeHost::new(1_000_000);
         let store = Store::new(&host, &host, "tg");
-        let table = ClientTable::new(&store, "tg", 100);
+        let table = ClientTable::new(&store, "tg", Standing::Trusted, 100);
         let mut allowed = 0;
         for i in 0..8 {
             host.inject_cas_conflicts(i % 3);
-            let state = table.admit("c1", 1_000_000, Some(&RATE), None).unwrap();
+            let state = table.admit("c1", 1_000_000, true, Some(&RATE), None).unwrap().unwrap();
             let (_, d) = state.rate.unwrap();
             allowed += u32::from(d.allowed);
         }
         assert_eq!(allowed, 5);
         // Another client is unaffected.
-        assert!(table.admit("c2", 1_000_000, Some(&RATE), None).unwrap().rate.unwrap().1.allowed);
+        assert!(
+            table.admit("c2", 1_000_000, true, Some(&RATE), None).unwrap().unwrap().rate.unwrap().1.allowed
+        );
     }
 
     #[test]
     fn quota_counts_only_spent_calls() {
         let host = FakeHost::new(1_000_000);
         let store = Store::new(&host, &host, "tg");
-        let table = ClientTable::new(&store, "tg", 100);
+        let table = ClientTable::new(&store, "tg", Standing::Trusted, 100);
         for _ in 0..5 {
-            let state = table.admit("c1", 1_000_000, None, Some(&QUOTA)).unwrap();
+            let state = table.admit("c1", 1_000_000, true, None, Some(&QUOTA)).unwrap().unwrap();
             assert_eq!(state.quota.unwrap().1.remaining, 2, "admission does not spend");
         }
-        assert!(table.spend_quota("c1", 1_000_000, &QUOTA).unwrap().allowed);
-        assert!(table.spend_quota("c1", 1_000_001, &QUOTA).unwrap().allowed);
-        let refused = table.spend_quota("c1", 1_000_002, &QUOTA).unwrap();
+        assert!(table.spend_quota("c1", 1_000_000, true, &QUOTA).unwrap().unwrap().allowed);
+        assert!(table.spend_quota("c1", 1_000_001, true, &QUOTA).unwrap().unwrap().allowed);
+        let refused = table.spend_quota("c1", 1_000_002, true, &QUOTA).unwrap().unwrap();
         assert!(!refused.allowed);
         assert_eq!(refused.reset_ms, 86_400_000);
         assert_eq!(table.get("c1").unwrap().unwrap().quota.unwrap().used, 2);
@@ -260,10 +326,10 @@ mod tests {
     fn a_full_table_replaces_the_client_seen_least_recently() {
         let host = FakeHost::new(0);
         let store = Store::new(&host, &host, "tg");
-        let table = ClientTable::new(&store, "tg", 2);
-        table.admit("old", 1, Some(&RATE), None).unwrap();
-        table.admit("new", 2, Some(&RATE), None).unwrap();
-        table.admit("newest", 3, Some(&RATE), None).unwrap();
+        let table = ClientTable::new(&store, "tg", Standing::Trusted, 2);
+        table.admit("old", 1, true, Some(&RATE), None).unwrap();
+        table.admit("new", 2, true, Some(&RATE), None).unwrap();
+        table.admit("newest", 3, true, Some(&RATE), None).unwrap();
         assert!(table.get("old").unwrap().is_none());
         assert!(table.get("new").unwrap().is_some());
         assert!(table.get("newest").unwrap().is_some());
@@ -282,8 +348,11 @@ mod interleaving {
 
     fn admit(host: &FakeHost) -> Result<bool, StoreError> {
         let store = Store::new(host, host, "tg");
-        let table = ClientTable::new(&store, "tg", 16);
-        Ok(table.admit("c1", 1_000, Some(&RATE), None)?.rate.map(|(_, d)| d.allowed).unwrap_or(false))
+        let table = ClientTable::new(&store, "tg", Standing::Trusted, 16);
+        Ok(table
+            .admit("c1", 1_000, true, Some(&RATE), None)?
+            .and_then(|s| s.rate)
+            .is_some_and(|(_, d)| d.allowed))
     }
 
     /// Another worker admits the same client between any two of this worker's writes,
@@ -314,7 +383,8 @@ mod interleaving {
                     done.set(done.get() + 1);
                 }
                 let store = Store::new(&host, &host, "tg");
-                let record = ClientTable::new(&store, "tg", 16).get("c1").unwrap().unwrap();
+                let record =
+                    ClientTable::new(&store, "tg", Standing::Trusted, 16).get("c1").unwrap().unwrap();
                 assert_eq!(
                     record.bucket.unwrap().tokens,
                     10 - 3 - prior,

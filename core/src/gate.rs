@@ -9,15 +9,15 @@
 //! sees it; [`Gate::answer`] turns it into each waiter's response.
 
 use crate::cache::{CacheEntry, NegativeEntry, NegativeTable, TokenTable};
-use crate::clients::{ClientTable, LimitState};
-use crate::config::Config;
+use crate::clients::{ClientTable, LimitState, Standing};
+use crate::config::{Config, QuotaRule};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::fingerprint::{Fingerprint, Identity};
 use crate::flight::{Begin, CallOutcome, FlightState, FlightTable};
 use crate::host::{Host, IdpCall};
-use crate::limits::seconds_until;
+use crate::limits::{QuotaDecision, seconds_until};
 use crate::request::{RequestError, RequestHead, RequestKind, TokenRequest};
 use crate::response::{CacheStatus, ErrorCode, Response};
 use crate::seal::{NONCE_BYTES, SealKey};
@@ -75,6 +75,8 @@ pub struct KeyedCall {
     pub generation: Option<u64>,
     pub call: IdpCall,
     pub started_ms: u64,
+    /// Promoted to a trusted client when the IdP issues it a token.
+    pub client_id: Option<String>,
 }
 
 /// A request waiting for the outcome of its key's IdP call.
@@ -132,10 +134,6 @@ impl<'a> Gate<'a> {
 
     fn flights(&self) -> FlightTable<'_> {
         FlightTable::new(&self.store, self.key_prefix, self.config.cache.max_entries)
-    }
-
-    fn clients(&self) -> ClientTable<'_> {
-        ClientTable::new(&self.store, self.key_prefix, self.config.cache.max_entries)
     }
 
     /// The answer to a body over `max_body_bytes`, sent as soon as it is seen.
@@ -217,14 +215,19 @@ impl<'a> Gate<'a> {
             Begin::Uncoordinated => None,
         };
         let mut headers = limit_headers;
-        let refusal = self.spend_quota(client_id, &identity, generation, now);
-        self.refresh_quota_header(client_id, now, &mut headers);
-        if let Some(refusal) = refusal {
-            let response = match stale_token(cached.as_ref(), &key, now) {
-                Some(token) => Response::json(200, token, CacheStatus::Stale),
-                None => refusal,
-            };
-            return respond(with_headers(response, &headers));
+        let spent = self.spend_quota(client_id, now);
+        if let Some((rule, decision)) = spent {
+            // The quota header shows what is left after this call.
+            headers.retain(|(n, _)| n != "auth0-client-quota-limit");
+            headers.extend(LimitState { rate: None, quota: Some((rule, decision)) }.headers(now));
+            if !decision.allowed {
+                let refusal = self.quota_refusal(&identity, generation, &rule, &decision, now);
+                let response = match stale_token(cached.as_ref(), &key, now) {
+                    Some(token) => Response::json(200, token, CacheStatus::Stale),
+                    None => refusal,
+                };
+                return respond(with_headers(response, &headers));
+            }
         }
         let call = KeyedCall {
             fingerprint: fp,
@@ -232,6 +235,7 @@ impl<'a> Gate<'a> {
             generation,
             call: self.idp_call(head, body, Some(&fp)),
             started_ms: now,
+            client_id: client_id.map(str::to_owned),
         };
         Decision {
             outcome: Outcome::Wait(Box::new(Waiter {
@@ -247,6 +251,20 @@ impl<'a> Gate<'a> {
         }
     }
 
+    fn clients(&self, standing: Standing) -> ClientTable<'_> {
+        ClientTable::new(&self.store, self.key_prefix, standing, self.config.cache.max_entries)
+    }
+
+    /// A client named in the configuration is trusted from the start.
+    fn configured(&self, client_id: &str) -> bool {
+        self.config.rate_limit.as_ref().is_some_and(|l| l.clients.contains_key(client_id))
+            || self.config.quota.as_ref().is_some_and(|l| l.clients.contains_key(client_id))
+    }
+
+    fn limited(&self) -> bool {
+        self.config.rate_limit.is_some() || self.config.quota.is_some()
+    }
+
     fn admit(&self, client_id: &str, now: u64) -> LimitState {
         let rate = self.config.rate_limit.as_ref().and_then(|l| l.for_client(client_id));
         let quota = self.config.quota.as_ref().and_then(|l| l.for_client(client_id));
@@ -255,24 +273,43 @@ impl<'a> Gate<'a> {
         }
         // Limits that cannot be read fail open for this request, rather than failing
         // every client because of one host error.
-        self.clients().admit(client_id, now, rate, quota).unwrap_or_default()
+        let trusted =
+            self.clients(Standing::Trusted).admit(client_id, now, self.configured(client_id), rate, quota);
+        match trusted {
+            Ok(Some(state)) => state,
+            Ok(None) => self
+                .clients(Standing::Guest)
+                .admit(client_id, now, true, rate, quota)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+            Err(_) => LimitState::default(),
+        }
     }
 
-    /// Spends one unit of the client's quota for an IdP call; `Some(429)` when spent out.
-    /// A refused owner records the refusal as its call's outcome, for the waiters.
-    fn spend_quota(
+    /// Spends one unit of the client's quota for an IdP call: the rule and what is left,
+    /// or `None` when no quota applies.
+    fn spend_quota(&self, client_id: Option<&str>, now: u64) -> Option<(QuotaRule, QuotaDecision)> {
+        let id = client_id?;
+        let rule = *self.config.quota.as_ref().and_then(|l| l.for_client(id))?;
+        let trusted = self.clients(Standing::Trusted).spend_quota(id, now, self.configured(id), &rule);
+        let decision = match trusted {
+            Ok(Some(decision)) => decision,
+            Ok(None) => self.clients(Standing::Guest).spend_quota(id, now, true, &rule).ok().flatten()?,
+            Err(_) => return None,
+        };
+        Some((rule, decision))
+    }
+
+    /// The 429 for a spent quota, also recorded as the call's outcome for its waiters.
+    fn quota_refusal(
         &self,
-        client_id: Option<&str>,
         identity: &Identity,
         generation: Option<u64>,
+        rule: &QuotaRule,
+        decision: &QuotaDecision,
         now: u64,
-    ) -> Option<Response> {
-        let id = client_id?;
-        let rule = self.config.quota.as_ref().and_then(|l| l.for_client(id))?;
-        let decision = self.clients().spend_quota(id, now, rule).ok()?;
-        if decision.allowed {
-            return None;
-        }
+    ) -> Response {
         let mut r = Response::oauth_error(
             429,
             ErrorCode::TooManyRequests,
@@ -295,23 +332,23 @@ impl<'a> Gate<'a> {
             };
             let _ = self.flights().finish(&identity.fingerprint, generation, outcome);
         }
-        Some(r)
+        r
     }
 
-    /// After spending quota, the quota header shows what is left.
-    fn refresh_quota_header(&self, client_id: Option<&str>, now: u64, headers: &mut Vec<(String, String)>) {
-        let (Some(id), Some(quota)) = (client_id, self.config.quota.as_ref()) else {
+    /// A guest whose credentials the IdP just accepted becomes a trusted client, limits
+    /// and all, out of reach of guest floods.
+    fn promote(&self, client_id: &str, now: u64) {
+        let trusted = self.clients(Standing::Trusted);
+        if !self.limited() || matches!(trusted.get(client_id), Ok(Some(_))) {
             return;
+        }
+        let guests = self.clients(Standing::Guest);
+        let record = match guests.get(client_id) {
+            Ok(Some(record)) => record,
+            _ => return,
         };
-        let Some(rule) = quota.for_client(id) else {
-            return;
-        };
-        if let Ok(Some(record)) = self.clients().get(id)
-            && let Some(window) = record.quota
-        {
-            let state = LimitState { rate: None, quota: Some((*rule, window.peek(rule, now))) };
-            headers.retain(|(n, _)| n != "auth0-client-quota-limit");
-            headers.extend(state.headers(now));
+        if trusted.adopt(record, now).is_ok() {
+            let _ = guests.remove(client_id);
         }
     }
 
@@ -334,7 +371,10 @@ impl<'a> Gate<'a> {
         let Ok(Begin::Owner { generation }) = self.flights().begin(&fp, now, deadline_ms) else {
             return None;
         };
-        if self.spend_quota(client_id, identity, Some(generation), now).is_some() {
+        if let Some((rule, decision)) = self.spend_quota(client_id, now)
+            && !decision.allowed
+        {
+            self.quota_refusal(identity, Some(generation), &rule, &decision, now);
             return None;
         }
         Some(KeyedCall {
@@ -343,6 +383,7 @@ impl<'a> Gate<'a> {
             generation: Some(generation),
             call: self.idp_call(head, body, Some(&fp)),
             started_ms: now,
+            client_id: client_id.map(str::to_owned),
         })
     }
 
@@ -398,6 +439,9 @@ impl<'a> Gate<'a> {
                 });
                 // A token that could not be stored is still relayed to the waiters.
                 let cached = entry.is_some_and(|e| self.tokens().put(&e, now).is_ok());
+                if let (true, Some(id)) = (cached, call.client_id.as_deref()) {
+                    self.promote(id, now);
+                }
                 if let Some(negative) = NegativeEntry::from_refusal(
                     call.fingerprint,
                     r.status,

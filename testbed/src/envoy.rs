@@ -184,6 +184,18 @@ impl Envoy {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Envoy's resident memory (VmRSS), in bytes.
+    pub fn resident_bytes(&self) -> Result<u64, String> {
+        let status =
+            fs::read_to_string(format!("/proc/{}/status", self.child.id())).map_err(|e| e.to_string())?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .ok_or_else(|| "no VmRSS in /proc status".to_owned())
+    }
+
     /// Envoy's admin `/stats`.
     pub fn stats(&self) -> Result<String, String> {
         request("GET", self.admin_port, "/stats", &[], b"").map(|r| r.text())

@@ -34,12 +34,18 @@ impl Stack {
     /// Mock IdP with clients c1/s1 and c2/s2 (tokens for `expires_in` seconds), and Envoy
     /// with tokengate configured by `config`.
     pub fn start(config: Value, expires_in: u64) -> Stack {
-        let idp = MockIdp::start(mock_idp::Config {
-            clients: vec![client("c1", "s1"), client("c2", "s2")],
-            expires_in,
-        })
-        .expect("mock IdP starts");
-        let envoy = start_envoy(&config, idp.port());
+        Stack::start_with(config, vec![client("c1", "s1"), client("c2", "s2")], expires_in, "info")
+    }
+
+    /// A mock IdP with these clients, and Envoy at this log level.
+    pub fn start_with(config: Value, clients: Vec<Client>, expires_in: u64, log_level: &str) -> Stack {
+        let idp = MockIdp::start(mock_idp::Config { clients, expires_in }).expect("mock IdP starts");
+        let mut options = EnvoyOptions::new(config.to_string(), idp.port());
+        options.log_level = log_level.to_owned();
+        let envoy = match Envoy::start(&options) {
+            Ok(envoy) => envoy,
+            Err(e) => panic!("Envoy did not start (run `cargo xtask build` first): {e}"),
+        };
         Stack { idp, envoy }
     }
 

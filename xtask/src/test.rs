@@ -1,6 +1,9 @@
 //! `cargo xtask test`: everything CI runs, stopping at the first failure.
 
-use crate::{build, cmd, setup};
+use crate::{build, cmd, fuzz, setup};
+
+/// Seconds per fuzz target in the test run (`cargo xtask fuzz` runs longer).
+const FUZZ_SECONDS: u64 = 10;
 
 pub fn run(envoy_version: &str) -> Result<(), String> {
     let envoy = setup::run(envoy_version)?;
@@ -23,6 +26,7 @@ pub fn run(envoy_version: &str) -> Result<(), String> {
         &["test", "--workspace", "--no-fail-fast"],
         &[("TOKENGATE_ENVOY", &envoy_text), ("TOKENGATE_WASM", &wasm_text)],
     )?;
+    fuzz::run(FUZZ_SECONDS, &[])?;
     cmd::step("all checks passed");
     Ok(())
 }

@@ -470,3 +470,133 @@ fn idp_failure_serves_a_token_with_lifetime_left_as_stale() {
     let r = exchange(&gate, &form(), &body("s1", "zzz"), None);
     assert_eq!(r.status, 503);
 }
+
+// ---- hostile traffic (issue 4) ----
+
+fn table_of(key: &str) -> &str {
+    key.split(':').nth(1).unwrap_or_default()
+}
+
+/// Made-up clients and secrets, each asking once and refused by the IdP: every shared-data
+/// table stays within its slot count, and a real client's token and limits survive.
+#[test]
+fn a_flood_of_bogus_identities_leaves_every_table_bounded() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({
+        "cache": {"max_entries": 64, "min_remaining_ttl": "1s"},
+        "rate_limit": {"default": {"max_tokens": 5, "tokens_per_fill": 5, "fill_interval": "1h"}},
+        "quota": {"default": {"tokens": 100, "window": "1d"}}
+    }));
+    let gate = Gate::new(&config, &host, "tokengate");
+    let real = exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("real-token", 3600)));
+    assert_eq!(real.header("x-ratelimit-remaining"), Some("4"));
+    let denied = IdpReply { status: 401, headers: vec![], body: br#"{"error":"access_denied"}"#.to_vec() };
+    for i in 0..50_000u32 {
+        let bogus = format!("grant_type=client_credentials&client_id=bogus-{i}&client_secret=guess-{i}");
+        let decision = gate.handle(&form(), bogus.as_bytes());
+        if let Outcome::Wait(waiter) = decision.outcome
+            && let Some(call) = &waiter.call
+        {
+            gate.finish_call(call, Some(&denied));
+        }
+        if i % 97 == 0 {
+            host.advance_ms(1);
+        }
+    }
+    assert_tables_bounded(&host, 64);
+    // The real client's token is still a hit, and its bucket was not reset by the flood.
+    let hit = exchange(&gate, &form(), &body("s1", "a"), None);
+    assert_eq!(
+        (hit.header(CACHE_HEADER), json_of(&hit)["access_token"].as_str()),
+        (Some("hit"), Some("real-token"))
+    );
+    assert_eq!(hit.header("x-ratelimit-remaining"), Some("3"));
+}
+
+/// Every table holds at most `slots` keys (plus the two single bookkeeping keys).
+fn assert_tables_bounded(host: &FakeHost, slots: usize) {
+    let keys = host.keys();
+    let mut per_table: std::collections::BTreeMap<&str, usize> = Default::default();
+    for key in &keys {
+        *per_table.entry(table_of(key)).or_default() += 1;
+    }
+    for (table, count) in &per_table {
+        let bound = if ["create-lock", "workers"].contains(table) { 1 } else { slots };
+        assert!(*count <= bound, "{table}: {count} keys");
+    }
+}
+
+/// A million distinct identities through every table: the key space never grows past the
+/// slot count.
+#[test]
+fn a_million_identities_fit_in_the_configured_slots() {
+    use crate::cache::{CacheEntry, NegativeEntry, NegativeTable, TokenTable};
+    use crate::clients::{ClientTable, Standing};
+    use crate::flight::FlightTable;
+    use crate::seal::SealKey;
+    use crate::store::Store;
+
+    const SLOTS: u32 = 1000;
+    let host = FakeHost::new(T0);
+    let store = Store::new(&host, &host, "tokengate");
+    let tokens = TokenTable::new(&host, "tokengate", SLOTS);
+    let negatives = NegativeTable::new(&host, "tokengate", SLOTS);
+    let flights = FlightTable::new(&store, "tokengate", SLOTS);
+    let guests = ClientTable::new(&store, "tokengate", Standing::Guest, SLOTS);
+    let rule = crate::config::BucketRule { max_tokens: 5, tokens_per_fill: 5, fill_interval_ms: 60_000 };
+    for i in 0..1_000_000u64 {
+        let mut fp = [0u8; 32];
+        fp[..8].copy_from_slice(&i.to_le_bytes());
+        fp[8..16].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+        fp[16..24].copy_from_slice(&i.rotate_left(29).to_le_bytes());
+        let identity =
+            crate::fingerprint::Identity { fingerprint: Fingerprint(fp), seal_key: SealKey([1; 32]) };
+        let now = T0 + i;
+        let token = format!(r#"{{"access_token":"t{i}","expires_in":60}}"#);
+        let entry = CacheEntry::from_token_response(&identity, 200, token.as_bytes(), now, [2; 12]).unwrap();
+        tokens.put(&entry, now).unwrap();
+        let negative = NegativeEntry::from_refusal(identity.fingerprint, 401, b"{}", now, 10_000).unwrap();
+        negatives.put(&negative, now).unwrap();
+        if let Ok(crate::flight::Begin::Owner { generation }) =
+            flights.begin(&identity.fingerprint, now, now + 5)
+        {
+            let outcome = crate::flight::CallOutcome {
+                status: 401,
+                cached: false,
+                unreachable: false,
+                headers: vec![],
+                body: String::new(),
+            };
+            flights.finish(&identity.fingerprint, generation, outcome).unwrap();
+        }
+        guests.admit(&format!("client-{i}"), now, true, Some(&rule), None).unwrap();
+    }
+    assert_tables_bounded(&host, SLOTS as usize);
+}
+
+/// A configured client is trusted from its first request: guests never evict it.
+#[test]
+fn configured_clients_keep_their_limits_under_a_flood_of_guests() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({
+        "cache": {"max_entries": 4, "min_remaining_ttl": "1s"},
+        "rate_limit": {"default": {"max_tokens": 100, "tokens_per_fill": 100, "fill_interval": "1h"},
+                       "clients": {"c1": {"max_tokens": 3, "tokens_per_fill": 3, "fill_interval": "1h"}}}
+    }));
+    let gate = Gate::new(&config, &host, "tokengate");
+    let denied = IdpReply { status: 401, headers: vec![], body: b"{}".to_vec() };
+    for _ in 0..3 {
+        exchange(&gate, &form(), &body("wrong", "a"), Some(denied.clone()));
+    }
+    for i in 0..10_000 {
+        host.advance_ms(1);
+        exchange(
+            &gate,
+            &form(),
+            &format!("grant_type=client_credentials&client_id=g{i}&client_secret=x"),
+            Some(denied.clone()),
+        );
+    }
+    let r = exchange(&gate, &form(), &body("wrong", "a"), Some(denied));
+    assert_eq!(r.status, 429, "c1's spent bucket must not be reset by guests");
+}
