@@ -27,7 +27,6 @@ pub fn run(seconds: u64, targets: &[String]) -> Result<(), String> {
     let root = testbed::workspace_root();
     let chosen: Vec<&str> =
         if targets.is_empty() { TARGETS.to_vec() } else { targets.iter().map(String::as_str).collect() };
-    let mut summary = Vec::new();
     for target in chosen {
         let work = root.join("target/fuzz-corpus").join(target);
         std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
@@ -54,13 +53,11 @@ pub fn run(seconds: u64, targets: &[String]) -> Result<(), String> {
             if output.status.success() { "no crash" } else { "CRASH" }
         );
         println!("{line}");
-        summary.push(line);
         if !output.status.success() {
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             return Err(format!("fuzz target {target} failed:\n{}", tail.join("\n")));
         }
     }
-    println!("fuzz summary:\n{}", summary.join("\n"));
     Ok(())
 }
