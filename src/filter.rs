@@ -9,7 +9,7 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
-use tokengate_core::gate::{Decision, PendingCall};
+use tokengate_core::gate::{PendingCall, Plan};
 use tokengate_core::request::RequestHead;
 use tokengate_core::response::Response;
 use tokengate_core::{Config, Gate, IdpReply, Outcome};
@@ -60,8 +60,7 @@ impl TokenFilter {
 
     /// The body is complete: answer now, or wait for the IdP.
     fn decide(&mut self, config: &Config, head: &RequestHead, body: &[u8]) -> Action {
-        let Decision { outcome, background } =
-            Gate::new(config, &EnvoyHost, &self.key_prefix).handle(head, body);
+        let Plan { outcome, background } = Gate::new(config, &EnvoyHost, &self.key_prefix).handle(head, body);
         if let Some(call) = background {
             self.hub.borrow_mut().submit(call);
         }
@@ -84,8 +83,16 @@ impl TokenFilter {
     }
 }
 
-/// Sends a local reply on the current (effective) stream.
+/// Sends a local reply on the current (effective) stream, with tokengate's decision and
+/// the client id in the stream's filter state for the access log
+/// (`%FILTER_STATE(wasm.tokengate_decision:PLAIN)%`, `...wasm.tokengate_client...`).
 pub fn send_response(response: &Response) {
+    if let Some(decision) = response.decision {
+        let _ = hostcalls::set_property(vec!["tokengate_decision"], Some(decision.as_str().as_bytes()));
+    }
+    if let Some(client_id) = &response.client_id {
+        let _ = hostcalls::set_property(vec!["tokengate_client"], Some(client_id.as_bytes()));
+    }
     let headers: Vec<(&str, &str)> = response.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     if let Err(status) =
         hostcalls::send_http_response(u32::from(response.status), headers, Some(&response.body))
@@ -137,6 +144,11 @@ impl HttpContext for TokenFilter {
         };
         let method = Self::request_header(":method").unwrap_or_default();
         let path = Self::request_header(":path").unwrap_or_default();
+        if config.is_usage_request(&method, &path) {
+            let accept = Self::request_header("accept");
+            let response = Gate::new(&config, &EnvoyHost, &self.key_prefix).usage(accept.as_deref(), &path);
+            return self.respond(&response);
+        }
         if !config.is_token_request(&method, &path) {
             return Action::Continue;
         }

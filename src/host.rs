@@ -2,11 +2,15 @@
 //! a failed host call becomes an error value, never a panic (the SDK's trait defaults
 //! unwrap, so they are not used).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::Status;
-use tokengate_core::host::{Clock, Dispatcher, Entropy, HostError, IdpCall, SharedStore, StoreError};
+use proxy_wasm::types::{MetricType, Status};
+use tokengate_core::host::{
+    Clock, Dispatcher, Entropy, HostError, IdpCall, Metric, Metrics, SharedStore, StoreError,
+};
 
 /// Envoy, as seen from one context.
 pub struct EnvoyHost;
@@ -61,5 +65,33 @@ impl Entropy for EnvoyHost {
     /// WASI `random_get`, which Envoy serves from its own secure random source.
     fn fill_random(&self, buf: &mut [u8]) -> bool {
         getrandom::fill(buf).is_ok()
+    }
+}
+
+thread_local! {
+    /// Ids of tokengate's stats in this VM (each worker defines the same names, so they
+    /// are the same Envoy stats).
+    static METRIC_IDS: RefCell<HashMap<Metric, u32>> = RefCell::new(HashMap::new());
+}
+
+/// Defines tokengate's stats; call once per VM, from `on_configure`.
+pub fn define_metrics() {
+    for metric in Metric::ALL {
+        let kind = if metric.is_gauge() { MetricType::Gauge } else { MetricType::Counter };
+        match hostcalls::define_metric(kind, metric.name()) {
+            Ok(id) => METRIC_IDS.with(|ids| ids.borrow_mut().insert(metric, id)),
+            Err(status) => {
+                log::warn!("stat {} not defined: {status:?}", metric.name());
+                None
+            }
+        };
+    }
+}
+
+impl Metrics for EnvoyHost {
+    fn add(&self, metric: Metric, delta: i64) {
+        if let Some(id) = METRIC_IDS.with(|ids| ids.borrow().get(&metric).copied()) {
+            let _ = hostcalls::increment_metric(id, delta);
+        }
     }
 }

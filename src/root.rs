@@ -144,6 +144,7 @@ impl RootContext for TokengateRoot {
             log::warn!("shared data not prepared; it is created on first use");
         }
         self.config = Some(Rc::new(config));
+        crate::host::define_metrics();
         self.register_queue();
         if hostcalls::set_tick_period(TICK).is_err() {
             log::warn!("no tick: waiters on other workers' calls answer at their deadline");

@@ -7,9 +7,91 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use crate::config::{BucketRule, QuotaRule};
 use crate::host::StoreError;
 use crate::limits::{Bucket, BucketDecision, QuotaDecision, QuotaWindow};
+use crate::response::Decision;
 use crate::store::{CAS_ATTEMPTS, Change, Store};
 
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
+
+/// What one client did, counted exactly across workers (the usage report's row).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub requests: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub coalesced: u64,
+    pub stale: u64,
+    pub negative: u64,
+    pub rate_limited: u64,
+    pub quota_rejected: u64,
+    /// Tokens the IdP issued for this client, ever and in the current window.
+    pub issued_total: u64,
+    pub issued_window_start_ms: u64,
+    pub issued_window: u64,
+}
+
+impl Usage {
+    const FIELDS: usize = 11;
+
+    fn count(&mut self, decision: Decision) {
+        let field = match decision {
+            Decision::Hit => &mut self.hits,
+            Decision::Miss => &mut self.misses,
+            Decision::Coalesced => &mut self.coalesced,
+            Decision::Stale => &mut self.stale,
+            Decision::Negative => &mut self.negative,
+            Decision::RateLimited => &mut self.rate_limited,
+            Decision::QuotaRejected => &mut self.quota_rejected,
+            Decision::Bypass | Decision::BadRequest => return,
+        };
+        *field = field.saturating_add(1);
+    }
+
+    fn fields(&self) -> [u64; Usage::FIELDS] {
+        [
+            self.requests,
+            self.hits,
+            self.misses,
+            self.coalesced,
+            self.stale,
+            self.negative,
+            self.rate_limited,
+            self.quota_rejected,
+            self.issued_total,
+            self.issued_window_start_ms,
+            self.issued_window,
+        ]
+    }
+
+    fn from_fields(f: [u64; Usage::FIELDS]) -> Usage {
+        Usage {
+            requests: f[0],
+            hits: f[1],
+            misses: f[2],
+            coalesced: f[3],
+            stale: f[4],
+            negative: f[5],
+            rate_limited: f[6],
+            quota_rejected: f[7],
+            issued_total: f[8],
+            issued_window_start_ms: f[9],
+            issued_window: f[10],
+        }
+    }
+
+    /// Tokens issued in the window `now_ms` falls in (windows aligned to the epoch).
+    pub fn issued_in_window(&self, window_ms: u64, now_ms: u64) -> u64 {
+        if self.issued_window_start_ms == window_start_of(window_ms, now_ms) { self.issued_window } else { 0 }
+    }
+
+    /// Requests answered with a token the IdP did not have to issue again.
+    pub fn tokens_saved(&self) -> u64 {
+        self.hits.saturating_add(self.coalesced).saturating_add(self.stale)
+    }
+}
+
+fn window_start_of(window_ms: u64, now_ms: u64) -> u64 {
+    now_ms - now_ms % window_ms.max(1)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRecord {
@@ -17,11 +99,18 @@ pub struct ClientRecord {
     pub last_seen_ms: u64,
     pub bucket: Option<Bucket>,
     pub quota: Option<QuotaWindow>,
+    pub usage: Usage,
 }
 
 impl ClientRecord {
     fn new(client_id: &str, now_ms: u64) -> ClientRecord {
-        ClientRecord { client_id: client_id.to_owned(), last_seen_ms: now_ms, bucket: None, quota: None }
+        ClientRecord {
+            client_id: client_id.to_owned(),
+            last_seen_ms: now_ms,
+            bucket: None,
+            quota: None,
+            usage: Usage::default(),
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -41,6 +130,9 @@ impl ClientRecord {
             out.extend_from_slice(&q.start_ms.to_le_bytes());
             out.extend_from_slice(&q.used.to_le_bytes());
         }
+        for field in self.usage.fields() {
+            out.extend_from_slice(&field.to_le_bytes());
+        }
         out
     }
 
@@ -58,7 +150,11 @@ impl ClientRecord {
             if flags & 1 != 0 { Some(Bucket { tokens: r.u64()?, last_fill_ms: r.u64()? }) } else { None };
         let quota =
             if flags & 2 != 0 { Some(QuotaWindow { start_ms: r.u64()?, used: r.u64()? }) } else { None };
-        Some(ClientRecord { client_id, last_seen_ms, bucket, quota })
+        let mut fields = [0u64; Usage::FIELDS];
+        for field in &mut fields {
+            *field = r.u64()?;
+        }
+        Some(ClientRecord { client_id, last_seen_ms, bucket, quota, usage: Usage::from_fields(fields) })
     }
 }
 
@@ -137,15 +233,18 @@ impl<'a> ClientTable<'a> {
 
     /// Counts one request: takes a token from the client's bucket (when a rate limit
     /// applies) and reads its quota (when one applies). `None` when the client has no
-    /// record here and `create` is false.
+    /// record here and `create` is false. `expected` is the decision the request gets if
+    /// the rate limit lets it through (known already for hits and remembered refusals),
+    /// counted in the same write.
     pub fn admit(
         &self,
         client_id: &str,
         now_ms: u64,
         create: bool,
-        rate: Option<&BucketRule>,
-        quota: Option<&QuotaRule>,
+        rules: (Option<&BucketRule>, Option<&QuotaRule>),
+        expected: Option<Decision>,
     ) -> Result<Option<LimitState>, StoreError> {
+        let (rate, quota) = rules;
         let missing = if create { Missing::Create(None) } else { Missing::Skip };
         self.modify(client_id, now_ms, missing, |record| {
             let mut state = LimitState::default();
@@ -159,8 +258,61 @@ impl<'a> ClientTable<'a> {
                 let window = record.quota.unwrap_or(QuotaWindow { start_ms: 0, used: 0 });
                 state.quota = Some((*rule, window.peek(rule, now_ms)));
             }
+            record.usage.requests = record.usage.requests.saturating_add(1);
+            match (state.rate, expected) {
+                (Some((_, d)), _) if !d.allowed => record.usage.count(Decision::RateLimited),
+                (_, Some(decision)) => record.usage.count(decision),
+                _ => {}
+            }
             state
         })
+    }
+
+    /// Counts a decision made after admission (a miss, a coalesced answer, ...).
+    pub fn tally(
+        &self,
+        client_id: &str,
+        now_ms: u64,
+        create: bool,
+        decision: Decision,
+    ) -> Result<Option<()>, StoreError> {
+        let missing = if create { Missing::Create(None) } else { Missing::Skip };
+        self.modify(client_id, now_ms, missing, |record| record.usage.count(decision))
+    }
+
+    /// Counts a token the IdP issued for the client; `window_ms` is the counting window.
+    pub fn issued(
+        &self,
+        client_id: &str,
+        now_ms: u64,
+        create: bool,
+        window_ms: u64,
+    ) -> Result<Option<()>, StoreError> {
+        let missing = if create { Missing::Create(None) } else { Missing::Skip };
+        self.modify(client_id, now_ms, missing, |record| {
+            let usage = &mut record.usage;
+            let start = window_start_of(window_ms, now_ms);
+            if usage.issued_window_start_ms != start {
+                usage.issued_window_start_ms = start;
+                usage.issued_window = 0;
+            }
+            usage.issued_window = usage.issued_window.saturating_add(1);
+            usage.issued_total = usage.issued_total.saturating_add(1);
+        })
+    }
+
+    /// Every record in the table (reads every slot: for the usage report, not requests).
+    pub fn scan(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        let mut records = Vec::new();
+        for slot in 0..self.slots {
+            let key = format!("{}:{}:{slot}", self.key_prefix, self.standing.table());
+            if let Some((bytes, _)) = self.store.get(&key).map_err(StoreError::Host)?
+                && let Some(record) = ClientRecord::decode(&bytes)
+            {
+                records.push(record);
+            }
+        }
+        Ok(records)
     }
 
     /// Counts one IdP call against the client's quota, if the quota allows it. `None` when
@@ -280,6 +432,7 @@ mod tests {
             last_seen_ms: 7,
             bucket: Some(Bucket { tokens: 3, last_fill_ms: 5 }),
             quota: Some(QuotaWindow { start_ms: 0, used: 9 }),
+            usage: Usage { requests: 12, hits: 9, issued_window: 2, ..Usage::default() },
         };
         assert_eq!(ClientRecord::decode(&r.encode()), Some(r));
         assert_eq!(ClientRecord::decode(&[]), None);
@@ -294,14 +447,21 @@ mod tests {
         let mut allowed = 0;
         for i in 0..8 {
             host.inject_cas_conflicts(i % 3);
-            let state = table.admit("c1", 1_000_000, true, Some(&RATE), None).unwrap().unwrap();
+            let state = table.admit("c1", 1_000_000, true, (Some(&RATE), None), None).unwrap().unwrap();
             let (_, d) = state.rate.unwrap();
             allowed += u32::from(d.allowed);
         }
         assert_eq!(allowed, 5);
         // Another client is unaffected.
         assert!(
-            table.admit("c2", 1_000_000, true, Some(&RATE), None).unwrap().unwrap().rate.unwrap().1.allowed
+            table
+                .admit("c2", 1_000_000, true, (Some(&RATE), None), None)
+                .unwrap()
+                .unwrap()
+                .rate
+                .unwrap()
+                .1
+                .allowed
         );
     }
 
@@ -311,7 +471,7 @@ mod tests {
         let store = Store::new(&host, &host, "tg");
         let table = ClientTable::new(&store, "tg", Standing::Trusted, 100);
         for _ in 0..5 {
-            let state = table.admit("c1", 1_000_000, true, None, Some(&QUOTA)).unwrap().unwrap();
+            let state = table.admit("c1", 1_000_000, true, (None, Some(&QUOTA)), None).unwrap().unwrap();
             assert_eq!(state.quota.unwrap().1.remaining, 2, "admission does not spend");
         }
         assert!(table.spend_quota("c1", 1_000_000, true, &QUOTA).unwrap().unwrap().allowed);
@@ -327,9 +487,9 @@ mod tests {
         let host = FakeHost::new(0);
         let store = Store::new(&host, &host, "tg");
         let table = ClientTable::new(&store, "tg", Standing::Trusted, 2);
-        table.admit("old", 1, true, Some(&RATE), None).unwrap();
-        table.admit("new", 2, true, Some(&RATE), None).unwrap();
-        table.admit("newest", 3, true, Some(&RATE), None).unwrap();
+        table.admit("old", 1, true, (Some(&RATE), None), None).unwrap();
+        table.admit("new", 2, true, (Some(&RATE), None), None).unwrap();
+        table.admit("newest", 3, true, (Some(&RATE), None), None).unwrap();
         assert!(table.get("old").unwrap().is_none());
         assert!(table.get("new").unwrap().is_some());
         assert!(table.get("newest").unwrap().is_some());
@@ -350,7 +510,7 @@ mod interleaving {
         let store = Store::new(host, host, "tg");
         let table = ClientTable::new(&store, "tg", Standing::Trusted, 16);
         Ok(table
-            .admit("c1", 1_000, true, Some(&RATE), None)?
+            .admit("c1", 1_000, true, (Some(&RATE), None), None)?
             .and_then(|s| s.rate)
             .is_some_and(|(_, d)| d.allowed))
     }

@@ -1,6 +1,6 @@
 //! The request flow as an explicit state machine.
 //!
-//! [`Gate::handle`] turns a complete token request into a [`Decision`]: an answer now (hit,
+//! [`Gate::handle`] turns a complete token request into a [`Plan`]: an answer now (hit,
 //! negative, refusal, 429), a forwarded call the stream dispatches itself
 //! ([`Outcome::AwaitIdp`], answered by [`Gate::complete_forward`]), or a wait for the shared
 //! outcome of the key's single IdP call ([`Outcome::Wait`]); the call itself, when this
@@ -16,10 +16,10 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::fingerprint::{Fingerprint, Identity};
 use crate::flight::{Begin, CallOutcome, FlightState, FlightTable};
-use crate::host::{Host, IdpCall};
+use crate::host::{Host, IdpCall, Metric, StoreError};
 use crate::limits::{QuotaDecision, seconds_until};
 use crate::request::{RequestError, RequestHead, RequestKind, TokenRequest};
-use crate::response::{CacheStatus, ErrorCode, Response};
+use crate::response::{CacheStatus, Decision, ErrorCode, Response};
 use crate::seal::{NONCE_BYTES, SealKey};
 use crate::store::Store;
 
@@ -31,6 +31,7 @@ const RELAYED_HEADERS: [&str; 4] =
 const WAIT_GRACE_MS: u64 = 500;
 /// Relayed bodies larger than this are not shared with waiters on other workers.
 const MAX_SHARED_BODY_BYTES: usize = 16 * 1024;
+const DAY_MS: u64 = 86_400_000;
 
 pub struct Gate<'a> {
     config: &'a Config,
@@ -42,7 +43,7 @@ pub struct Gate<'a> {
 
 /// What to do with a complete token request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+pub struct Plan {
     pub outcome: Outcome,
     /// A refresh-ahead call to dispatch in the background (the answer is already given).
     pub background: Option<KeyedCall>,
@@ -63,6 +64,7 @@ pub struct PendingCall {
     pub token: u32,
     /// Rate-limit headers for the answer.
     pub limit_headers: Vec<(String, String)>,
+    pub client_id: Option<String>,
 }
 
 /// An IdP call for a cache key, dispatched by the worker's root context.
@@ -91,6 +93,7 @@ pub struct Waiter {
     /// This request made the call (`miss`); the others are `coalesced`.
     pub owner: bool,
     pub limit_headers: Vec<(String, String)>,
+    pub client_id: Option<String>,
     /// The call to dispatch, when this request owns it.
     pub call: Option<KeyedCall>,
 }
@@ -110,8 +113,8 @@ impl IdpReply {
     }
 }
 
-fn respond(response: Response) -> Decision {
-    Decision { outcome: Outcome::Respond(response), background: None }
+fn respond(response: Response) -> Plan {
+    Plan { outcome: Outcome::Respond(response), background: None }
 }
 
 impl<'a> Gate<'a> {
@@ -136,42 +139,71 @@ impl<'a> Gate<'a> {
         FlightTable::new(&self.store, self.key_prefix, self.config.cache.max_entries)
     }
 
+    /// The usage report for a `GET` on `usage_path`: JSON, or the page for a browser.
+    pub fn usage(&self, accept: Option<&str>, path: &str) -> Response {
+        let (content_type, body) = if crate::usage::wants_html(accept, path) {
+            ("text/html; charset=utf-8", crate::usage::PAGE.as_bytes().to_vec())
+        } else {
+            let report = crate::usage::report(self.config, &self.store, self.key_prefix, self.host.now_ms());
+            ("application/json", report.to_string().into_bytes())
+        };
+        Response {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), content_type.into()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            body,
+            decision: None,
+            client_id: None,
+        }
+    }
+
     /// The answer to a body over `max_body_bytes`, sent as soon as it is seen.
     pub fn too_large(&self) -> Response {
-        refused(RequestError::too_large(self.config.max_body_bytes))
+        self.host.add(Metric::Requests, 1);
+        self.conclude(
+            None,
+            Decision::BadRequest,
+            refused(RequestError::too_large(self.config.max_body_bytes)),
+            true,
+        )
     }
 
     /// Handles a complete token request (`body` is all of it).
-    pub fn handle(&self, head: &RequestHead, body: &[u8]) -> Decision {
+    pub fn handle(&self, head: &RequestHead, body: &[u8]) -> Plan {
         if body.len() > self.config.max_body_bytes {
             return respond(self.too_large());
         }
+        self.host.add(Metric::Requests, 1);
         let request = match TokenRequest::parse(head, body) {
             Ok(request) => request,
-            Err(e) => return respond(refused(e)),
+            Err(e) => return respond(self.conclude(None, Decision::BadRequest, refused(e), true)),
         };
         let now = self.host.now_ms();
         let client_id = request.client_id.as_deref();
-        let limits = client_id.map(|id| self.admit(id, now)).unwrap_or_default();
-        let limit_headers = limits.headers(now);
-        if limits.rate.is_some_and(|(_, d)| !d.allowed) {
-            let mut r = Response::oauth_error(
-                429,
-                ErrorCode::TooManyRequests,
-                "rate limit exceeded for this client",
-                CacheStatus::Bypass,
-            );
-            r.push_header("retry-after", limits.rate_retry_after(now).to_string());
-            return respond(with_headers(r, &limit_headers));
-        }
         if request.kind() == RequestKind::Forward {
+            let limits = self.admit(client_id, now, None);
+            let limit_headers = limits.headers(now);
+            if limits.rate.is_some_and(|(_, d)| !d.allowed) {
+                return respond(self.rate_limited(client_id, &limits, now));
+            }
             let call = self.idp_call(head, body, None);
+            self.host.add(Metric::IdpCalls, 1);
             return match self.host.dispatch(&call) {
-                Ok(token) => Decision {
-                    outcome: Outcome::AwaitIdp(PendingCall { token, limit_headers }),
+                Ok(token) => Plan {
+                    outcome: Outcome::AwaitIdp(PendingCall {
+                        token,
+                        limit_headers,
+                        client_id: client_id.map(str::to_owned),
+                    }),
                     background: None,
                 },
-                Err(_) => respond(with_headers(unavailable(CacheStatus::Bypass), &limit_headers)),
+                Err(_) => {
+                    self.host.add(Metric::IdpErrors, 1);
+                    let r = with_headers(unavailable(CacheStatus::Bypass), &limit_headers);
+                    respond(self.conclude(client_id, Decision::Bypass, r, true))
+                }
             };
         }
         let identity = Identity::of(&request, &self.config.upstream);
@@ -179,26 +211,46 @@ impl<'a> Gate<'a> {
         // A store that cannot be read is a miss, not an error: the IdP still answers.
         let cached = self.tokens().get(&fp).ok().flatten();
         let servable = cached.as_ref().filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms));
-        if let Some((entry, token)) = servable.and_then(|e| Some((e, e.render(&key, now)?))) {
+        let hit = servable.and_then(|e| Some((e, e.render(&key, now)?)));
+        let negative = match hit {
+            Some(_) => None,
+            None => self.negatives().get(&fp).ok().flatten().filter(|n| n.live(now)),
+        };
+        let expected = match (&hit, &negative) {
+            (Some(_), _) => Some(Decision::Hit),
+            (None, Some(_)) => Some(Decision::Negative),
+            (None, None) => None,
+        };
+        // Hits and remembered refusals are counted with the admission: one write.
+        let limits = self.admit(client_id, now, expected);
+        let limit_headers = limits.headers(now);
+        if limits.rate.is_some_and(|(_, d)| !d.allowed) {
+            return respond(self.rate_limited(client_id, &limits, now));
+        }
+        if let Some((entry, token)) = hit {
             let response = with_headers(Response::json(200, token, CacheStatus::Hit), &limit_headers);
             let background = if self.refresh_due(entry, now) {
                 self.refresh(&identity, head, body, client_id, now)
             } else {
                 None
             };
-            return Decision { outcome: Outcome::Respond(response), background };
+            let response = self.conclude(client_id, Decision::Hit, response, true);
+            return Plan { outcome: Outcome::Respond(response), background };
         }
-        if let Ok(Some(negative)) = self.negatives().get(&fp)
-            && negative.live(now)
-        {
+        if let Some(negative) = negative {
             let r = Response::json(negative.status, negative.body, CacheStatus::Negative);
-            return respond(with_headers(r, &limit_headers));
+            return respond(self.conclude(
+                client_id,
+                Decision::Negative,
+                with_headers(r, &limit_headers),
+                true,
+            ));
         }
         let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
         let begin = self.flights().begin(&fp, now, deadline_ms).unwrap_or(Begin::Uncoordinated);
         let generation = match begin {
             Begin::Joined { generation, deadline_ms } => {
-                return Decision {
+                return Plan {
                     outcome: Outcome::Wait(Box::new(Waiter {
                         fingerprint: fp,
                         seal_key: key,
@@ -206,6 +258,7 @@ impl<'a> Gate<'a> {
                         deadline_ms: deadline_ms.saturating_add(WAIT_GRACE_MS),
                         owner: false,
                         limit_headers,
+                        client_id: client_id.map(str::to_owned),
                         call: None,
                     })),
                     background: None,
@@ -222,11 +275,11 @@ impl<'a> Gate<'a> {
             headers.extend(LimitState { rate: None, quota: Some((rule, decision)) }.headers(now));
             if !decision.allowed {
                 let refusal = self.quota_refusal(&identity, generation, &rule, &decision, now);
-                let response = match stale_token(cached.as_ref(), &key, now) {
-                    Some(token) => Response::json(200, token, CacheStatus::Stale),
-                    None => refusal,
+                let (response, decided) = match stale_token(cached.as_ref(), &key, now) {
+                    Some(token) => (Response::json(200, token, CacheStatus::Stale), Decision::Stale),
+                    None => (refusal, Decision::QuotaRejected),
                 };
-                return respond(with_headers(response, &headers));
+                return respond(self.conclude(client_id, decided, with_headers(response, &headers), false));
             }
         }
         let call = KeyedCall {
@@ -237,7 +290,7 @@ impl<'a> Gate<'a> {
             started_ms: now,
             client_id: client_id.map(str::to_owned),
         };
-        Decision {
+        Plan {
             outcome: Outcome::Wait(Box::new(Waiter {
                 fingerprint: fp,
                 seal_key: key,
@@ -245,10 +298,43 @@ impl<'a> Gate<'a> {
                 deadline_ms,
                 owner: true,
                 limit_headers: headers,
+                client_id: client_id.map(str::to_owned),
                 call: Some(call),
             })),
             background: None,
         }
+    }
+
+    /// Finishes a response: the decision and client for the access log, the stats, and the
+    /// client's usage (unless `counted` already, with its admission).
+    fn conclude(
+        &self,
+        client_id: Option<&str>,
+        decision: Decision,
+        mut response: Response,
+        counted: bool,
+    ) -> Response {
+        self.host.add(metric_of(decision), 1);
+        if !counted && let Some(id) = client_id {
+            let now = self.host.now_ms();
+            self.on_client(id, |table, create| table.tally(id, now, create, decision));
+        }
+        response.decision = Some(decision);
+        response.client_id = client_id.map(str::to_owned);
+        response
+    }
+
+    /// The 429 for a client over its rate limit (counted with its admission).
+    fn rate_limited(&self, client_id: Option<&str>, limits: &LimitState, now: u64) -> Response {
+        let mut r = Response::oauth_error(
+            429,
+            ErrorCode::TooManyRequests,
+            "rate limit exceeded for this client",
+            CacheStatus::Bypass,
+        );
+        r.push_header("retry-after", limits.rate_retry_after(now).to_string());
+        let r = with_headers(r, &limits.headers(now));
+        self.conclude(client_id, Decision::RateLimited, r, true)
     }
 
     fn clients(&self, standing: Standing) -> ClientTable<'_> {
@@ -261,30 +347,32 @@ impl<'a> Gate<'a> {
             || self.config.quota.as_ref().is_some_and(|l| l.clients.contains_key(client_id))
     }
 
-    fn limited(&self) -> bool {
-        self.config.rate_limit.is_some() || self.config.quota.is_some()
+    /// Runs `op` on the table holding the client: its trusted record if it has one (or is
+    /// configured), else its guest record (created when missing). `None` when the store
+    /// failed: limits then fail open for this request, rather than failing every client
+    /// because of one host error.
+    fn on_client<T>(
+        &self,
+        client_id: &str,
+        op: impl Fn(&ClientTable<'_>, bool) -> Result<Option<T>, StoreError>,
+    ) -> Option<T> {
+        match op(&self.clients(Standing::Trusted), self.configured(client_id)) {
+            Ok(Some(out)) => Some(out),
+            Ok(None) => op(&self.clients(Standing::Guest), true).ok().flatten(),
+            Err(_) => None,
+        }
     }
 
-    fn admit(&self, client_id: &str, now: u64) -> LimitState {
-        let rate = self.config.rate_limit.as_ref().and_then(|l| l.for_client(client_id));
-        let quota = self.config.quota.as_ref().and_then(|l| l.for_client(client_id));
-        if rate.is_none() && quota.is_none() {
+    /// Counts the request for its client (and the decision already known, if any), taking
+    /// from its rate-limit bucket.
+    fn admit(&self, client_id: Option<&str>, now: u64, expected: Option<Decision>) -> LimitState {
+        let Some(id) = client_id else {
             return LimitState::default();
-        }
-        // Limits that cannot be read fail open for this request, rather than failing
-        // every client because of one host error.
-        let trusted =
-            self.clients(Standing::Trusted).admit(client_id, now, self.configured(client_id), rate, quota);
-        match trusted {
-            Ok(Some(state)) => state,
-            Ok(None) => self
-                .clients(Standing::Guest)
-                .admit(client_id, now, true, rate, quota)
-                .ok()
-                .flatten()
-                .unwrap_or_default(),
-            Err(_) => LimitState::default(),
-        }
+        };
+        let rate = self.config.rate_limit.as_ref().and_then(|l| l.for_client(id));
+        let quota = self.config.quota.as_ref().and_then(|l| l.for_client(id));
+        self.on_client(id, |table, create| table.admit(id, now, create, (rate, quota), expected))
+            .unwrap_or_default()
     }
 
     /// Spends one unit of the client's quota for an IdP call: the rule and what is left,
@@ -292,12 +380,7 @@ impl<'a> Gate<'a> {
     fn spend_quota(&self, client_id: Option<&str>, now: u64) -> Option<(QuotaRule, QuotaDecision)> {
         let id = client_id?;
         let rule = *self.config.quota.as_ref().and_then(|l| l.for_client(id))?;
-        let trusted = self.clients(Standing::Trusted).spend_quota(id, now, self.configured(id), &rule);
-        let decision = match trusted {
-            Ok(Some(decision)) => decision,
-            Ok(None) => self.clients(Standing::Guest).spend_quota(id, now, true, &rule).ok().flatten()?,
-            Err(_) => return None,
-        };
+        let decision = self.on_client(id, |table, create| table.spend_quota(id, now, create, &rule))?;
         Some((rule, decision))
     }
 
@@ -335,21 +418,25 @@ impl<'a> Gate<'a> {
         r
     }
 
-    /// A guest whose credentials the IdP just accepted becomes a trusted client, limits
-    /// and all, out of reach of guest floods.
-    fn promote(&self, client_id: &str, now: u64) {
+    /// A client the IdP just issued a token: counted, and a guest becomes a trusted
+    /// client, limits and usage and all, out of reach of guest floods.
+    fn issued(&self, client_id: &str, now: u64) {
         let trusted = self.clients(Standing::Trusted);
-        if !self.limited() || matches!(trusted.get(client_id), Ok(Some(_))) {
-            return;
+        if !matches!(trusted.get(client_id), Ok(Some(_))) {
+            let guests = self.clients(Standing::Guest);
+            if let Ok(Some(record)) = guests.get(client_id)
+                && trusted.adopt(record, now).is_ok()
+            {
+                let _ = guests.remove(client_id);
+            }
         }
-        let guests = self.clients(Standing::Guest);
-        let record = match guests.get(client_id) {
-            Ok(Some(record)) => record,
-            _ => return,
-        };
-        if trusted.adopt(record, now).is_ok() {
-            let _ = guests.remove(client_id);
-        }
+        let window_ms = self.issuance_window_ms(client_id);
+        self.on_client(client_id, |table, create| table.issued(client_id, now, create, window_ms));
+    }
+
+    /// Issued tokens are counted per quota window, or per day without a quota.
+    fn issuance_window_ms(&self, client_id: &str) -> u64 {
+        self.config.quota.as_ref().and_then(|l| l.for_client(client_id)).map_or(DAY_MS, |q| q.window_ms)
     }
 
     fn refresh_due(&self, entry: &CacheEntry, now: u64) -> bool {
@@ -427,20 +514,34 @@ impl<'a> Gate<'a> {
     /// `reply` is `None` when the call failed (refused, reset, timed out).
     pub fn finish_call(&self, call: &KeyedCall, reply: Option<&IdpReply>) -> CallOutcome {
         let now = self.host.now_ms();
+        self.host.add(Metric::IdpCalls, 1);
         let outcome = match reply {
-            None => unreachable_outcome(),
             // Envoy answers for an IdP it cannot reach with a plain-text 5xx ("no healthy
             // upstream", "upstream connect error"): that is an unreachable IdP, not its answer.
-            Some(r) if r.status >= 500 && !is_json(&r.body) => unreachable_outcome(),
+            None => {
+                self.host.add(Metric::IdpErrors, 1);
+                unreachable_outcome()
+            }
+            Some(r) if r.status >= 500 && !is_json(&r.body) => {
+                self.host.add(Metric::IdpErrors, 1);
+                unreachable_outcome()
+            }
             Some(r) => {
                 let identity = Identity { fingerprint: call.fingerprint, seal_key: call.seal_key };
                 let entry = self.nonce().and_then(|nonce| {
                     CacheEntry::from_token_response(&identity, r.status, &r.body, call.started_ms, nonce)
                 });
                 // A token that could not be stored is still relayed to the waiters.
-                let cached = entry.is_some_and(|e| self.tokens().put(&e, now).is_ok());
+                let put = entry.map(|e| self.tokens().put(&e, now));
+                if let Some(Ok(true)) = put {
+                    self.host.add(Metric::CacheEntries, 1);
+                }
+                let cached = matches!(put, Some(Ok(_)));
+                if r.status >= 500 || r.status == 429 {
+                    self.host.add(Metric::IdpErrors, 1);
+                }
                 if let (true, Some(id)) = (cached, call.client_id.as_deref()) {
-                    self.promote(id, now);
+                    self.issued(id, now);
                 }
                 if let Some(negative) = NegativeEntry::from_refusal(
                     call.fingerprint,
@@ -475,7 +576,8 @@ impl<'a> Gate<'a> {
         let cached = self.tokens().get(&waiter.fingerprint).ok().flatten();
         let servable = cached.as_ref().filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms));
         if let Some(token) = servable.and_then(|e| e.render(&waiter.seal_key, now)) {
-            return Some(with_headers(Response::json(200, token, label), &waiter.limit_headers));
+            let response = with_headers(Response::json(200, token, label), &waiter.limit_headers);
+            return Some(self.conclude(waiter.client_id.as_deref(), Decision::of(label), response, false));
         }
         let outcome = match known {
             Some(outcome) => Some(outcome.clone()),
@@ -490,7 +592,13 @@ impl<'a> Gate<'a> {
             None if now >= waiter.deadline_ms => failure_response(None, Vec::new(), stale, label),
             None => return None,
         };
-        Some(with_headers(response, &waiter.limit_headers))
+        let decision = Decision::of(response.cache_status());
+        Some(self.conclude(
+            waiter.client_id.as_deref(),
+            decision,
+            with_headers(response, &waiter.limit_headers),
+            false,
+        ))
     }
 
     /// The outcome of the waiter's call from the flight record. A record that moved on to
@@ -513,9 +621,17 @@ impl<'a> Gate<'a> {
             Some(r) if r.status < 500 || is_json(&r.body) => {
                 relay(r.status, &relayed_headers(r), r.body.clone(), CacheStatus::Bypass)
             }
-            _ => unavailable(CacheStatus::Bypass),
+            _ => {
+                self.host.add(Metric::IdpErrors, 1);
+                unavailable(CacheStatus::Bypass)
+            }
         };
-        with_headers(response, &pending.limit_headers)
+        let client_id = pending.client_id.as_deref();
+        // Tokens from forwarded grants are issued (and billed) too.
+        if let (Some(id), true) = (client_id, response.status == 200 && has_access_token(&response.body)) {
+            self.issued(id, self.host.now_ms());
+        }
+        self.conclude(client_id, Decision::Bypass, with_headers(response, &pending.limit_headers), true)
     }
 }
 
@@ -582,6 +698,24 @@ fn relayed_headers(reply: &IdpReply) -> Vec<(String, String)> {
 
 fn unreachable_outcome() -> CallOutcome {
     CallOutcome { status: 503, cached: false, unreachable: true, headers: Vec::new(), body: String::new() }
+}
+
+fn has_access_token(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v["access_token"].is_string())
+}
+
+fn metric_of(decision: Decision) -> Metric {
+    match decision {
+        Decision::Hit => Metric::Hits,
+        Decision::Miss => Metric::Misses,
+        Decision::Coalesced => Metric::Coalesced,
+        Decision::Stale => Metric::Stale,
+        Decision::Negative => Metric::Negative,
+        Decision::Bypass => Metric::Bypass,
+        Decision::RateLimited => Metric::RateLimited,
+        Decision::QuotaRejected => Metric::QuotaRejected,
+        Decision::BadRequest => Metric::BadRequests,
+    }
 }
 
 fn is_json(body: &[u8]) -> bool {

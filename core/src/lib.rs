@@ -14,6 +14,7 @@ pub mod request;
 pub mod response;
 pub mod seal;
 pub mod store;
+pub mod usage;
 
 pub use config::Config;
-pub use gate::{Decision, Gate, IdpReply, KeyedCall, Outcome, PendingCall, Waiter};
+pub use gate::{Gate, IdpReply, KeyedCall, Outcome, PendingCall, Plan, Waiter};

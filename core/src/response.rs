@@ -35,6 +35,48 @@ impl CacheStatus {
     }
 }
 
+/// What tokengate decided for one request: the cache status, or why it was refused. Goes
+/// to Envoy's access log, the stats and the per-client usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Hit,
+    Miss,
+    Coalesced,
+    Stale,
+    Negative,
+    Bypass,
+    RateLimited,
+    QuotaRejected,
+    BadRequest,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Hit => "hit",
+            Decision::Miss => "miss",
+            Decision::Coalesced => "coalesced",
+            Decision::Stale => "stale",
+            Decision::Negative => "negative",
+            Decision::Bypass => "bypass",
+            Decision::RateLimited => "rate_limited",
+            Decision::QuotaRejected => "quota_rejected",
+            Decision::BadRequest => "bad_request",
+        }
+    }
+
+    pub fn of(status: CacheStatus) -> Decision {
+        match status {
+            CacheStatus::Hit => Decision::Hit,
+            CacheStatus::Miss => Decision::Miss,
+            CacheStatus::Coalesced => Decision::Coalesced,
+            CacheStatus::Stale => Decision::Stale,
+            CacheStatus::Negative => Decision::Negative,
+            CacheStatus::Bypass => Decision::Bypass,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     InvalidRequest,
@@ -60,6 +102,9 @@ pub struct Response {
     /// Lowercase names.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// For the access log: what was decided, and for which client.
+    pub decision: Option<Decision>,
+    pub client_id: Option<String>,
 }
 
 impl Response {
@@ -79,6 +124,8 @@ impl Response {
                 (CACHE_HEADER.into(), cache.as_str().into()),
             ],
             body,
+            decision: None,
+            client_id: None,
         }
     }
 
@@ -86,6 +133,18 @@ impl Response {
     pub fn oauth_error(status: u16, code: ErrorCode, description: &str, cache: CacheStatus) -> Response {
         let body = json!({"error": code.as_str(), "error_description": description}).to_string();
         Response::json(status, body.into_bytes(), cache)
+    }
+
+    /// The cache status this response carries.
+    pub fn cache_status(&self) -> CacheStatus {
+        match self.header(CACHE_HEADER) {
+            Some("hit") => CacheStatus::Hit,
+            Some("miss") => CacheStatus::Miss,
+            Some("coalesced") => CacheStatus::Coalesced,
+            Some("stale") => CacheStatus::Stale,
+            Some("negative") => CacheStatus::Negative,
+            _ => CacheStatus::Bypass,
+        }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

@@ -45,6 +45,12 @@ pub fn run(no_wait: bool) -> Result<(), String> {
     show(&idp, "wrong secret", send(port, &form("not-the-secret"))?);
     show(&idp, "no client_id", send(port, "grant_type=client_credentials&client_secret=x")?);
 
+    cmd::step("usage report (who burns the quota)");
+    let usage = testbed::request("GET", port, "/tokengate/usage", &[], b"")?;
+    let report = usage.json().unwrap_or_default();
+    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    println!("\nUsage page:  http://127.0.0.1:{port}/tokengate/usage   (JSON: ?format=json)");
+    println!("Envoy stats: http://127.0.0.1:{}/stats/prometheus   (tokengate_*)", envoy.admin_port());
     println!(
         "\nTry it:\n  curl -si -X POST http://127.0.0.1:{port}/oauth/token -d grant_type=client_credentials -d client_id={CLIENT} -d client_secret={SECRET} -d audience={AUDIENCE}"
     );

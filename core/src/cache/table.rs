@@ -62,7 +62,8 @@ impl<'a, E: SlotEntry> SlotTable<'a, E> {
     }
 
     /// Stores `entry`, replacing by the rule above; bounded retries under contention.
-    pub fn put(&self, entry: &E, now_ms: u64) -> Result<(), StoreError> {
+    /// `true` when it took a slot that was empty (the table holds one entry more).
+    pub fn put(&self, entry: &E, now_ms: u64) -> Result<bool, StoreError> {
         let keys = self.slot_keys(entry.fingerprint());
         let value = entry.encode();
         for _ in 0..CAS_ATTEMPTS {
@@ -80,12 +81,13 @@ impl<'a, E: SlotEntry> SlotTable<'a, E> {
                 };
                 candidates.push((rank, key, current.map(|(_, cas)| cas)));
             }
-            let Some((_, key, cas)) = candidates.into_iter().min_by_key(|(rank, _, _)| *rank) else {
-                return Ok(());
+            let Some((rank, key, cas)) = candidates.into_iter().min_by_key(|(rank, _, _)| *rank) else {
+                return Ok(false);
             };
             match self.store.set(key, &value, cas) {
                 Err(StoreError::CasMismatch) => continue,
-                other => return other,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(rank == Rank::Empty),
             }
         }
         Err(StoreError::CasMismatch)

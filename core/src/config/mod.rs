@@ -25,12 +25,14 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub upstream: Upstream,
     pub cache: CacheConfig,
-    /// Per-client request rate limit; `None` = off. (Enforced from issue 3 on.)
+    /// Per-client request rate limit; `None` = off.
     pub rate_limit: Option<Limits<BucketRule>>,
-    /// Per-client issuance quota; `None` = off. (Enforced from issue 3 on.)
+    /// Per-client issuance quota; `None` = off.
     pub quota: Option<Limits<QuotaRule>>,
-    /// Path of the usage report; `None` = off. (Served from issue 5 on.)
+    /// Path of the usage report (`GET`); `None` = off.
     pub usage_path: Option<String>,
+    /// How many clients the usage report lists (the most requests first).
+    pub usage_top_clients: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -215,7 +217,11 @@ impl Config {
         {
             return Err(refuse("usage_path", "must differ from every token path"));
         }
+        if raw.usage_top_clients == 0 || raw.usage_top_clients > 10_000 {
+            return Err(refuse("usage_top_clients", "must be between 1 and 10000"));
+        }
         Ok(Config {
+            usage_top_clients: raw.usage_top_clients as usize,
             token_paths,
             max_body_bytes: raw.max_body_bytes as usize,
             upstream,
@@ -224,6 +230,12 @@ impl Config {
             quota,
             usage_path,
         })
+    }
+
+    /// Whether this is a request for the usage report.
+    pub fn is_usage_request(&self, method: &str, path: &str) -> bool {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        method == "GET" && self.usage_path.as_deref() == Some(path)
     }
 
     /// Whether tokengate handles a request with this method and `:path`.

@@ -19,6 +19,8 @@ pub struct RawConfig {
     pub rate_limit: Option<RawLimits<RawBucket>>,
     pub quota: Option<RawLimits<RawQuota>>,
     pub usage_path: Option<String>,
+    #[serde(default = "default_usage_top_clients")]
+    pub usage_top_clients: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +79,10 @@ pub struct RawBucket {
 pub struct RawQuota {
     pub tokens: u64,
     pub window: String,
+}
+
+fn default_usage_top_clients() -> u64 {
+    100
 }
 
 fn default_token_paths() -> Vec<String> {

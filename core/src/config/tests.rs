@@ -327,3 +327,16 @@ fn rejects_an_empty_field_name_naming_the_configuration() {
     let e = Config::from_json(b"\n{  \"\"tok").unwrap_err();
     assert_field(e, "configuration", "");
 }
+
+#[test]
+fn rejects_zero_usage_top_clients() {
+    assert_field(refused(json!({"usage_top_clients": 0})), "usage_top_clients", "between 1 and 10000");
+}
+
+#[test]
+fn usage_requests_are_gets_on_the_usage_path() {
+    let c = with(json!({"usage_path": "/tokengate/usage"})).unwrap();
+    assert!(c.is_usage_request("GET", "/tokengate/usage?x=1"));
+    assert!(!c.is_usage_request("POST", "/tokengate/usage"));
+    assert!(!Config::from_json(MINIMAL.as_bytes()).unwrap().is_usage_request("GET", "/tokengate/usage"));
+}

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 /// Work "another worker" does between two host calls of the code under test.
 type Interleaved = Box<dyn FnOnce(&FakeHost)>;
 
-use super::{Clock, Dispatcher, Entropy, HostError, IdpCall, SharedStore, StoreError};
+use super::{Clock, Dispatcher, Entropy, HostError, IdpCall, Metric, Metrics, SharedStore, StoreError};
 
 #[derive(Default)]
 pub struct FakeHost {
@@ -22,6 +22,7 @@ pub struct FakeHost {
     /// Runs just before the set with this index (counted from when it was armed).
     interleaved: RefCell<Option<(u32, Interleaved)>>,
     sets_seen: Cell<u32>,
+    metrics: RefCell<HashMap<Metric, i64>>,
 }
 
 impl FakeHost {
@@ -53,6 +54,11 @@ impl FakeHost {
     pub fn interleave_before_set(&self, nth: u32, work: impl FnOnce(&FakeHost) + 'static) {
         self.sets_seen.set(0);
         *self.interleaved.borrow_mut() = Some((nth, Box::new(work)));
+    }
+
+    /// The value of one stat.
+    pub fn metric(&self, metric: Metric) -> i64 {
+        self.metrics.borrow().get(&metric).copied().unwrap_or(0)
     }
 
     /// Drops interleaved work that has not run yet.
@@ -110,6 +116,12 @@ impl SharedStore for FakeHost {
 impl Clock for FakeHost {
     fn now_ms(&self) -> u64 {
         self.now_ms.get()
+    }
+}
+
+impl Metrics for FakeHost {
+    fn add(&self, metric: Metric, delta: i64) {
+        *self.metrics.borrow_mut().entry(metric).or_default() += delta;
     }
 }
 

@@ -58,7 +58,72 @@ pub trait Entropy {
     fn fill_random(&self, buf: &mut [u8]) -> bool;
 }
 
-/// Everything the request path needs from the host.
-pub trait Host: SharedStore + Clock + Dispatcher + Entropy {}
+/// tokengate's Envoy stats (proxy-wasm metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    Requests,
+    Hits,
+    Misses,
+    Coalesced,
+    Stale,
+    Negative,
+    Bypass,
+    IdpCalls,
+    IdpErrors,
+    RateLimited,
+    QuotaRejected,
+    BadRequests,
+    /// Gauge: token slots in use.
+    CacheEntries,
+}
 
-impl<T: SharedStore + Clock + Dispatcher + Entropy> Host for T {}
+impl Metric {
+    pub const ALL: [Metric; 13] = [
+        Metric::Requests,
+        Metric::Hits,
+        Metric::Misses,
+        Metric::Coalesced,
+        Metric::Stale,
+        Metric::Negative,
+        Metric::Bypass,
+        Metric::IdpCalls,
+        Metric::IdpErrors,
+        Metric::RateLimited,
+        Metric::QuotaRejected,
+        Metric::BadRequests,
+        Metric::CacheEntries,
+    ];
+
+    /// The stat's name (Envoy shows it as `wasmcustom.<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Requests => "tokengate_requests_total",
+            Metric::Hits => "tokengate_hits_total",
+            Metric::Misses => "tokengate_misses_total",
+            Metric::Coalesced => "tokengate_coalesced_total",
+            Metric::Stale => "tokengate_stale_total",
+            Metric::Negative => "tokengate_negative_total",
+            Metric::Bypass => "tokengate_bypass_total",
+            Metric::IdpCalls => "tokengate_idp_calls_total",
+            Metric::IdpErrors => "tokengate_idp_errors_total",
+            Metric::RateLimited => "tokengate_rate_limited_total",
+            Metric::QuotaRejected => "tokengate_quota_rejected_total",
+            Metric::BadRequests => "tokengate_bad_requests_total",
+            Metric::CacheEntries => "tokengate_cache_entries",
+        }
+    }
+
+    pub fn is_gauge(self) -> bool {
+        self == Metric::CacheEntries
+    }
+}
+
+/// Envoy stats, shared by all workers.
+pub trait Metrics {
+    fn add(&self, metric: Metric, delta: i64);
+}
+
+/// Everything the request path needs from the host.
+pub trait Host: SharedStore + Clock + Dispatcher + Entropy + Metrics {}
+
+impl<T: SharedStore + Clock + Dispatcher + Entropy + Metrics> Host for T {}
