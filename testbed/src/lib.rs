@@ -8,7 +8,7 @@ mod envoy;
 use std::path::PathBuf;
 
 pub use client::{Response, request};
-pub use envoy::{Envoy, EnvoyOptions, Vars, render_config, validate};
+pub use envoy::{COMPOSE_CONFIG, Envoy, EnvoyOptions, Vars, compose_config, render_config, validate};
 
 /// The Envoy version `cargo xtask setup` installs and the tests run by default.
 pub const DEFAULT_ENVOY_VERSION: &str = "1.40.0";

@@ -16,6 +16,7 @@ commands:
   build                     setup, then build target/wasm32-wasip1/release/tokengate.wasm
   test [--envoy VERSION]    fmt, clippy (native + wasm32), unit tests, wasm build, integration tests
   demo [--no-wait]          build, start a mock IdP and Envoy with tokengate, show miss -> hit
+  compose-config            render envoy/tokengate.yaml for docker compose (envoy/compose/envoy.yaml)
   fuzz [--seconds N] [TARGET...]
                             run the cargo-fuzz targets (nightly) for N seconds each (default 60)";
 
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         Some("build") => build::run().map(|_| ()),
         Some("test") => envoy_version(&args[1..]).and_then(|v| test::run(&v)),
         Some("demo") => demo::run(args[1..].iter().any(|a| a == "--no-wait")),
+        Some("compose-config") => write_compose_config(),
         Some("fuzz") => fuzz_args(&args[1..]).and_then(|(seconds, targets)| fuzz::run(seconds, &targets)),
         _ => {
             eprintln!("{USAGE}");
@@ -39,6 +41,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes the Envoy configuration `docker-compose.yaml` mounts.
+fn write_compose_config() -> Result<(), String> {
+    let path = testbed::workspace_root().join(testbed::COMPOSE_CONFIG);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(&path, testbed::compose_config()?).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 /// `[--seconds N] [TARGET...]`.
