@@ -69,6 +69,8 @@ pub struct Recorded {
 struct State {
     secrets: HashMap<String, String>,
     expires_in: u64,
+    /// Pads issued access tokens to at least this many bytes (real ones are ~1 KB).
+    token_bytes: usize,
     fault: Fault,
     token_calls: u64,
     by_client: BTreeMap<String, u64>,
@@ -164,6 +166,11 @@ impl MockIdp {
 
     pub fn set_expires_in(&self, seconds: u64) {
         self.shared.state().expires_in = seconds;
+    }
+
+    /// Pads issued access tokens to at least `bytes` (the benchmark uses real-sized ones).
+    pub fn set_token_bytes(&self, bytes: usize) {
+        self.shared.state().token_bytes = bytes;
     }
 
     pub fn reset_counts(&self) {
@@ -270,14 +277,16 @@ fn handle(request: &Request, shared: &Shared) -> Option<Reply> {
     let Some(parsed) = parsed else {
         return Some(token::error(400, "invalid_request", "could not read the request body"));
     };
-    let (secrets, expires_in) = {
+    let (secrets, expires_in, token_bytes) = {
         let state = shared.state();
-        (state.secrets.clone(), state.expires_in)
+        (state.secrets.clone(), state.expires_in, state.token_bytes)
     };
     Some(token::answer(&parsed, &secrets, expires_in, || {
         let n = shared.issued.fetch_add(1, Ordering::SeqCst) + 1;
         let client = sanitize(parsed.client_id.as_deref().unwrap_or("anonymous"));
-        format!("mock.{client}.{}.{n}", sanitize(parsed.audience()))
+        let token = format!("mock.{client}.{}.{n}", sanitize(parsed.audience()));
+        let padding = token_bytes.saturating_sub(token.len());
+        format!("{token}{}", "x".repeat(padding))
     }))
 }
 

@@ -1,5 +1,6 @@
 //! `cargo xtask <command>` (the cargo-xtask convention; `.cargo/config.toml` has the alias).
 
+mod bench;
 mod build;
 mod cmd;
 mod demo;
@@ -16,6 +17,8 @@ commands:
   build                     setup, then build target/wasm32-wasip1/release/tokengate.wasm
   test [--envoy VERSION]    fmt, clippy (native + wasm32), unit tests, wasm build, integration tests
   demo [--no-wait]          build, start a mock IdP and Envoy with tokengate, show miss -> hit
+  bench [--seconds N] [--rounds N]
+                            side-by-side benchmark with wrk (default 5 s x 3 rounds per row)
   compose-config            render envoy/tokengate.yaml for docker compose (envoy/compose/envoy.yaml)
   fuzz [--seconds N] [TARGET...]
                             run the cargo-fuzz targets (nightly) for N seconds each (default 60)";
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
         Some("test") => envoy_version(&args[1..]).and_then(|v| test::run(&v)),
         Some("demo") => demo::run(args[1..].iter().any(|a| a == "--no-wait")),
         Some("compose-config") => write_compose_config(),
+        Some("bench") => bench_args(&args[1..]).and_then(|(seconds, rounds)| bench::run(seconds, rounds)),
         Some("fuzz") => fuzz_args(&args[1..]).and_then(|(seconds, targets)| fuzz::run(seconds, &targets)),
         _ => {
             eprintln!("{USAGE}");
@@ -41,6 +45,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `[--seconds N] [--rounds N]`.
+fn bench_args(args: &[String]) -> Result<(u64, usize), String> {
+    let value = |flag: &str, default: u64| -> Result<u64, String> {
+        match args.iter().position(|a| a == flag) {
+            None => Ok(default),
+            Some(i) => {
+                args.get(i + 1).and_then(|v| v.parse().ok()).ok_or_else(|| format!("{flag} needs a number"))
+            }
+        }
+    };
+    Ok((value("--seconds", 5)?, value("--rounds", 3)? as usize))
 }
 
 /// Writes the Envoy configuration `docker-compose.yaml` mounts.

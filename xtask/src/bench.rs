@@ -1,0 +1,479 @@
+//! `cargo xtask bench [--seconds N] [--rounds N]`: every row runs on loopback at the same
+//! time (Envoy `--concurrency 1`, buffer filter before the router in every Envoy row), and
+//! wrk (1 thread, 32 connections, POST with a form body unless said otherwise) drives each
+//! row in turn for a few seconds, round after round, so drift hits all rows alike. Prints
+//! requests/s (median of the rounds), p50, p99 and the ratio to the baseline, and writes
+//! `target/bench/results.json` and `target/bench/chart.svg`.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mock_idp::{Client, Config, MockIdp};
+use serde_json::{Value, json};
+use testbed::{Envoy, EnvoyOptions};
+
+use crate::{build, cmd};
+
+const CLIENT: &str = "bench-client";
+const SECRET: &str = "bench-secret-0123456789";
+/// Bytes of the access tokens the mock IdP issues (a real Auth0 token is about this size).
+const TOKEN_BYTES: usize = 700;
+const KEYS_IN_ROTATION: usize = 10_000;
+
+fn form_body(audience: &str) -> String {
+    format!("grant_type=client_credentials&client_id={CLIENT}&client_secret={SECRET}&audience={audience}")
+}
+
+/// How wrk builds its requests.
+enum Load {
+    /// The same request every time.
+    Fixed { content_type: &'static str, authorization: Option<String>, body: String },
+    /// `audience=aud-<n>` for n in 1..=keys, in rotation.
+    Rotating { keys: usize },
+    /// A new audience every request (always a miss).
+    Distinct,
+}
+
+struct Row {
+    name: &'static str,
+    label: &'static str,
+    port: u16,
+    load: Load,
+    rounds: Vec<Measure>,
+}
+
+#[derive(Clone, Copy)]
+struct Measure {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Keeps nginx alive while the bench runs.
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
+    build::run()?;
+    ensure_tools()?;
+    cmd::step("start the rows");
+    let dir = testbed::workspace_root().join("target/bench");
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let idp = MockIdp::start(Config {
+        clients: vec![Client { id: CLIENT.into(), secret: SECRET.into() }],
+        expires_in: 86_400,
+    })
+    .map_err(|e| e.to_string())?;
+    idp.set_token_bytes(TOKEN_BYTES);
+
+    let plugin = |extra: Value| -> String {
+        let mut config = json!({
+            "upstream": {"cluster": "idp", "authority": "bench.idp", "timeout": "5s"},
+            "cache": {"max_entries": 20_000, "min_remaining_ttl": "30s"}
+        });
+        if let (Value::Object(c), Value::Object(e)) = (&mut config, extra) {
+            c.extend(e);
+        }
+        config.to_string()
+    };
+    let envoy_with = |template: Option<&str>, plugin_config: String| -> Result<Envoy, String> {
+        let mut options = EnvoyOptions::new(plugin_config, idp.port());
+        options.concurrency = 1;
+        options.log_level = "warn".into();
+        if let Some(template) = template {
+            let path = dir.join(template);
+            fs::write(&path, template_text(template)).map_err(|e| e.to_string())?;
+            options.template = path;
+        }
+        Envoy::start(&options)
+    };
+    let started = Instant::now();
+    let tokengate = envoy_with(None, plugin(json!({})))?;
+    let first_hit = time_to_first_hit(&tokengate, started)?;
+    let limited = envoy_with(
+        None,
+        plugin(json!({
+            "rate_limit": {"default": {"max_tokens": 1_000_000_000u64, "tokens_per_fill": 1_000_000_000u64, "fill_interval": "1s"}},
+            "quota": {"default": {"tokens": 1_000_000_000u64, "window": "1d"}}
+        })),
+    )?;
+    let miss_path = envoy_with(None, plugin(json!({})))?;
+    let passthrough = envoy_with(Some("passthrough.yaml"), plugin(json!({})))?;
+
+    // Warm the caches; the hit's exact bytes become the baseline's body.
+    let hit = post(tokengate.listen_port(), "application/x-www-form-urlencoded", None, &form_body("aud-1"))?;
+    post(limited.listen_port(), "application/x-www-form-urlencoded", None, &form_body("aud-1"))?;
+    let warm_started = Instant::now();
+    for n in 1..=KEYS_IN_ROTATION {
+        post(
+            tokengate.listen_port(),
+            "application/x-www-form-urlencoded",
+            None,
+            &form_body(&format!("aud-{n}")),
+        )?;
+    }
+    println!("warmed {KEYS_IN_ROTATION} keys in {:.1} s", warm_started.elapsed().as_secs_f64());
+    let rss_tokens = resident(&tokengate)?;
+    let baseline = envoy_with(Some("baseline.yaml"), hit)?;
+    let nginx_port = free_port()?;
+    let _nginx = start_nginx(&dir, idp.port(), nginx_port)?;
+
+    let json_body = format!(
+        r#"{{"grant_type":"client_credentials","client_id":"{CLIENT}","client_secret":"{SECRET}","audience":"aud-1"}}"#
+    );
+    let basic = format!("Basic {}", base64(&format!("{CLIENT}:{SECRET}")));
+    let form = |aud: &str| Load::Fixed {
+        content_type: "application/x-www-form-urlencoded",
+        authorization: None,
+        body: form_body(aud),
+    };
+    let mut rows = vec![
+        Row {
+            name: "baseline",
+            label: "Envoy direct_response (no Wasm)",
+            port: baseline.listen_port(),
+            load: form("aud-1"),
+            rounds: vec![],
+        },
+        Row {
+            name: "hit_form",
+            label: "tokengate hit, form body",
+            port: tokengate.listen_port(),
+            load: form("aud-1"),
+            rounds: vec![],
+        },
+        Row {
+            name: "hit_json",
+            label: "tokengate hit, JSON body",
+            port: tokengate.listen_port(),
+            load: Load::Fixed { content_type: "application/json", authorization: None, body: json_body },
+            rounds: vec![],
+        },
+        Row {
+            name: "hit_basic",
+            label: "tokengate hit, Basic header",
+            port: tokengate.listen_port(),
+            load: Load::Fixed {
+                content_type: "application/x-www-form-urlencoded",
+                authorization: Some(basic),
+                body: "grant_type=client_credentials&audience=aud-1".into(),
+            },
+            rounds: vec![],
+        },
+        Row {
+            name: "hit_limits",
+            label: "tokengate hit, rate limit + quota",
+            port: limited.listen_port(),
+            load: form("aud-1"),
+            rounds: vec![],
+        },
+        Row {
+            name: "hit_10k_keys",
+            label: "tokengate hit, 10,000 keys in rotation",
+            port: tokengate.listen_port(),
+            load: Load::Rotating { keys: KEYS_IN_ROTATION },
+            rounds: vec![],
+        },
+        Row {
+            name: "miss",
+            label: "tokengate miss (distinct keys, mock IdP)",
+            port: miss_path.listen_port(),
+            load: Load::Distinct,
+            rounds: vec![],
+        },
+        Row {
+            name: "passthrough",
+            label: "Envoy pass-through to the mock IdP",
+            port: passthrough.listen_port(),
+            load: form("aud-1"),
+            rounds: vec![],
+        },
+        Row {
+            name: "nginx",
+            label: "nginx proxy_cache keyed by the body",
+            port: nginx_port,
+            load: form("aud-1"),
+            rounds: vec![],
+        },
+    ];
+    // Prime nginx's cache.
+    post(nginx_port, "application/x-www-form-urlencoded", None, &form_body("aud-1"))?;
+
+    cmd::step(&format!("{rounds} rounds of {seconds} s per row"));
+    for round in 1..=rounds {
+        for row in &mut rows {
+            let script = dir.join(format!("{}.lua", row.name));
+            fs::write(&script, lua(&row.load)).map_err(|e| e.to_string())?;
+            let measure = wrk(row.port, &script, seconds)?;
+            println!(
+                "round {round} {:<14} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
+                row.name, measure.rps, measure.p50_ms, measure.p99_ms
+            );
+            row.rounds.push(measure);
+        }
+    }
+    let rss_after = resident(&tokengate)?;
+    report(&dir, &rows, first_hit, rss_tokens, rss_after)
+}
+
+fn ensure_tools() -> Result<(), String> {
+    let missing: Vec<&str> = ["wrk", "nginx"].into_iter().filter(|t| which(t).is_none()).collect();
+    if !missing.is_empty() {
+        let env = [("DEBIAN_FRONTEND", "noninteractive")];
+        cmd::run("apt-get", &["update", "-qq"], &env)?;
+        let mut args = vec!["install", "-y", "-qq"];
+        args.extend(missing.iter().map(|m| if *m == "nginx" { "nginx-light" } else { m }));
+        cmd::run("apt-get", &args, &env)?;
+    }
+    Ok(())
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    ["/usr/bin", "/usr/sbin", "/usr/local/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists())
+}
+
+fn template_text(name: &str) -> &'static str {
+    match name {
+        "baseline.yaml" => include_str!("bench/baseline.yaml"),
+        _ => include_str!("bench/passthrough.yaml"),
+    }
+}
+
+fn post(port: u16, content_type: &str, authorization: Option<&str>, body: &str) -> Result<String, String> {
+    let mut headers = vec![("content-type", content_type)];
+    if let Some(a) = authorization {
+        headers.push(("authorization", a));
+    }
+    let r = testbed::request("POST", port, "/oauth/token", &headers, body.as_bytes())?;
+    if r.status != 200 {
+        return Err(format!("warm-up request answered {}: {}", r.status, r.text()));
+    }
+    Ok(r.text())
+}
+
+/// From Envoy's start to the first hit it serves.
+fn time_to_first_hit(envoy: &Envoy, started: Instant) -> Result<Duration, String> {
+    let body = form_body("first-hit");
+    post(envoy.listen_port(), "application/x-www-form-urlencoded", None, &body)?;
+    post(envoy.listen_port(), "application/x-www-form-urlencoded", None, &body)?;
+    Ok(started.elapsed())
+}
+
+fn resident(envoy: &Envoy) -> Result<u64, String> {
+    envoy.resident_bytes()
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn start_nginx(dir: &Path, idp_port: u16, port: u16) -> Result<Nginx, String> {
+    let work = dir.join("nginx");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let config = include_str!("bench/nginx.conf")
+        .replace("{{DIR}}", &work.display().to_string())
+        .replace("{{IDP_PORT}}", &idp_port.to_string())
+        .replace("{{LISTEN_PORT}}", &port.to_string());
+    let conf = work.join("nginx.conf");
+    fs::write(&conf, config).map_err(|e| e.to_string())?;
+    let nginx = which("nginx").ok_or("nginx not found")?;
+    let child = Command::new(nginx)
+        .arg("-p")
+        .arg(&work)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("nginx: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err("nginx did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Nginx(child))
+}
+
+fn lua(load: &Load) -> String {
+    match load {
+        Load::Fixed { content_type, authorization, body } => {
+            // Lua long brackets: the body may hold quotes.
+            let mut script = format!(
+                "wrk.method = \"POST\"\nwrk.body = [[{body}]]\nwrk.headers[\"Content-Type\"] = \"{content_type}\"\n"
+            );
+            if let Some(a) = authorization {
+                let _ = writeln!(script, "wrk.headers[\"Authorization\"] = \"{a}\"");
+            }
+            script
+        }
+        Load::Rotating { keys } => format!(
+            "local n = 0\nlocal headers = {{[\"Content-Type\"] = \"application/x-www-form-urlencoded\"}}\n\
+             request = function()\n  n = (n % {keys}) + 1\n  return wrk.format(\"POST\", \"/oauth/token\", headers, \"{}\" .. n)\nend\n",
+            form_body("aud-")
+        ),
+        Load::Distinct => format!(
+            "local n = 0\nlocal headers = {{[\"Content-Type\"] = \"application/x-www-form-urlencoded\"}}\n\
+             request = function()\n  n = n + 1\n  return wrk.format(\"POST\", \"/oauth/token\", headers, \"{}\" .. n .. \"-\" .. math.random(1000000000))\nend\n",
+            form_body("miss-")
+        ),
+    }
+}
+
+fn wrk(port: u16, script: &Path, seconds: u64) -> Result<Measure, String> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{port}/oauth/token"))
+        .output()
+        .map_err(|e| format!("wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field =
+        |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()));
+    let rps = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}"))?;
+    let non_2xx = field("Non-2xx or 3xx responses:").unwrap_or_default();
+    if !non_2xx.is_empty() {
+        return Err(format!("{non_2xx} answers were not 2xx on port {port}:\n{text}"));
+    }
+    Ok(Measure { rps, p50_ms: latency(field("50%")), p99_ms: latency(field("99%")) })
+}
+
+/// wrk's `1.23ms` / `456.00us` / `1.20s` in milliseconds.
+fn latency(value: Option<String>) -> f64 {
+    let Some(v) = value else { return f64::NAN };
+    let (number, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (v.as_str(), 1.0)
+    };
+    number.parse::<f64>().map_or(f64::NAN, |n| n * scale)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn report(
+    dir: &Path,
+    rows: &[Row],
+    first_hit: Duration,
+    rss_tokens: u64,
+    rss_after: u64,
+) -> Result<(), String> {
+    let summary: Vec<(&Row, Measure)> = rows
+        .iter()
+        .map(|r| {
+            let m = Measure {
+                rps: median(r.rounds.iter().map(|m| m.rps).collect()),
+                p50_ms: median(r.rounds.iter().map(|m| m.p50_ms).collect()),
+                p99_ms: median(r.rounds.iter().map(|m| m.p99_ms).collect()),
+            };
+            (r, m)
+        })
+        .collect();
+    let base = summary.first().map_or(f64::NAN, |(_, m)| m.rps);
+    let wasm = testbed::wasm_path();
+    let wasm_bytes = fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
+    cmd::step("results (median of the rounds)");
+    println!("| row | req/s | p50 ms | p99 ms | share of baseline |");
+    println!("|---|---:|---:|---:|---:|");
+    for (row, m) in &summary {
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            row.label,
+            m.rps,
+            m.p50_ms,
+            m.p99_ms,
+            m.rps / base
+        );
+    }
+    println!(
+        "tokengate.wasm: {wasm_bytes} bytes; Envoy start to first served hit: {} ms",
+        first_hit.as_millis()
+    );
+    println!(
+        "Envoy RSS with {KEYS_IN_ROTATION} cached tokens of {TOKEN_BYTES} bytes: {} KiB (after the rounds: {} KiB)",
+        rss_tokens / 1024,
+        rss_after / 1024
+    );
+    let machine = cmd::output("uname", &["-srm"]).unwrap_or_default();
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    let results = json!({
+        "machine": {"kernel": machine.trim(), "cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "wasm_bytes": wasm_bytes,
+        "first_hit_ms": first_hit.as_millis() as u64,
+        "rss_with_10k_tokens_bytes": rss_tokens,
+        "rows": summary.iter().map(|(r, m)| json!({
+            "name": r.name, "label": r.label, "rps": m.rps, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms,
+            "share_of_baseline": m.rps / base,
+            "rounds": r.rounds.iter().map(|x| json!({"rps": x.rps, "p50_ms": x.p50_ms, "p99_ms": x.p99_ms})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    });
+    let json_path = dir.join("results.json");
+    fs::write(&json_path, serde_json::to_string_pretty(&results).unwrap_or_default())
+        .map_err(|e| e.to_string())?;
+    let svg_path = dir.join("chart.svg");
+    fs::write(&svg_path, svg(&summary, base)).map_err(|e| e.to_string())?;
+    println!("wrote {} and {}", json_path.display(), svg_path.display());
+    Ok(())
+}
+
+fn svg(summary: &[(&Row, Measure)], base: f64) -> String {
+    let max = summary.iter().map(|(_, m)| m.rps).fold(1.0, f64::max);
+    let (width, bar_left, row_h) = (900.0, 330.0, 30.0);
+    let height = 50.0 + row_h * summary.len() as f64;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+         <text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">requests/s (median of rounds), share of Envoy direct_response</text>\n"
+    );
+    for (i, (row, m)) in summary.iter().enumerate() {
+        let y = 40.0 + row_h * i as f64;
+        let w = (width - bar_left - 120.0) * m.rps / max;
+        let color = if row.name.starts_with("hit") { "#3b6fd8" } else { "#9aa4b5" };
+        let _ = writeln!(
+            out,
+            "<text x=\"10\" y=\"{:.0}\">{}</text><rect x=\"{bar_left}\" y=\"{:.0}\" width=\"{w:.0}\" height=\"20\" fill=\"{color}\"/>\
+             <text x=\"{:.0}\" y=\"{:.0}\">{:.0} ({:.2})</text>",
+            y + 15.0,
+            row.label,
+            y,
+            bar_left + w + 6.0,
+            y + 15.0,
+            m.rps,
+            m.rps / base
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+fn base64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
