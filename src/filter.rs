@@ -4,11 +4,13 @@
 //! answered locally (hit, refusal), after a forwarded IdP call, or by the root context once
 //! its key's IdP call has an outcome.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
+use tokengate_core::cache::LocalIndex;
 use tokengate_core::gate::{PendingCall, Plan};
 use tokengate_core::request::RequestHead;
 use tokengate_core::response::Response;
@@ -34,6 +36,7 @@ pub struct TokenFilter {
     config: Option<Rc<Config>>,
     key_prefix: Rc<str>,
     hub: SharedHub,
+    local_index: Rc<RefCell<LocalIndex>>,
     phase: Phase,
 }
 
@@ -43,8 +46,9 @@ impl TokenFilter {
         config: Option<Rc<Config>>,
         key_prefix: Rc<str>,
         hub: SharedHub,
+        local_index: Rc<RefCell<LocalIndex>>,
     ) -> TokenFilter {
-        TokenFilter { context_id, config, key_prefix, hub, phase: Phase::PassThrough }
+        TokenFilter { context_id, config, key_prefix, hub, local_index, phase: Phase::PassThrough }
     }
 
     fn request_header(name: &str) -> Option<String> {
@@ -60,7 +64,8 @@ impl TokenFilter {
 
     /// The body is complete: answer now, or wait for the IdP.
     fn decide(&mut self, config: &Config, head: &RequestHead, body: &[u8]) -> Action {
-        let Plan { outcome, background } = Gate::new(config, &EnvoyHost, &self.key_prefix).handle(head, body);
+        let gate = Gate::new(config, &EnvoyHost, &self.key_prefix).with_local_index(&self.local_index);
+        let Plan { outcome, background } = gate.handle(head, body);
         if let Some(call) = background {
             self.hub.borrow_mut().submit(call);
         }

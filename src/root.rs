@@ -4,12 +4,14 @@
 //! calls made by other workers (an Envoy shared queue has one consumer, so a tick is the
 //! simple way to notice another worker's outcome).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
+use tokengate_core::cache::LocalIndex;
 use tokengate_core::flight::CallOutcome;
 use tokengate_core::gate::Waiter;
 use tokengate_core::response::Response;
@@ -30,6 +32,8 @@ pub struct TokengateRoot {
     /// read each other's entries.
     key_prefix: Rc<str>,
     hub: SharedHub,
+    /// This worker's copies of tokens it served, shared by its streams.
+    local_index: Rc<RefCell<LocalIndex>>,
 }
 
 impl TokengateRoot {
@@ -39,6 +43,7 @@ impl TokengateRoot {
             config: None,
             key_prefix: Rc::from("tokengate"),
             hub: SharedHub::default(),
+            local_index: Rc::default(),
         }
     }
 
@@ -143,6 +148,7 @@ impl RootContext for TokengateRoot {
         if !Gate::new(&config, &EnvoyHost, &self.key_prefix).prepare() {
             log::warn!("shared data not prepared; it is created on first use");
         }
+        self.local_index = Rc::new(RefCell::new(LocalIndex::new(config.cache.max_entries as usize)));
         self.config = Some(Rc::new(config));
         crate::host::define_metrics();
         self.register_queue();
@@ -184,6 +190,7 @@ impl RootContext for TokengateRoot {
             self.config.clone(),
             self.key_prefix.clone(),
             self.hub.clone(),
+            self.local_index.clone(),
         )))
     }
 

@@ -8,7 +8,11 @@
 //! the client going away. [`Gate::finish_call`] stores a call's outcome where every worker
 //! sees it; [`Gate::answer`] turns it into each waiter's response.
 
-use crate::cache::{CacheEntry, NegativeEntry, NegativeTable, TokenTable};
+use std::cell::RefCell;
+
+use crate::cache::{
+    CacheEntry, LocalHit, LocalIndex, NegativeEntry, NegativeTable, TokenTable, render_token,
+};
 use crate::clients::{ClientTable, LimitState, Standing};
 use crate::config::{Config, QuotaRule};
 use base64::Engine;
@@ -39,6 +43,8 @@ pub struct Gate<'a> {
     /// Prefix of every shared-data key (the plugin name).
     key_prefix: &'a str,
     store: Store<'a>,
+    /// This worker's copies of tokens it served (see `cache::local`).
+    local: Option<&'a RefCell<LocalIndex>>,
 }
 
 /// What to do with a complete token request.
@@ -119,7 +125,41 @@ fn respond(response: Response) -> Plan {
 
 impl<'a> Gate<'a> {
     pub fn new(config: &'a Config, host: &'a dyn Host, key_prefix: &'a str) -> Gate<'a> {
-        Gate { config, host, key_prefix, store: Store::new(host, host, key_prefix) }
+        Gate { config, host, key_prefix, store: Store::new(host, host, key_prefix), local: None }
+    }
+
+    /// Serves repeated requests from this worker's index of tokens before the shared cache.
+    pub fn with_local_index(mut self, index: &'a RefCell<LocalIndex>) -> Gate<'a> {
+        self.local = Some(index);
+        self
+    }
+
+    /// A hit from this worker's index: no parsing, key derivation, shared token read or
+    /// unsealing. `None` sends the request down the full path.
+    fn local_hit(&self, digest: &[u8; 32], now: u64) -> Option<Plan> {
+        let index = self.local?;
+        let (client_id, token) = {
+            let entries = index.borrow();
+            let hit = entries.get(digest)?;
+            let remaining = hit.expires_at_ms.saturating_sub(now);
+            let lifetime = hit.expires_at_ms.saturating_sub(hit.issued_at_ms);
+            let ratio = self.config.cache.refresh_ahead_ratio;
+            let floor = remaining < self.config.cache.min_remaining_ttl_ms.max(1000);
+            // Inside the refresh window the full path runs, so refresh-ahead can start.
+            if floor || (ratio > 0.0 && (remaining as f64) < ratio * lifetime as f64) {
+                None
+            } else {
+                Some((hit.client_id.clone(), render_token(&hit.body_without_expiry, remaining / 1000)))
+            }
+        }?;
+        self.host.add(Metric::Requests, 1);
+        let client_id = client_id.as_deref();
+        let limits = self.admit(client_id, now, Some(Decision::Hit));
+        if limits.rate.is_some_and(|(_, d)| !d.allowed) {
+            return Some(respond(self.rate_limited(client_id, &limits, now)));
+        }
+        let response = with_headers(Response::json(200, token, CacheStatus::Hit), &limits.headers(now));
+        Some(respond(self.conclude(client_id, Decision::Hit, response, true)))
     }
 
     /// Prepares shared data once per worker, before it serves (from `on_configure`).
@@ -175,12 +215,16 @@ impl<'a> Gate<'a> {
         if body.len() > self.config.max_body_bytes {
             return respond(self.too_large());
         }
+        let digest = self.local.map(|_| LocalIndex::digest(head, body));
+        let now = self.host.now_ms();
+        if let Some(plan) = digest.and_then(|d| self.local_hit(&d, now)) {
+            return plan;
+        }
         self.host.add(Metric::Requests, 1);
         let request = match TokenRequest::parse(head, body) {
             Ok(request) => request,
             Err(e) => return respond(self.conclude(None, Decision::BadRequest, refused(e), true)),
         };
-        let now = self.host.now_ms();
         let client_id = request.client_id.as_deref();
         if request.kind() == RequestKind::Forward {
             let limits = self.admit(client_id, now, None);
@@ -211,7 +255,7 @@ impl<'a> Gate<'a> {
         // A store that cannot be read is a miss, not an error: the IdP still answers.
         let cached = self.tokens().get(&fp).ok().flatten();
         let servable = cached.as_ref().filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms));
-        let hit = servable.and_then(|e| Some((e, e.render(&key, now)?)));
+        let hit = servable.and_then(|e| Some((e, e.open(&key)?)));
         let negative = match hit {
             Some(_) => None,
             None => self.negatives().get(&fp).ok().flatten().filter(|n| n.live(now)),
@@ -227,7 +271,17 @@ impl<'a> Gate<'a> {
         if limits.rate.is_some_and(|(_, d)| !d.allowed) {
             return respond(self.rate_limited(client_id, &limits, now));
         }
-        if let Some((entry, token)) = hit {
+        if let Some((entry, plain)) = hit {
+            let token = render_token(&plain, entry.remaining_ms(now) / 1000);
+            if let (Some(index), Some(digest)) = (self.local, digest) {
+                let copy = LocalHit {
+                    client_id: client_id.map(str::to_owned),
+                    body_without_expiry: plain,
+                    issued_at_ms: entry.issued_at_ms,
+                    expires_at_ms: entry.expires_at_ms,
+                };
+                index.borrow_mut().insert(digest, copy, now);
+            }
             let response = with_headers(Response::json(200, token, CacheStatus::Hit), &limit_headers);
             let background = if self.refresh_due(entry, now) {
                 self.refresh(&identity, head, body, client_id, now)

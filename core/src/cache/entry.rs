@@ -92,8 +92,13 @@ impl CacheEntry {
     /// The token response for a hit: the stored JSON with `expires_in` = whole seconds left;
     /// `None` when `key` does not open it.
     pub fn render(&self, key: &SealKey, now_ms: u64) -> Option<Vec<u8>> {
-        let rest = key.open(&self.aad(), &self.sealed_body)?;
+        let rest = self.open(key)?;
         Some(render_token(&rest, self.remaining_ms(now_ms) / 1000))
+    }
+
+    /// The token JSON without `expires_in`; `None` when `key` does not open it.
+    pub fn open(&self, key: &SealKey) -> Option<Vec<u8>> {
+        key.open(&self.aad(), &self.sealed_body)
     }
 
     fn encode_entry(&self) -> Vec<u8> {
@@ -122,7 +127,7 @@ impl CacheEntry {
 }
 
 /// `{"expires_in":N,` + the rest of the token object (`rest` is a serialized JSON object).
-fn render_token(rest: &[u8], seconds: u64) -> Vec<u8> {
+pub fn render_token(rest: &[u8], seconds: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(rest.len() + 24);
     out.extend_from_slice(b"{\"expires_in\":");
     out.extend_from_slice(seconds.to_string().as_bytes());

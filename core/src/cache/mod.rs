@@ -3,9 +3,11 @@
 //! must be bounded).
 
 mod entry;
+mod local;
 mod negative;
 mod table;
 
-pub use entry::{CacheEntry, MAX_CACHED_BODY_BYTES};
+pub use entry::{CacheEntry, MAX_CACHED_BODY_BYTES, render_token};
+pub use local::{LocalHit, LocalIndex};
 pub use negative::{NegativeEntry, NegativeTable};
 pub use table::{SlotEntry, SlotTable, TokenTable};

@@ -600,3 +600,37 @@ fn configured_clients_keep_their_limits_under_a_flood_of_guests() {
     let r = exchange(&gate, &form(), &body("wrong", "a"), Some(denied));
     assert_eq!(r.status, 429, "c1's spent bucket must not be reset by guests");
 }
+
+// ---- the per-worker index (issue 8) ----
+
+#[test]
+fn repeated_requests_are_served_from_the_worker_index_and_count_the_same() {
+    use std::cell::RefCell;
+
+    use crate::cache::LocalIndex;
+
+    let host = FakeHost::new(T0);
+    let config = config(
+        json!({"rate_limit": {"default": {"max_tokens": 3, "tokens_per_fill": 3, "fill_interval": "1h"}}}),
+    );
+    let index = RefCell::new(LocalIndex::new(100));
+    let gate = Gate::new(&config, &host, "tokengate").with_local_index(&index);
+    exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok-1", 3600)));
+    assert!(index.borrow().is_empty(), "a miss does not fill the index");
+    let first_hit = exchange(&gate, &form(), &body("s1", "a"), None);
+    assert_eq!(index.borrow().len(), 1, "a shared-cache hit fills it");
+    host.advance_ms(1_500);
+    let indexed = exchange(&gate, &form(), &body("s1", "a"), None);
+    assert_eq!(indexed.header(CACHE_HEADER), Some("hit"));
+    assert_eq!(json_of(&indexed)["access_token"], json_of(&first_hit)["access_token"]);
+    assert_eq!(json_of(&indexed)["expires_in"], 3598);
+    // The rate limit still counts indexed hits.
+    let limited = exchange(&gate, &form(), &body("s1", "a"), None);
+    assert_eq!(limited.status, 429);
+    // A wrong secret never matches an indexed request (here it is also over the limit).
+    let denied = IdpReply { status: 401, headers: vec![], body: b"{}".to_vec() };
+    let wrong = exchange(&gate, &form(), &body("s2", "a"), Some(denied));
+    assert!(!String::from_utf8_lossy(&wrong.body).contains("tok-1"));
+    assert_eq!(host.metric(crate::host::Metric::Hits), 2);
+    assert_eq!(host.metric(crate::host::Metric::Requests), 5);
+}
