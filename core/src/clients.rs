@@ -374,40 +374,41 @@ impl<'a> ClientTable<'a> {
         mut change: impl FnMut(&mut ClientRecord) -> T,
     ) -> Result<Option<T>, StoreError> {
         let keys = self.slot_keys(client_id);
-        let seed = match &missing {
-            Missing::Skip => {
-                if self.get(client_id)?.is_none() {
-                    return Ok(None);
-                }
-                None
-            }
-            Missing::Create(seed) => seed.clone(),
-        };
         for _ in 0..CAS_ATTEMPTS {
-            let mut slots = Vec::with_capacity(2);
+            // Where the record lives: a single read when it is in its first slot.
+            let mut found = None;
             for key in &keys {
-                let (bytes, cas) = self.store.read_or_create(key, &[])?;
-                slots.push((key, cas, ClientRecord::decode(&bytes)));
+                if let Some((bytes, cas)) = self.store.get(key).map_err(StoreError::Host)?
+                    && let Some(record) = ClientRecord::decode(&bytes).filter(|r| r.client_id == client_id)
+                {
+                    found = Some((key, cas, record));
+                    break;
+                }
             }
-            let own = slots.iter().position(|(_, _, r)| r.as_ref().is_some_and(|r| r.client_id == client_id));
-            if own.is_none() && matches!(missing, Missing::Skip) {
-                return Ok(None);
-            }
-            let target = own.unwrap_or_else(|| {
-                slots
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, (_, _, r))| r.as_ref().map_or(0, |r| r.last_seen_ms.saturating_add(1)))
-                    .map_or(0, |(i, _)| i)
-            });
-            let (key, cas, current) = &slots[target];
-            let mut record = match (own, current) {
-                (Some(_), Some(r)) => r.clone(),
-                _ => seed.clone().unwrap_or_else(|| ClientRecord::new(client_id, now_ms)),
+            let (key, cas, mut record) = match (found, &missing) {
+                (Some(found), _) => found,
+                (None, Missing::Skip) => return Ok(None),
+                (None, Missing::Create(seed)) => {
+                    let mut slots = Vec::with_capacity(2);
+                    for key in &keys {
+                        let (bytes, cas) = self.store.read_or_create(key, &[])?;
+                        slots.push((key, cas, ClientRecord::decode(&bytes)));
+                    }
+                    if slots.iter().any(|(_, _, r)| r.as_ref().is_some_and(|r| r.client_id == client_id)) {
+                        // Another worker created it meanwhile: update that one.
+                        continue;
+                    }
+                    let (key, cas, _) = slots
+                        .into_iter()
+                        .min_by_key(|(_, _, r)| r.as_ref().map_or(0, |r| r.last_seen_ms.saturating_add(1)))
+                        .ok_or(StoreError::CasMismatch)?;
+                    let record = seed.clone().unwrap_or_else(|| ClientRecord::new(client_id, now_ms));
+                    (key, cas, record)
+                }
             };
             record.last_seen_ms = record.last_seen_ms.max(now_ms);
             let out = change(&mut record);
-            match self.store.write(key, &record.encode(), *cas) {
+            match self.store.write(key, &record.encode(), cas) {
                 Ok(()) => return Ok(Some(out)),
                 Err(StoreError::CasMismatch) => continue,
                 Err(e) => return Err(e),

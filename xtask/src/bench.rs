@@ -85,17 +85,19 @@ pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
         }
         config.to_string()
     };
-    let envoy_with = |template: Option<&str>, plugin_config: String| -> Result<Envoy, String> {
-        let mut options = EnvoyOptions::new(plugin_config, idp.port());
-        options.concurrency = 1;
-        options.log_level = "warn".into();
-        if let Some(template) = template {
-            let path = dir.join(template);
-            fs::write(&path, template_text(template)).map_err(|e| e.to_string())?;
-            options.template = path;
-        }
-        Envoy::start(&options)
-    };
+    let envoy_on =
+        |concurrency: u32, template: Option<&str>, plugin_config: String| -> Result<Envoy, String> {
+            let mut options = EnvoyOptions::new(plugin_config, idp.port());
+            options.concurrency = concurrency;
+            options.log_level = "warn".into();
+            if let Some(template) = template {
+                let path = dir.join(template);
+                fs::write(&path, template_text(template)).map_err(|e| e.to_string())?;
+                options.template = path;
+            }
+            Envoy::start(&options)
+        };
+    let envoy_with = |template: Option<&str>, plugin_config: String| envoy_on(1, template, plugin_config);
     let started = Instant::now();
     let tokengate = envoy_with(None, plugin(json!({})))?;
     let first_hit = time_to_first_hit(&tokengate, started)?;
@@ -121,8 +123,17 @@ pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
             &form_body(&format!("aud-{n}")),
         )?;
     }
+    // Then once as hits: the steady state of a worker that has served these keys before.
+    for n in 1..=KEYS_IN_ROTATION {
+        post(
+            tokengate.listen_port(),
+            "application/x-www-form-urlencoded",
+            None,
+            &form_body(&format!("aud-{n}")),
+        )?;
+    }
     println!("warmed {KEYS_IN_ROTATION} keys in {:.1} s", warm_started.elapsed().as_secs_f64());
-    let rss_tokens = resident(&tokengate)?;
+    let rss = rss_growth(&envoy_on(2, None, plugin(json!({})))?)?;
     let baseline = envoy_with(Some("baseline.yaml"), hit)?;
     let nginx_port = free_port()?;
     let _nginx = start_nginx(&dir, idp.port(), nginx_port)?;
@@ -221,8 +232,7 @@ pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
             row.rounds.push(measure);
         }
     }
-    let rss_after = resident(&tokengate)?;
-    report(&dir, &rows, first_hit, rss_tokens, rss_after)
+    report(&dir, &rows, first_hit, rss)
 }
 
 fn ensure_tools() -> Result<(), String> {
@@ -268,8 +278,31 @@ fn time_to_first_hit(envoy: &Envoy, started: Instant) -> Result<Duration, String
     Ok(started.elapsed())
 }
 
-fn resident(envoy: &Envoy) -> Result<u64, String> {
-    envoy.resident_bytes()
+/// Envoy's resident-memory growth from holding 10,000 tokens: each key fetched once (the
+/// shared copy) and hit twice (the workers' index copies), against the bytes of the token
+/// responses themselves.
+struct RssGrowth {
+    growth: u64,
+    token_bytes: u64,
+}
+
+fn rss_growth(envoy: &Envoy) -> Result<RssGrowth, String> {
+    let form = "application/x-www-form-urlencoded";
+    // Warm-up outside the measured keys: connection pools, allocator arenas.
+    for n in 0..500 {
+        post(envoy.listen_port(), form, None, &form_body(&format!("warm-{n}")))?;
+    }
+    let before = envoy.resident_bytes()?;
+    let mut token_bytes = 0u64;
+    for n in 1..=KEYS_IN_ROTATION {
+        let body = form_body(&format!("rss-{n}"));
+        token_bytes += post(envoy.listen_port(), form, None, &body)?.len() as u64;
+        for _ in 0..2 {
+            post(envoy.listen_port(), form, None, &body)?;
+        }
+    }
+    let after = envoy.resident_bytes()?;
+    Ok(RssGrowth { growth: after.saturating_sub(before), token_bytes })
 }
 
 fn free_port() -> Result<u16, String> {
@@ -372,13 +405,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn report(
-    dir: &Path,
-    rows: &[Row],
-    first_hit: Duration,
-    rss_tokens: u64,
-    rss_after: u64,
-) -> Result<(), String> {
+fn report(dir: &Path, rows: &[Row], first_hit: Duration, rss: RssGrowth) -> Result<(), String> {
     let summary: Vec<(&Row, Measure)> = rows
         .iter()
         .map(|r| {
@@ -411,9 +438,11 @@ fn report(
         first_hit.as_millis()
     );
     println!(
-        "Envoy RSS with {KEYS_IN_ROTATION} cached tokens of {TOKEN_BYTES} bytes: {} KiB (after the rounds: {} KiB)",
-        rss_tokens / 1024,
-        rss_after / 1024
+        "Envoy RSS growth for {KEYS_IN_ROTATION} tokens (--concurrency 2, shared + index copies): {} KiB = {:.2}x \
+         the {} KiB of token responses",
+        rss.growth / 1024,
+        rss.growth as f64 / rss.token_bytes.max(1) as f64,
+        rss.token_bytes / 1024
     );
     let machine = cmd::output("uname", &["-srm"]).unwrap_or_default();
     let cpu = fs::read_to_string("/proc/cpuinfo")
@@ -428,7 +457,8 @@ fn report(
         "machine": {"kernel": machine.trim(), "cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
         "wasm_bytes": wasm_bytes,
         "first_hit_ms": first_hit.as_millis() as u64,
-        "rss_with_10k_tokens_bytes": rss_tokens,
+        "rss_growth_10k_tokens_bytes": rss.growth,
+        "token_response_bytes_10k": rss.token_bytes,
         "rows": summary.iter().map(|(r, m)| json!({
             "name": r.name, "label": r.label, "rps": m.rps, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms,
             "share_of_baseline": m.rps / base,
