@@ -639,6 +639,11 @@ impl<'a> Gate<'a> {
         };
         let stale = stale_token(cached.as_ref(), &waiter.seal_key, now);
         let response = match outcome {
+            // A token just issued whose whole lifetime is below `min_remaining_ttl` is still
+            // this call's answer, not a stale one.
+            Some(outcome) if outcome.cached && stale.is_some() => {
+                Response::json(200, stale.unwrap_or_default(), label)
+            }
             Some(outcome) => {
                 let body = open_body(&waiter.seal_key, &waiter.fingerprint, &outcome.body);
                 outcome_response(&outcome, body, stale, label)

@@ -634,3 +634,13 @@ fn repeated_requests_are_served_from_the_worker_index_and_count_the_same() {
     assert_eq!(host.metric(crate::host::Metric::Hits), 2);
     assert_eq!(host.metric(crate::host::Metric::Requests), 5);
 }
+
+#[test]
+fn a_token_shorter_than_the_floor_is_still_the_callers_answer() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({"cache": {"min_remaining_ttl": "30s"}}));
+    let gate = Gate::new(&config, &host, "tokengate");
+    let r = exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("short", 10)));
+    assert_eq!((r.status, r.header(CACHE_HEADER)), (200, Some("miss")));
+    assert_eq!(json_of(&r)["access_token"], "short");
+}
