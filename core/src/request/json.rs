@@ -86,9 +86,7 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<ScalarText, E> {
-        // serde_json's own (ryu) formatting: `core::fmt`'s float code would add ~20 KB.
-        let number = serde_json::Number::from_f64(v).ok_or_else(|| E::custom("a number that is not finite"))?;
-        Ok(ScalarText(number.to_string()))
+        Ok(ScalarText(v.to_string()))
     }
 }
 
