@@ -157,11 +157,17 @@ impl HttpContext for TokenFilter {
         if !config.is_token_request(&method, &path) {
             return Action::Continue;
         }
-        let head = RequestHead {
-            content_type: Self::request_header("content-type"),
-            authorization: Self::request_header("authorization"),
-        };
-        let declared_length = Self::request_header("content-length").and_then(|l| l.parse::<usize>().ok());
+        // One host call for the three headers a token request needs (names come lowercase).
+        let mut head = RequestHead::default();
+        let mut declared_length = None;
+        for (name, value) in hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default() {
+            match name.as_str() {
+                "content-type" => head.content_type = Some(value),
+                "authorization" => head.authorization = Some(value),
+                "content-length" => declared_length = value.parse::<usize>().ok(),
+                _ => {}
+            }
+        }
         if declared_length.is_some_and(|length| length > config.max_body_bytes) {
             let response = Gate::new(&config, &EnvoyHost, &self.key_prefix).too_large();
             return self.respond(&response);

@@ -63,6 +63,43 @@ pub fn request(
     }
 }
 
+/// `GET` 127.0.0.1:`port``path`.
+pub fn get(port: u16, path: &str) -> Result<Response, String> {
+    request("GET", port, path, &[], b"")
+}
+
+/// `POST` a form body (`application/x-www-form-urlencoded`) with `extra_headers`.
+pub fn post_form(
+    port: u16,
+    path: &str,
+    body: &str,
+    extra_headers: &[(&str, &str)],
+) -> Result<Response, String> {
+    post_with_type(port, path, "application/x-www-form-urlencoded", body, extra_headers)
+}
+
+/// `POST` a JSON body (`application/json`) with `extra_headers`.
+pub fn post_json(
+    port: u16,
+    path: &str,
+    body: &str,
+    extra_headers: &[(&str, &str)],
+) -> Result<Response, String> {
+    post_with_type(port, path, "application/json", body, extra_headers)
+}
+
+fn post_with_type(
+    port: u16,
+    path: &str,
+    content_type: &str,
+    body: &str,
+    extra_headers: &[(&str, &str)],
+) -> Result<Response, String> {
+    let mut headers = vec![("content-type", content_type)];
+    headers.extend_from_slice(extra_headers);
+    request("POST", port, path, &headers, body.as_bytes())
+}
+
 /// The response, once `raw` holds all of it (by content-length or the last chunk).
 fn complete_response(raw: &[u8]) -> Result<Option<Response>, String> {
     let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {

@@ -88,16 +88,20 @@ impl Envoy {
     /// Starts Envoy and waits until it is LIVE with its listener bound (at most 30 s).
     /// On failure the error holds the end of Envoy's log.
     pub fn start(opts: &EnvoyOptions) -> Result<Envoy, String> {
-        for (what, path) in [("Envoy", &opts.envoy_binary), ("tokengate.wasm", &opts.wasm_path)] {
-            if !path.exists() {
+        let template =
+            fs::read_to_string(&opts.template).map_err(|e| format!("{}: {e}", opts.template.display()))?;
+        // A template without the filter (a plain Envoy) needs no .wasm.
+        let needs_wasm = template.contains("{{WASM_PATH}}");
+        for (what, path, needed) in
+            [("Envoy", &opts.envoy_binary, true), ("tokengate.wasm", &opts.wasm_path, needs_wasm)]
+        {
+            if needed && !path.exists() {
                 return Err(format!("{what} not found at {} (run `cargo xtask build`)", path.display()));
             }
         }
         let instance = INSTANCE.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("tokengate-envoy-{}-{instance}", std::process::id()));
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let template =
-            fs::read_to_string(&opts.template).map_err(|e| format!("{}: {e}", opts.template.display()))?;
         let config = render_config(
             &template,
             &Vars {
@@ -123,6 +127,8 @@ impl Envoy {
             .arg(&config_path)
             .args(["--concurrency", &opts.concurrency.to_string()])
             .args(["--base-id", &base_id.to_string()])
+            // No hot-restart shared memory or domain socket: parallel Envoys stay independent.
+            .arg("--disable-hot-restart")
             .args(["-l", &opts.log_level])
             // Access-log lines reach the log within 100 ms (default: 10 s).
             .args(["--file-flush-interval-msec", "100"])

@@ -7,7 +7,7 @@ mod envoy;
 
 use std::path::PathBuf;
 
-pub use client::{Response, request};
+pub use client::{Response, get, post_form, post_json, request};
 pub use envoy::{COMPOSE_CONFIG, Envoy, EnvoyOptions, Vars, compose_config, render_config, validate};
 
 /// The Envoy version `cargo xtask setup` installs and the tests run by default.
