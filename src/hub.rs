@@ -21,6 +21,16 @@ pub struct Hub {
     pub calls: HashMap<u32, KeyedCall>,
     /// Streams waiting for their key's outcome, by HTTP context id.
     pub waiters: Vec<(u32, Waiter)>,
+    /// Usage-report requests, answered once every worker has flushed its pending hits.
+    pub reports: Vec<(u32, ReportRequest)>,
+}
+
+/// A usage-report request waiting for its answer.
+pub struct ReportRequest {
+    /// When every worker has ticked (and flushed its hits) since the request came.
+    pub due_ms: u64,
+    pub accept: Option<String>,
+    pub path: String,
 }
 
 pub type SharedHub = Rc<RefCell<Hub>>;
@@ -39,5 +49,6 @@ impl Hub {
 
     pub fn remove_waiter(&mut self, context_id: u32) {
         self.waiters.retain(|(id, _)| *id != context_id);
+        self.reports.retain(|(id, _)| *id != context_id);
     }
 }

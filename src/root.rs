@@ -14,6 +14,7 @@ use proxy_wasm::types::{BufferType, ContextType};
 use tokengate_core::cache::LocalIndex;
 use tokengate_core::flight::CallOutcome;
 use tokengate_core::gate::Waiter;
+use tokengate_core::hit_tally::PendingHits;
 use tokengate_core::response::Response;
 use tokengate_core::store::{Change, Store};
 use tokengate_core::{Config, Gate};
@@ -22,8 +23,9 @@ use crate::filter::{TokenFilter, read_idp_reply, send_response};
 use crate::host::EnvoyHost;
 use crate::hub::SharedHub;
 
-/// How often waiters look for outcomes written by other workers.
-const TICK: Duration = Duration::from_millis(20);
+/// How often waiters look for outcomes written by other workers, and pending hits are
+/// flushed to shared data.
+pub const TICK: Duration = Duration::from_millis(20);
 
 pub struct TokengateRoot {
     context_id: u32,
@@ -34,6 +36,8 @@ pub struct TokengateRoot {
     hub: SharedHub,
     /// This worker's copies of tokens it served, shared by its streams.
     local_index: Rc<RefCell<LocalIndex>>,
+    /// This worker's hits not yet counted in shared data, flushed every tick.
+    pending_hits: Rc<RefCell<PendingHits>>,
 }
 
 impl TokengateRoot {
@@ -44,6 +48,7 @@ impl TokengateRoot {
             key_prefix: Rc::from("tokengate"),
             hub: SharedHub::default(),
             local_index: Rc::default(),
+            pending_hits: Rc::default(),
         }
     }
 
@@ -102,6 +107,22 @@ impl TokengateRoot {
         self.hub.borrow_mut().waiters.extend(still_waiting);
     }
 
+    /// Answers the usage-report requests that have waited long enough.
+    fn answer_reports(&self, config: &Config) {
+        let gate = Gate::new(config, &EnvoyHost, &self.key_prefix);
+        let now = tokengate_core::host::Clock::now_ms(&EnvoyHost);
+        let due: Vec<_> = {
+            let mut hub = self.hub.borrow_mut();
+            let (due, waiting) =
+                std::mem::take(&mut hub.reports).into_iter().partition(|(_, r)| r.due_ms <= now);
+            hub.reports = waiting;
+            due
+        };
+        for (context_id, report) in due {
+            self.answer_stream(context_id, &gate.usage(report.accept.as_deref(), &report.path));
+        }
+    }
+
     /// Sends `response` on another context's stream; a stream that has gone away is skipped.
     fn answer_stream(&self, context_id: u32, response: &Response) {
         if hostcalls::set_effective_context(context_id).is_ok() {
@@ -149,6 +170,7 @@ impl RootContext for TokengateRoot {
             log::warn!("shared data not prepared; it is created on first use");
         }
         self.local_index = Rc::new(RefCell::new(LocalIndex::new(config.cache.max_entries as usize)));
+        self.pending_hits = Rc::new(RefCell::new(PendingHits::new(config.cache.max_entries as usize)));
         self.config = Some(Rc::new(config));
         crate::host::define_metrics();
         self.register_queue();
@@ -170,15 +192,23 @@ impl RootContext for TokengateRoot {
         let Some(config) = self.config.clone() else {
             return;
         };
-        let (jobs, waiters) = {
+        if !self.pending_hits.borrow().is_empty() {
+            Gate::new(&config, &EnvoyHost, &self.key_prefix)
+                .with_pending_hits(&self.pending_hits)
+                .flush_hits();
+        }
+        let (jobs, waiters, reports) = {
             let hub = self.hub.borrow();
-            (!hub.jobs.is_empty(), !hub.waiters.is_empty())
+            (!hub.jobs.is_empty(), !hub.waiters.is_empty(), !hub.reports.is_empty())
         };
         if jobs {
             self.dispatch_jobs(&config);
         }
         if waiters {
             self.answer_waiters(&config, None);
+        }
+        if reports {
+            self.answer_reports(&config);
         }
     }
 
@@ -191,6 +221,7 @@ impl RootContext for TokengateRoot {
             self.key_prefix.clone(),
             self.hub.clone(),
             self.local_index.clone(),
+            self.pending_hits.clone(),
         )))
     }
 

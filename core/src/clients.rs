@@ -280,6 +280,20 @@ impl<'a> ClientTable<'a> {
         self.modify(client_id, now_ms, missing, |record| record.usage.count(decision))
     }
 
+    /// Adds hits counted by one worker since its last flush (see `hit_tally`).
+    pub fn add_hits(
+        &self,
+        client_id: &str,
+        create: bool,
+        tally: &crate::hit_tally::HitTally,
+    ) -> Result<Option<()>, StoreError> {
+        let missing = if create { Missing::Create(None) } else { Missing::Skip };
+        self.modify(client_id, tally.last_seen_ms, missing, |record| {
+            record.usage.requests = record.usage.requests.saturating_add(tally.hits);
+            record.usage.hits = record.usage.hits.saturating_add(tally.hits);
+        })
+    }
+
     /// Counts a token the IdP issued for the client; `window_ms` is the counting window.
     pub fn issued(
         &self,

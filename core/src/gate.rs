@@ -11,7 +11,7 @@
 use std::cell::RefCell;
 
 use crate::cache::{
-    CacheEntry, LocalHit, LocalIndex, NegativeEntry, NegativeTable, TokenTable, render_token,
+    CacheEntry, LocalHit, LocalIndex, NegativeEntry, NegativeTable, RequestDigest, TokenTable, render_token,
 };
 use crate::clients::{ClientTable, LimitState, Standing};
 use crate::config::{Config, QuotaRule};
@@ -20,6 +20,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::fingerprint::{Fingerprint, Identity};
 use crate::flight::{Begin, CallOutcome, FlightState, FlightTable};
+use crate::hit_tally::PendingHits;
 use crate::host::{Host, IdpCall, Metric, StoreError};
 use crate::limits::{QuotaDecision, seconds_until};
 use crate::request::{RequestError, RequestHead, RequestKind, TokenRequest};
@@ -45,6 +46,8 @@ pub struct Gate<'a> {
     store: Store<'a>,
     /// This worker's copies of tokens it served (see `cache::local`).
     local: Option<&'a RefCell<LocalIndex>>,
+    /// This worker's hits not yet in shared data (see `hit_tally`).
+    pending_hits: Option<&'a RefCell<PendingHits>>,
 }
 
 /// What to do with a complete token request.
@@ -125,7 +128,14 @@ fn respond(response: Response) -> Plan {
 
 impl<'a> Gate<'a> {
     pub fn new(config: &'a Config, host: &'a dyn Host, key_prefix: &'a str) -> Gate<'a> {
-        Gate { config, host, key_prefix, store: Store::new(host, host, key_prefix), local: None }
+        Gate {
+            config,
+            host,
+            key_prefix,
+            store: Store::new(host, host, key_prefix),
+            local: None,
+            pending_hits: None,
+        }
     }
 
     /// Serves repeated requests from this worker's index of tokens before the shared cache.
@@ -134,9 +144,32 @@ impl<'a> Gate<'a> {
         self
     }
 
+    /// Counts hits of clients without limits in this worker first (flushed by
+    /// [`Gate::flush_hits`]).
+    pub fn with_pending_hits(mut self, pending: &'a RefCell<PendingHits>) -> Gate<'a> {
+        self.pending_hits = Some(pending);
+        self
+    }
+
+    /// Adds this worker's pending hits to their clients' shared records. Hits that could
+    /// not be written (a host error) stay pending for the next flush.
+    pub fn flush_hits(&self) {
+        let Some(pending) = self.pending_hits else {
+            return;
+        };
+        let drained = pending.borrow_mut().drain();
+        for (client_id, tally) in drained {
+            let added =
+                self.on_client(&client_id, |table, create| table.add_hits(&client_id, create, &tally));
+            if added.is_none() {
+                pending.borrow_mut().restore(client_id, tally);
+            }
+        }
+    }
+
     /// A hit from this worker's index: no parsing, key derivation, shared token read or
     /// unsealing. `None` sends the request down the full path.
-    fn local_hit(&self, digest: &[u8; 32], now: u64) -> Option<Plan> {
+    fn local_hit(&self, digest: &RequestDigest, now: u64) -> Option<Plan> {
         let index = self.local?;
         let (client_id, token) = {
             let entries = index.borrow();
@@ -215,7 +248,7 @@ impl<'a> Gate<'a> {
         if body.len() > self.config.max_body_bytes {
             return respond(self.too_large());
         }
-        let digest = self.local.map(|_| LocalIndex::digest(head, body));
+        let digest = self.local.map(|index| index.borrow().digest(head, body));
         let now = self.host.now_ms();
         if let Some(plan) = digest.and_then(|d| self.local_hit(&d, now)) {
             return plan;
@@ -365,7 +398,7 @@ impl<'a> Gate<'a> {
         &self,
         client_id: Option<&str>,
         decision: Decision,
-        mut response: Response,
+        response: Response,
         counted: bool,
     ) -> Response {
         self.host.add(metric_of(decision), 1);
@@ -373,9 +406,7 @@ impl<'a> Gate<'a> {
             let now = self.host.now_ms();
             self.on_client(id, |table, create| table.tally(id, now, create, decision));
         }
-        response.decision = Some(decision);
-        response.client_id = client_id.map(str::to_owned);
-        response
+        response.decided(decision, client_id)
     }
 
     /// The 429 for a client over its rate limit (counted with its admission).
@@ -425,6 +456,14 @@ impl<'a> Gate<'a> {
         };
         let rate = self.config.rate_limit.as_ref().and_then(|l| l.for_client(id));
         let quota = self.config.quota.as_ref().and_then(|l| l.for_client(id));
+        // A hit under no limit needs no shared counter now: it is counted on the next flush.
+        if expected == Some(Decision::Hit)
+            && rate.is_none()
+            && quota.is_none()
+            && self.pending_hits.is_some_and(|p| p.borrow_mut().record(id, now))
+        {
+            return LimitState::default();
+        }
         self.on_client(id, |table, create| table.admit(id, now, create, (rate, quota), expected))
             .unwrap_or_default()
     }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod fingerprint;
 pub mod flight;
 pub mod gate;
+pub mod hit_tally;
 pub mod host;
 pub mod limits;
 pub mod request;

@@ -5,6 +5,26 @@ use serde_json::json;
 
 /// `x-tokengate-cache`: how a handled request was answered.
 pub const CACHE_HEADER: &str = "x-tokengate-cache";
+/// tokengate's decision (`hit`, ..., `rate_limited`, `quota_rejected`, `bad_request`), for
+/// the access log (`%RESP(x-tokengate-decision)%`).
+pub const DECISION_HEADER: &str = "x-tokengate-decision";
+/// The client id the decision was made for (percent-encoded where a header cannot carry
+/// it), for the access log. The caller sent it, so it tells the caller nothing new.
+pub const CLIENT_HEADER: &str = "x-tokengate-client";
+
+/// `value` as a header value: visible ASCII is kept, every other byte (and `%`) is
+/// percent-encoded, so a client id can never break or add a header line.
+pub fn header_safe(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_graphic() && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
@@ -154,11 +174,39 @@ impl Response {
     pub fn push_header(&mut self, name: &str, value: String) {
         self.headers.push((name.to_owned(), value));
     }
+
+    /// Records the decision and the client on the response (fields and headers).
+    pub fn decided(mut self, decision: Decision, client_id: Option<&str>) -> Response {
+        self.push_header(DECISION_HEADER, decision.as_str().to_owned());
+        if let Some(id) = client_id {
+            self.push_header(CLIENT_HEADER, header_safe(id));
+        }
+        self.decision = Some(decision);
+        self.client_id = client_id.map(str::to_owned);
+        self
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_id_cannot_break_a_header_line() {
+        assert_eq!(header_safe("svc-a_1.b"), "svc-a_1.b");
+        assert_eq!(header_safe("a\r\nx-evil: 1"), "a%0D%0Ax-evil:%201");
+        assert_eq!(header_safe("100%"), "100%25");
+        assert_eq!(header_safe("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn a_decided_response_carries_decision_and_client() {
+        let r = Response::json(200, b"{}".to_vec(), CacheStatus::Hit).decided(Decision::Hit, Some("c 1"));
+        assert_eq!(r.header(DECISION_HEADER), Some("hit"));
+        assert_eq!(r.header(CLIENT_HEADER), Some("c%201"));
+        let r = Response::json(400, b"{}".to_vec(), CacheStatus::Bypass).decided(Decision::BadRequest, None);
+        assert_eq!(r.header(CLIENT_HEADER), None);
+    }
 
     #[test]
     fn error_shape() {

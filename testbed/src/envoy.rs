@@ -199,6 +199,11 @@ impl Envoy {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// The Envoy process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Envoy's resident memory (VmRSS), in bytes.
     pub fn resident_bytes(&self) -> Result<u64, String> {
         let status =

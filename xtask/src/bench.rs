@@ -41,6 +41,8 @@ struct Row {
     name: &'static str,
     label: &'static str,
     port: u16,
+    /// The Envoy serving the row, whose CPU time per request is measured.
+    pid: Option<u32>,
     load: Load,
     rounds: Vec<Measure>,
 }
@@ -48,6 +50,8 @@ struct Row {
 #[derive(Clone, Copy)]
 struct Measure {
     rps: f64,
+    /// Envoy CPU time (user + system) per request, in µs; NaN when not measured.
+    cpu_us: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -62,7 +66,17 @@ impl Drop for Nginx {
     }
 }
 
-pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
+/// `only`: the rows to drive (the baseline always runs); a partial run skips the
+/// 10,000-key warm-up unless its row is named, and the RSS measurement.
+/// `compare`: another build of the filter, driven as one more single-key hit row in the same
+/// rounds (A/B of a change without the drift between separate runs).
+pub fn run(
+    seconds: u64,
+    rounds: usize,
+    only: Option<Vec<String>>,
+    compare: Option<PathBuf>,
+) -> Result<(), String> {
+    let wanted = |name: &str| name == "baseline" || only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
     build::run()?;
     ensure_tools()?;
     cmd::step("start the rows");
@@ -109,6 +123,18 @@ pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
         })),
     )?;
     let miss_path = envoy_with(None, plugin(json!({})))?;
+    let compared = match &compare {
+        Some(wasm) => {
+            let mut options = EnvoyOptions::new(plugin(json!({})), idp.port());
+            options.concurrency = 1;
+            options.log_level = "warn".into();
+            options.wasm_path = wasm.clone();
+            let envoy = Envoy::start(&options)?;
+            post(envoy.listen_port(), "application/x-www-form-urlencoded", None, &form_body("aud-1"))?;
+            Some(envoy)
+        }
+        None => None,
+    };
     let passthrough = envoy_with(Some("passthrough.yaml"), plugin(json!({})))?;
 
     // Warm the caches; the hit's exact bytes become the baseline's body.
@@ -117,14 +143,15 @@ pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
     let warm_started = Instant::now();
     // Each key once as a miss (the shared cache), then once as a hit: the steady state of a
     // worker that has served these keys before.
-    for _pass in 0..2 {
+    let passes = if wanted("hit_10k_keys") { 2 } else { 0 };
+    for _pass in 0..passes {
         for n in 1..=KEYS_IN_ROTATION {
             let body = form_body(&format!("aud-{n}"));
             post(tokengate.listen_port(), "application/x-www-form-urlencoded", None, &body)?;
         }
     }
     println!("warmed {KEYS_IN_ROTATION} keys in {:.1} s", warm_started.elapsed().as_secs_f64());
-    let rss = rss_growth(&envoy_on(2, None, plugin(json!({})))?)?;
+    let rss = if only.is_none() { Some(rss_growth(&envoy_on(2, None, plugin(json!({})))?)?) } else { None };
     let baseline = envoy_with(Some("baseline.yaml"), hit)?;
     let nginx_port = free_port()?;
     let _nginx = start_nginx(&dir, idp.port(), nginx_port)?;
@@ -143,6 +170,7 @@ pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
             name: "baseline",
             label: "Envoy direct_response (no Wasm)",
             port: baseline.listen_port(),
+            pid: Some(baseline.pid()),
             load: form("aud-1"),
             rounds: vec![],
         },
@@ -150,6 +178,7 @@ pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
             name: "hit_form",
             label: "tokengate hit, form body",
             port: tokengate.listen_port(),
+            pid: Some(tokengate.pid()),
             load: form("aud-1"),
             rounds: vec![],
         },
@@ -157,6 +186,7 @@ pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
             name: "hit_json",
             label: "tokengate hit, JSON body",
             port: tokengate.listen_port(),
+            pid: Some(tokengate.pid()),
             load: Load::Fixed { content_type: "application/json", authorization: None, body: json_body },
             rounds: vec![],
         },
@@ -164,6 +194,7 @@ pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
             name: "hit_basic",
             label: "tokengate hit, Basic header",
             port: tokengate.listen_port(),
+            pid: Some(tokengate.pid()),
             load: Load::Fixed {
                 content_type: "application/x-www-form-urlencoded",
                 authorization: Some(basic),
@@ -175,6 +206,7 @@ pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
             name: "hit_limits",
             label: "tokengate hit, rate limit + quota",
             port: limited.listen_port(),
+            pid: Some(limited.pid()),
             load: form("aud-1"),
             rounds: vec![],
         },
@@ -182,6 +214,7 @@ pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
             name: "hit_10k_keys",
             label: "tokengate hit, 10,000 keys in rotation",
             port: tokengate.listen_port(),
+            pid: Some(tokengate.pid()),
             load: Load::Rotating { keys: KEYS_IN_ROTATION },
             rounds: vec![],
         },
@@ -189,6 +222,7 @@ pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
             name: "miss",
             label: "tokengate miss (distinct keys, mock IdP)",
             port: miss_path.listen_port(),
+            pid: Some(miss_path.pid()),
             load: Load::Distinct,
             rounds: vec![],
         },
@@ -196,6 +230,7 @@ pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
             name: "passthrough",
             label: "Envoy pass-through to the mock IdP",
             port: passthrough.listen_port(),
+            pid: Some(passthrough.pid()),
             load: form("aud-1"),
             rounds: vec![],
         },
@@ -203,10 +238,25 @@ pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
             name: "nginx",
             label: "nginx proxy_cache keyed by the body",
             port: nginx_port,
+            pid: None,
             load: form("aud-1"),
             rounds: vec![],
         },
     ];
+    rows.retain(|r| wanted(r.name));
+    if let Some(envoy) = &compared {
+        rows.insert(
+            2.min(rows.len()),
+            Row {
+                name: "hit_form_compared",
+                label: "tokengate hit, form body (--compare build)",
+                port: envoy.listen_port(),
+                pid: Some(envoy.pid()),
+                load: form("aud-1"),
+                rounds: vec![],
+            },
+        );
+    }
     // Prime nginx's cache.
     post(nginx_port, "application/x-www-form-urlencoded", None, &form_body("aud-1"))?;
 
@@ -215,10 +265,14 @@ pub fn run(seconds: u64, rounds: usize) -> Result<(), String> {
         for row in &mut rows {
             let script = dir.join(format!("{}.lua", row.name));
             fs::write(&script, lua(&row.load)).map_err(|e| e.to_string())?;
-            let measure = wrk(row.port, &script, seconds)?;
+            let cpu_before = row.pid.and_then(cpu_ticks);
+            let (mut measure, requests) = wrk(row.port, &script, seconds)?;
+            if let (Some(before), Some(after)) = (cpu_before, row.pid.and_then(cpu_ticks)) {
+                measure.cpu_us = (after - before) as f64 * 1e6 / ticks_per_second() / requests.max(1) as f64;
+            }
             println!(
-                "round {round} {:<14} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
-                row.name, measure.rps, measure.p50_ms, measure.p99_ms
+                "round {round} {:<14} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  Envoy CPU {:>5.1} µs/req",
+                row.name, measure.rps, measure.p50_ms, measure.p99_ms, measure.cpu_us
             );
             row.rounds.push(measure);
         }
@@ -356,7 +410,21 @@ fn lua(load: &Load) -> String {
     }
 }
 
-fn wrk(port: u16, script: &Path, seconds: u64) -> Result<Measure, String> {
+/// A process's CPU time so far (user + system), in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn ticks_per_second() -> f64 {
+    cmd::output("getconf", &["CLK_TCK"]).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(100.0)
+}
+
+/// One wrk run: its measure and the number of requests it completed.
+fn wrk(port: u16, script: &Path, seconds: u64) -> Result<(Measure, u64), String> {
     let out = Command::new("wrk")
         .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency", "-s"])
         .arg(script)
@@ -373,7 +441,15 @@ fn wrk(port: u16, script: &Path, seconds: u64) -> Result<Measure, String> {
     if !non_2xx.is_empty() {
         return Err(format!("{non_2xx} answers were not 2xx on port {port}:\n{text}"));
     }
-    Ok(Measure { rps, p50_ms: latency(field("50%")), p99_ms: latency(field("99%")) })
+    // "123456 requests in 5.00s, 98.76MB read"
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ").and_then(|(n, _)| n.trim().parse().ok()))
+        .unwrap_or(0);
+    Ok((
+        Measure { rps, cpu_us: f64::NAN, p50_ms: latency(field("50%")), p99_ms: latency(field("99%")) },
+        requests,
+    ))
 }
 
 /// wrk's `1.23ms` / `456.00us` / `1.20s` in milliseconds.
@@ -396,12 +472,13 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn report(dir: &Path, rows: &[Row], first_hit: Duration, rss: RssGrowth) -> Result<(), String> {
+fn report(dir: &Path, rows: &[Row], first_hit: Duration, rss: Option<RssGrowth>) -> Result<(), String> {
     let summary: Vec<(&Row, Measure)> = rows
         .iter()
         .map(|r| {
             let m = Measure {
                 rps: median(r.rounds.iter().map(|m| m.rps).collect()),
+                cpu_us: median(r.rounds.iter().map(|m| m.cpu_us).collect()),
                 p50_ms: median(r.rounds.iter().map(|m| m.p50_ms).collect()),
                 p99_ms: median(r.rounds.iter().map(|m| m.p99_ms).collect()),
             };
@@ -412,11 +489,12 @@ fn report(dir: &Path, rows: &[Row], first_hit: Duration, rss: RssGrowth) -> Resu
     let wasm = testbed::wasm_path();
     let wasm_bytes = fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
     cmd::step("results (median of the rounds)");
-    println!("| row | req/s | p50 ms | p99 ms | share of baseline |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| row | req/s | p50 ms | p99 ms | share of baseline | Envoy CPU µs/request |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for (row, m) in &summary {
+        let cpu = if m.cpu_us.is_nan() { "n/a".to_owned() } else { format!("{:.1}", m.cpu_us) };
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {cpu} |",
             row.label,
             m.rps,
             m.p50_ms,
@@ -428,13 +506,15 @@ fn report(dir: &Path, rows: &[Row], first_hit: Duration, rss: RssGrowth) -> Resu
         "tokengate.wasm: {wasm_bytes} bytes; Envoy start to first served hit: {} ms",
         first_hit.as_millis()
     );
-    println!(
-        "Envoy RSS growth for {KEYS_IN_ROTATION} tokens (--concurrency 2, shared + index copies): {} KiB = {:.2}x \
-         the {} KiB of token responses",
-        rss.growth / 1024,
-        rss.growth as f64 / rss.token_bytes.max(1) as f64,
-        rss.token_bytes / 1024
-    );
+    if let Some(rss) = &rss {
+        println!(
+            "Envoy RSS growth for {KEYS_IN_ROTATION} tokens (--concurrency 2, shared + index copies): {} KiB = \
+             {:.2}x the {} KiB of token responses",
+            rss.growth / 1024,
+            rss.growth as f64 / rss.token_bytes.max(1) as f64,
+            rss.token_bytes / 1024
+        );
+    }
     let machine = cmd::output("uname", &["-srm"]).unwrap_or_default();
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -448,12 +528,12 @@ fn report(dir: &Path, rows: &[Row], first_hit: Duration, rss: RssGrowth) -> Resu
         "machine": {"kernel": machine.trim(), "cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
         "wasm_bytes": wasm_bytes,
         "first_hit_ms": first_hit.as_millis() as u64,
-        "rss_growth_10k_tokens_bytes": rss.growth,
-        "token_response_bytes_10k": rss.token_bytes,
+        "rss_growth_10k_tokens_bytes": rss.as_ref().map(|r| r.growth),
+        "token_response_bytes_10k": rss.as_ref().map(|r| r.token_bytes),
         "rows": summary.iter().map(|(r, m)| json!({
-            "name": r.name, "label": r.label, "rps": m.rps, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms,
+            "name": r.name, "label": r.label, "rps": m.rps, "cpu_us_per_request": (!m.cpu_us.is_nan()).then_some(m.cpu_us), "p50_ms": m.p50_ms, "p99_ms": m.p99_ms,
             "share_of_baseline": m.rps / base,
-            "rounds": r.rounds.iter().map(|x| json!({"rps": x.rps, "p50_ms": x.p50_ms, "p99_ms": x.p99_ms})).collect::<Vec<_>>(),
+            "rounds": r.rounds.iter().map(|x| json!({"rps": x.rps, "cpu_us_per_request": (!x.cpu_us.is_nan()).then_some(x.cpu_us), "p50_ms": x.p50_ms, "p99_ms": x.p99_ms})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
     let json_path = dir.join("results.json");

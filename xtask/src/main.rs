@@ -17,7 +17,7 @@ commands:
   build                     setup, then build target/wasm32-wasip1/release/tokengate.wasm
   test [--envoy VERSION]    fmt, clippy (native + wasm32), unit tests, wasm build, integration tests
   demo [--no-wait]          build, start a mock IdP and Envoy with tokengate, show miss -> hit
-  bench [--seconds N] [--rounds N]
+  bench [--seconds N] [--rounds N] [--only ROW,ROW] [--compare OTHER.wasm]
                             side-by-side benchmark with wrk (default 5 s x 3 rounds per row)
   compose-config            render envoy/tokengate.yaml for docker compose (envoy/compose/envoy.yaml)
   fuzz [--seconds N] [TARGET...]
@@ -31,7 +31,8 @@ fn main() -> ExitCode {
         Some("test") => envoy_version(&args[1..]).and_then(|v| test::run(&v)),
         Some("demo") => demo::run(args[1..].iter().any(|a| a == "--no-wait")),
         Some("compose-config") => write_compose_config(),
-        Some("bench") => bench_args(&args[1..]).and_then(|(seconds, rounds)| bench::run(seconds, rounds)),
+        Some("bench") => bench_args(&args[1..])
+            .and_then(|(seconds, rounds, only, compare)| bench::run(seconds, rounds, only, compare)),
         Some("fuzz") => fuzz_args(&args[1..]).and_then(|(seconds, targets)| fuzz::run(seconds, &targets)),
         _ => {
             eprintln!("{USAGE}");
@@ -47,8 +48,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// `[--seconds N] [--rounds N]`.
-fn bench_args(args: &[String]) -> Result<(u64, usize), String> {
+type BenchArgs = (u64, usize, Option<Vec<String>>, Option<std::path::PathBuf>);
+
+/// `[--seconds N] [--rounds N] [--only ROW,ROW] [--compare OTHER.wasm]`.
+fn bench_args(args: &[String]) -> Result<BenchArgs, String> {
     let value = |flag: &str, default: u64| -> Result<u64, String> {
         match args.iter().position(|a| a == flag) {
             None => Ok(default),
@@ -57,7 +60,18 @@ fn bench_args(args: &[String]) -> Result<(u64, usize), String> {
             }
         }
     };
-    Ok((value("--seconds", 5)?, value("--rounds", 3)? as usize))
+    let only = match args.iter().position(|a| a == "--only") {
+        None => None,
+        Some(i) => Some(
+            args.get(i + 1)
+                .ok_or("--only needs row names, e.g. hit_form,hit_limits")?
+                .split(',')
+                .map(str::to_owned)
+                .collect(),
+        ),
+    };
+    let compare = args.iter().position(|a| a == "--compare").and_then(|i| args.get(i + 1)).map(Into::into);
+    Ok((value("--seconds", 5)?, value("--rounds", 3)? as usize, only, compare))
 }
 
 /// Writes the Envoy configuration `docker-compose.yaml` mounts.

@@ -2,14 +2,17 @@
 //! answered without parsing, key derivation, a shared-data read or opening the sealed
 //! token. It is keyed by a digest of the exact request (content type, Authorization header
 //! and body: the secret included), so only the very same request finds an entry. The
+//! digest is 128 bits of SipHash-1-3 under two random keys drawn per worker: a keyed hash
+//! nobody outside the worker can aim a collision at, several times cheaper in the VM than
+//! SHA-256 (which the shared cache's key derivation still uses), and the index never holds
+//! a secret. The
 //! shared cache stays the truth: an entry is only a copy of a token that was read from it,
 //! never served past the floor or inside the refresh-ahead window (then the request takes
 //! the full path, where refresh-ahead and other workers' newer tokens are seen).
 //! Bounded: at most `capacity` entries; when full, expired entries go, then all of them.
 
 use std::collections::HashMap;
-
-use sha2::{Digest, Sha256};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use crate::request::RequestHead;
 
@@ -22,34 +25,42 @@ pub struct LocalHit {
     pub expires_at_ms: u64,
 }
 
+/// A request's key in the index: a keyed hash, already uniform, so the map uses it as is.
+pub type RequestDigest = u128;
+
 #[derive(Debug, Default)]
 pub struct LocalIndex {
-    entries: HashMap<[u8; 32], LocalHit>,
+    entries: HashMap<RequestDigest, LocalHit, BuildHasherDefault<DigestHasher>>,
     capacity: usize,
+    /// Two independent random SipHash keys: 2 x 64 bits of digest.
+    keys: (RandomState, RandomState),
 }
 
 impl LocalIndex {
     pub fn new(capacity: usize) -> LocalIndex {
-        LocalIndex { entries: HashMap::new(), capacity }
+        LocalIndex { entries: HashMap::default(), capacity, keys: (RandomState::new(), RandomState::new()) }
     }
 
     /// The digest of the exact request: what the index is keyed by.
-    pub fn digest(head: &RequestHead, body: &[u8]) -> [u8; 32] {
-        let mut hash = Sha256::new();
-        for part in [head.content_type.as_deref(), head.authorization.as_deref()] {
-            let part = part.unwrap_or_default().as_bytes();
-            hash.update((part.len() as u64).to_le_bytes());
-            hash.update(part);
-        }
-        hash.update(body);
-        hash.finalize().into()
+    pub fn digest(&self, head: &RequestHead, body: &[u8]) -> RequestDigest {
+        let half = |key: &RandomState| {
+            let mut hasher = key.build_hasher();
+            for part in [head.content_type.as_deref(), head.authorization.as_deref()] {
+                let part = part.unwrap_or_default().as_bytes();
+                hasher.write_u64(part.len() as u64);
+                hasher.write(part);
+            }
+            hasher.write(body);
+            hasher.finish()
+        };
+        u128::from(half(&self.keys.0)) << 64 | u128::from(half(&self.keys.1))
     }
 
-    pub fn get(&self, digest: &[u8; 32]) -> Option<&LocalHit> {
+    pub fn get(&self, digest: &RequestDigest) -> Option<&LocalHit> {
         self.entries.get(digest)
     }
 
-    pub fn insert(&mut self, digest: [u8; 32], hit: LocalHit, now_ms: u64) {
+    pub fn insert(&mut self, digest: RequestDigest, hit: LocalHit, now_ms: u64) {
         if self.capacity == 0 {
             return;
         }
@@ -62,7 +73,7 @@ impl LocalIndex {
         self.entries.insert(digest, hit);
     }
 
-    pub fn remove(&mut self, digest: &[u8; 32]) {
+    pub fn remove(&mut self, digest: &RequestDigest) {
         self.entries.remove(digest);
     }
 
@@ -72,6 +83,29 @@ impl LocalIndex {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// Hashes a [`RequestDigest`] for the map: its low 64 bits, already a keyed hash.
+#[derive(Debug, Default)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed; fold anything else in, in case.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.0 = value as u64;
     }
 }
 
@@ -89,22 +123,34 @@ mod tests {
             content_type: Some("application/x-www-form-urlencoded".into()),
             authorization: None,
         };
-        let a = LocalIndex::digest(&head, b"client_id=c&client_secret=s1");
-        let b = LocalIndex::digest(&head, b"client_id=c&client_secret=s2");
+        let index = LocalIndex::new(8);
+        let a = index.digest(&head, b"client_id=c&client_secret=s1");
+        let b = index.digest(&head, b"client_id=c&client_secret=s2");
         assert_ne!(a, b);
+        assert_eq!(a, index.digest(&head, b"client_id=c&client_secret=s1"), "stable within a worker");
         let basic = RequestHead { authorization: Some("Basic eA==".into()), ..head.clone() };
-        assert_ne!(LocalIndex::digest(&basic, b"x"), LocalIndex::digest(&head, b"x"));
+        assert_ne!(index.digest(&basic, b"x"), index.digest(&head, b"x"));
+        // The length prefix keeps the parts apart: "ab" + "" is not "a" + "b".
+        let split = RequestHead { content_type: Some("a".into()), authorization: Some("b".into()) };
+        let joined = RequestHead { content_type: Some("ab".into()), authorization: None };
+        assert_ne!(index.digest(&split, b""), index.digest(&joined, b""));
+    }
+
+    #[test]
+    fn each_worker_draws_its_own_keys() {
+        let head = RequestHead::default();
+        assert_ne!(LocalIndex::new(1).digest(&head, b"x"), LocalIndex::new(1).digest(&head, b"x"));
     }
 
     #[test]
     fn bounded_expired_first_then_everything() {
         let mut index = LocalIndex::new(2);
-        index.insert([1; 32], hit(10), 0);
-        index.insert([2; 32], hit(1_000), 0);
-        index.insert([3; 32], hit(1_000), 50);
+        index.insert(1, hit(10), 0);
+        index.insert(2, hit(1_000), 0);
+        index.insert(3, hit(1_000), 50);
         assert_eq!(index.len(), 2);
-        assert!(index.get(&[1; 32]).is_none(), "the expired entry went first");
-        index.insert([4; 32], hit(1_000), 60);
+        assert!(index.get(&1).is_none(), "the expired entry went first");
+        index.insert(4, hit(1_000), 60);
         assert_eq!(index.len(), 1);
         assert!(LocalIndex::new(0).is_empty());
     }

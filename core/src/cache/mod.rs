@@ -8,6 +8,6 @@ mod negative;
 mod table;
 
 pub use entry::{CacheEntry, MAX_CACHED_BODY_BYTES, render_token};
-pub use local::{LocalHit, LocalIndex};
+pub use local::{LocalHit, LocalIndex, RequestDigest};
 pub use negative::{NegativeEntry, NegativeTable};
 pub use table::{SlotEntry, SlotTable, TokenTable};

@@ -644,3 +644,65 @@ fn a_token_shorter_than_the_floor_is_still_the_callers_answer() {
     assert_eq!((r.status, r.header(CACHE_HEADER)), (200, Some("miss")));
     assert_eq!(json_of(&r)["access_token"], "short");
 }
+
+/// The usage row of client `c1` in the report.
+fn usage_of_c1(gate: &Gate) -> Value {
+    let report = json_of(&gate.usage(None, "/tokengate/usage"));
+    let row =
+        report["clients"].as_array().and_then(|rows| rows.iter().find(|r| r["client_id"] == "c1").cloned());
+    row.unwrap_or_else(|| json!({"hits": 0}))
+}
+
+#[test]
+fn hits_without_limits_wait_in_the_worker_until_the_flush() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({"usage_path": "/tokengate/usage"}));
+    let index = RefCell::new(LocalIndex::new(100));
+    let pending = RefCell::new(PendingHits::new(100));
+    let gate = Gate::new(&config, &host, "tokengate").with_local_index(&index).with_pending_hits(&pending);
+    exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok-1", 3600)));
+    let writes = host.writes();
+    for _ in 0..5 {
+        let hit = exchange(&gate, &form(), &body("s1", "a"), None);
+        assert_eq!(hit.header(CACHE_HEADER), Some("hit"));
+    }
+    // Every hit was answered without writing shared data... (the first one, a shared-cache
+    // hit, fills the index: still no write).
+    assert_eq!(host.writes(), writes, "no shared write per hit");
+    assert_eq!(usage_of_c1(&gate)["hits"], 0);
+    // ...and the flush adds them all, with one write.
+    gate.flush_hits();
+    assert_eq!(host.writes(), writes + 1);
+    let row = usage_of_c1(&gate);
+    assert_eq!((row["hits"].as_u64(), row["requests"].as_u64()), (Some(5), Some(6)));
+    assert!(pending.borrow().is_empty());
+    assert_eq!(host.metric(crate::host::Metric::Hits), 5, "stats are never deferred");
+}
+
+#[test]
+fn hits_under_a_limit_are_counted_at_once() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({
+        "usage_path": "/tokengate/usage",
+        "quota": {"default": {"tokens": 100, "window": "1d"}}
+    }));
+    let pending = RefCell::new(PendingHits::new(100));
+    let gate = Gate::new(&config, &host, "tokengate").with_pending_hits(&pending);
+    exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok-1", 3600)));
+    let hit = exchange(&gate, &form(), &body("s1", "a"), None);
+    assert!(hit.header("auth0-client-quota-limit").is_some(), "the quota header needs the record");
+    assert!(pending.borrow().is_empty());
+    assert_eq!(usage_of_c1(&gate)["hits"], 1);
+}
+
+#[test]
+fn a_hit_carries_its_decision_and_client_for_the_access_log() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({}));
+    let gate = Gate::new(&config, &host, "tokengate");
+    let miss = exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok-1", 3600)));
+    assert_eq!(miss.header(crate::response::DECISION_HEADER), Some("miss"));
+    let hit = exchange(&gate, &form(), &body("s1", "a"), None);
+    assert_eq!(hit.header(crate::response::DECISION_HEADER), Some("hit"));
+    assert_eq!(hit.header(crate::response::CLIENT_HEADER), Some("c1"));
+}

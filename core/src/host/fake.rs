@@ -22,6 +22,8 @@ pub struct FakeHost {
     /// Runs just before the set with this index (counted from when it was armed).
     interleaved: RefCell<Option<(u32, Interleaved)>>,
     sets_seen: Cell<u32>,
+    /// Successful sets so far.
+    writes: Cell<u32>,
     metrics: RefCell<HashMap<Metric, i64>>,
 }
 
@@ -59,6 +61,11 @@ impl FakeHost {
     /// The value of one stat.
     pub fn metric(&self, metric: Metric) -> i64 {
         self.metrics.borrow().get(&metric).copied().unwrap_or(0)
+    }
+
+    /// How many writes to shared data succeeded so far.
+    pub fn writes(&self) -> u32 {
+        self.writes.get()
     }
 
     /// Drops interleaved work that has not run yet.
@@ -109,6 +116,7 @@ impl SharedStore for FakeHost {
         let next = self.next_cas.get().wrapping_add(1).max(1);
         self.next_cas.set(next);
         data.insert(key.to_owned(), (value.to_vec(), next));
+        self.writes.set(self.writes.get() + 1);
         Ok(())
     }
 }
