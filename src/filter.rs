@@ -212,11 +212,18 @@ impl HttpContext for TokenFilter {
             .unwrap_or_default();
         self.decide(&config, &head, &body)
     }
+}
 
-    fn on_log(&mut self) {
-        // The stream is over: a waiter whose client went away leaves the hub.
-        if matches!(self.phase, Phase::Waiting) {
-            self.hub.borrow_mut().remove_waiter(self.context_id);
+/// The stream is gone (the SDK drops its context in `on_delete`): a waiter whose client went
+/// away leaves the hub. Not `on_log`: the build drops that export, one VM entry less per
+/// request (xtask/src/trim.rs). A hub busy right now keeps the waiter; answering a stream
+/// that has gone away is a no-op.
+impl Drop for TokenFilter {
+    fn drop(&mut self) {
+        if matches!(self.phase, Phase::Waiting)
+            && let Ok(mut hub) = self.hub.try_borrow_mut()
+        {
+            hub.remove_waiter(self.context_id);
         }
     }
 }

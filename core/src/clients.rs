@@ -5,6 +5,7 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::config::{BucketRule, QuotaRule};
+use crate::hit_tally::{HitTally, LEASE_MS, Lease, lease_size};
 use crate::host::StoreError;
 use crate::limits::{Bucket, BucketDecision, QuotaDecision, QuotaWindow};
 use crate::response::Decision;
@@ -244,19 +245,46 @@ impl<'a> ClientTable<'a> {
         rules: (Option<&BucketRule>, Option<&QuotaRule>),
         expected: Option<Decision>,
     ) -> Result<Option<LimitState>, StoreError> {
+        Ok(self.admit_leasing(client_id, now_ms, create, rules, expected, None)?.map(|(state, _)| state))
+    }
+
+    /// [`ClientTable::admit`], and with `lease`, when the request is admitted far from the
+    /// limit, takes a [`Lease`] for this worker's next hits in the same write (see
+    /// `hit_tally`). `lease` carries the leftover of this worker's previous lease (tokens and
+    /// the fill they were taken on), given back in the same write.
+    pub fn admit_leasing(
+        &self,
+        client_id: &str,
+        now_ms: u64,
+        create: bool,
+        rules: (Option<&BucketRule>, Option<&QuotaRule>),
+        expected: Option<Decision>,
+        lease: Option<Option<(u64, u64)>>,
+    ) -> Result<Option<(LimitState, Option<Lease>)>, StoreError> {
+        let leftover = lease.flatten();
+        let lease = lease.is_some();
         let (rate, quota) = rules;
         let missing = if create { Missing::Create(None) } else { Missing::Skip };
         self.modify(client_id, now_ms, missing, |record| {
             let mut state = LimitState::default();
+            let mut shared = LimitState::default();
+            let mut leased = (0, 0);
             if let Some(rule) = rate {
-                let bucket = record.bucket.unwrap_or_else(|| Bucket::full(rule, now_ms));
-                let (after, decision) = bucket.take(rule, now_ms);
+                let bucket = record
+                    .bucket
+                    .map_or_else(|| Bucket::full(rule, now_ms), |b| give_back(b, rule, now_ms, leftover));
+                let (mut after, decision) = bucket.take(rule, now_ms);
+                let extra = if lease && decision.allowed { lease_size(after.tokens) } else { 0 };
+                after.tokens -= extra;
                 record.bucket = Some(after);
                 state.rate = Some((*rule, decision));
+                shared.rate = Some((*rule, BucketDecision { remaining: after.tokens, ..decision }));
+                leased = (extra, after.last_fill_ms);
             }
             if let Some(rule) = quota {
                 let window = record.quota.unwrap_or(QuotaWindow { start_ms: 0, used: 0 });
                 state.quota = Some((*rule, window.peek(rule, now_ms)));
+                shared.quota = state.quota;
             }
             record.usage.requests = record.usage.requests.saturating_add(1);
             match (state.rate, expected) {
@@ -264,7 +292,17 @@ impl<'a> ClientTable<'a> {
                 (_, Some(decision)) => record.usage.count(decision),
                 _ => {}
             }
-            state
+            let admitted = state.rate.is_none_or(|(_, d)| d.allowed);
+            let lease = (lease && admitted).then(|| Lease {
+                tokens: leased.0,
+                limits: shared,
+                last_fill_ms: leased.1,
+                valid_until_ms: shared
+                    .rate
+                    .map_or(u64::MAX, |(_, d)| d.next_fill_ms)
+                    .min(now_ms.saturating_add(LEASE_MS)),
+            });
+            (state, lease)
         })
     }
 
@@ -280,17 +318,25 @@ impl<'a> ClientTable<'a> {
         self.modify(client_id, now_ms, missing, |record| record.usage.count(decision))
     }
 
-    /// Adds hits counted by one worker since its last flush (see `hit_tally`).
-    pub fn add_hits(
+    /// Adds hits counted by one worker since its last flush, and gives back the tokens
+    /// its lease did not spend (`leftover`: tokens and the fill they were taken on) while
+    /// the bucket is still on that fill; after a fill they are dropped, so a lease never
+    /// makes the bucket admit more than it would have.
+    pub fn settle(
         &self,
         client_id: &str,
         create: bool,
-        tally: &crate::hit_tally::HitTally,
+        tally: &HitTally,
+        leftover: Option<(u64, u64, &BucketRule)>,
+        now_ms: u64,
     ) -> Result<Option<()>, StoreError> {
         let missing = if create { Missing::Create(None) } else { Missing::Skip };
         self.modify(client_id, tally.last_seen_ms, missing, |record| {
             record.usage.requests = record.usage.requests.saturating_add(tally.hits);
             record.usage.hits = record.usage.hits.saturating_add(tally.hits);
+            if let (Some((tokens, last_fill_ms, rule)), Some(bucket)) = (leftover, record.bucket) {
+                record.bucket = Some(give_back(bucket, rule, now_ms, Some((tokens, last_fill_ms))));
+            }
         })
     }
 
@@ -432,6 +478,19 @@ impl<'a> ClientTable<'a> {
     }
 }
 
+/// The bucket at `now_ms` with a lease's `leftover` (tokens, the fill they were taken on)
+/// back in it, while it is still on that fill; after a fill they are dropped, so a lease
+/// never makes the bucket admit more than it would have.
+fn give_back(bucket: Bucket, rule: &BucketRule, now_ms: u64, leftover: Option<(u64, u64)>) -> Bucket {
+    let bucket = bucket.refilled(rule, now_ms);
+    match leftover {
+        Some((tokens, last_fill_ms)) if bucket.last_fill_ms == last_fill_ms => {
+            Bucket { tokens: bucket.tokens.saturating_add(tokens).min(rule.max_tokens), ..bucket }
+        }
+        _ => bucket,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,6 +498,62 @@ mod tests {
 
     const RATE: BucketRule = BucketRule { max_tokens: 5, tokens_per_fill: 5, fill_interval_ms: 60_000 };
     const QUOTA: QuotaRule = QuotaRule { tokens: 2, window_ms: 86_400_000 };
+
+    /// 1000 tokens, 10 more every second.
+    const BIG: BucketRule = BucketRule { max_tokens: 1_000, tokens_per_fill: 10, fill_interval_ms: 1_000 };
+
+    fn remaining_after_one(table: &ClientTable<'_>, now: u64) -> u64 {
+        let state = table.admit("c1", now, true, (Some(&BIG), None), None).unwrap().unwrap();
+        state.rate.unwrap().1.remaining
+    }
+
+    #[test]
+    fn a_lease_is_taken_in_the_same_write_and_its_leftover_given_back_on_the_same_fill() {
+        let host = FakeHost::new(0);
+        let store = Store::new(&host, &host, "tg");
+        let table = ClientTable::new(&store, "tg", Standing::Trusted, 16);
+        let (state, lease) =
+            table.admit_leasing("c1", 0, true, (Some(&BIG), None), None, Some(None)).unwrap().unwrap();
+        let lease = lease.unwrap();
+        // This request sees what a single bucket would say; the shared record holds the rest.
+        assert_eq!(state.rate.unwrap().1.remaining, 999);
+        assert_eq!(lease.tokens, 62);
+        assert_eq!(lease.limits.rate.unwrap().1.remaining, 999 - 62);
+        assert_eq!(lease.valid_until_ms, LEASE_MS, "at most one tick");
+        let tally = HitTally { hits: 0, last_seen_ms: 0 };
+        table.settle("c1", true, &tally, Some((62, lease.last_fill_ms, &BIG)), 500).unwrap();
+        assert_eq!(remaining_after_one(&table, 500), 998, "nothing lost");
+    }
+
+    #[test]
+    fn a_leftover_from_before_a_fill_is_dropped_never_over_admitting() {
+        let host = FakeHost::new(0);
+        let store = Store::new(&host, &host, "tg");
+        let table = ClientTable::new(&store, "tg", Standing::Trusted, 16);
+        let (_, lease) =
+            table.admit_leasing("c1", 0, true, (Some(&BIG), None), None, Some(None)).unwrap().unwrap();
+        let lease = lease.unwrap();
+        let tally = HitTally { hits: 0, last_seen_ms: 0 };
+        table.settle("c1", true, &tally, Some((lease.tokens, lease.last_fill_ms, &BIG)), 1_500).unwrap();
+        // 937 + one fill of 10, without the 62 leftover.
+        assert_eq!(remaining_after_one(&table, 1_500), 946);
+    }
+
+    #[test]
+    fn no_lease_near_the_limit_or_when_refused() {
+        let host = FakeHost::new(0);
+        let store = Store::new(&host, &host, "tg");
+        let table = ClientTable::new(&store, "tg", Standing::Trusted, 16);
+        for _ in 0..5 {
+            let (_, lease) =
+                table.admit_leasing("c1", 0, true, (Some(&RATE), None), None, Some(None)).unwrap().unwrap();
+            assert_eq!(lease.map(|l| l.tokens), Some(0), "a small bucket is taken one request at a time");
+        }
+        let (state, lease) =
+            table.admit_leasing("c1", 0, true, (Some(&RATE), None), None, Some(None)).unwrap().unwrap();
+        assert!(!state.rate.unwrap().1.allowed);
+        assert_eq!(lease, None);
+    }
 
     #[test]
     fn record_round_trip() {

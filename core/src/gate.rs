@@ -151,17 +151,26 @@ impl<'a> Gate<'a> {
         self
     }
 
-    /// Adds this worker's pending hits to their clients' shared records. Hits that could
-    /// not be written (a host error) stay pending for the next flush.
+    /// Adds this worker's pending hits to their clients' shared records and gives back
+    /// what its leases did not spend. Hits that could not be written (a host error) stay
+    /// pending for the next flush.
     pub fn flush_hits(&self) {
         let Some(pending) = self.pending_hits else {
             return;
         };
         let drained = pending.borrow_mut().drain();
-        for (client_id, tally) in drained {
-            let added =
-                self.on_client(&client_id, |table, create| table.add_hits(&client_id, create, &tally));
-            if added.is_none() {
+        let now = self.host.now_ms();
+        for (client_id, tally, lease) in drained {
+            let rule = self.config.rate_limit.as_ref().and_then(|l| l.for_client(&client_id));
+            let leftover =
+                lease.and_then(|l| l.leftover()).zip(rule).map(|((n, fill), rule)| (n, fill, rule));
+            if tally.hits == 0 && leftover.is_none() {
+                continue;
+            }
+            let settled = self.on_client(&client_id, |table, create| {
+                table.settle(&client_id, create, &tally, leftover, now)
+            });
+            if settled.is_none() {
                 pending.borrow_mut().restore(client_id, tally);
             }
         }
@@ -456,16 +465,30 @@ impl<'a> Gate<'a> {
         };
         let rate = self.config.rate_limit.as_ref().and_then(|l| l.for_client(id));
         let quota = self.config.quota.as_ref().and_then(|l| l.for_client(id));
-        // A hit under no limit needs no shared counter now: it is counted on the next flush.
-        if expected == Some(Decision::Hit)
-            && rate.is_none()
-            && quota.is_none()
-            && self.pending_hits.is_some_and(|p| p.borrow_mut().record(id, now))
-        {
-            return LimitState::default();
+        let pending = self.pending_hits.filter(|_| expected == Some(Decision::Hit));
+        if let Some(pending) = pending {
+            let mut pending = pending.borrow_mut();
+            // A hit under no limit needs no shared counter now: it is counted on the next flush.
+            if rate.is_none() && quota.is_none() && pending.record(id, now) {
+                return LimitState::default();
+            }
+            // A hit under limits spends this worker's lease while it lasts.
+            if let Some(limits) = pending.spend_lease(id, now) {
+                return limits;
+            }
         }
-        self.on_client(id, |table, create| table.admit(id, now, create, (rate, quota), expected))
-            .unwrap_or_default()
+        // A new lease gives back the previous one's leftover in the same write.
+        let lease = pending.filter(|p| p.borrow().has_room(id)).map(|p| p.borrow_mut().end_lease(id));
+        let admitted = self.on_client(id, |table, create| {
+            table.admit_leasing(id, now, create, (rate, quota), expected, lease)
+        });
+        let Some((limits, lease)) = admitted else {
+            return LimitState::default();
+        };
+        if let (Some(pending), Some(lease)) = (pending, lease) {
+            pending.borrow_mut().hold(id, lease);
+        }
+        limits
     }
 
     /// Spends one unit of the client's quota for an IdP call: the rule and what is left,

@@ -7,6 +7,7 @@ mod demo;
 mod fuzz;
 mod setup;
 mod test;
+mod trim;
 
 use std::process::ExitCode;
 

@@ -680,7 +680,7 @@ fn hits_without_limits_wait_in_the_worker_until_the_flush() {
 }
 
 #[test]
-fn hits_under_a_limit_are_counted_at_once() {
+fn hits_under_a_quota_are_counted_at_once_then_from_a_snapshot_until_the_flush() {
     let host = FakeHost::new(T0);
     let config = config(json!({
         "usage_path": "/tokengate/usage",
@@ -690,9 +690,87 @@ fn hits_under_a_limit_are_counted_at_once() {
     let gate = Gate::new(&config, &host, "tokengate").with_pending_hits(&pending);
     exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok-1", 3600)));
     let hit = exchange(&gate, &form(), &body("s1", "a"), None);
-    assert!(hit.header("auth0-client-quota-limit").is_some(), "the quota header needs the record");
-    assert!(pending.borrow().is_empty());
-    assert_eq!(usage_of_c1(&gate)["hits"], 1);
+    let quota = hit.header("auth0-client-quota-limit").map(str::to_owned);
+    assert!(quota.is_some(), "the quota header comes from the record");
+    assert_eq!(usage_of_c1(&gate)["hits"], 1, "the first hit is counted with its read");
+    let writes = host.writes();
+    let again = exchange(&gate, &form(), &body("s1", "a"), None);
+    assert_eq!(again.header("auth0-client-quota-limit").map(str::to_owned), quota);
+    assert_eq!(host.writes(), writes, "the next hit within a tick reuses what was read");
+    gate.flush_hits();
+    assert_eq!(usage_of_c1(&gate)["hits"], 2);
+}
+
+/// Two workers (two gates with their own pending state) on one shared store.
+fn two_workers<'a>(
+    config: &'a Config,
+    host: &'a FakeHost,
+    pending: &'a [RefCell<PendingHits>; 2],
+) -> [Gate<'a>; 2] {
+    [0, 1].map(|w| Gate::new(config, host, "tokengate").with_pending_hits(&pending[w]))
+}
+
+fn remaining(r: &Response) -> Option<u64> {
+    r.header("x-ratelimit-remaining").and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn a_small_bucket_stays_exact_request_by_request_across_workers() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({
+        "rate_limit": {"default": {"max_tokens": 5, "tokens_per_fill": 5, "fill_interval": "60s"}}
+    }));
+    let pending = [RefCell::new(PendingHits::new(100)), RefCell::new(PendingHits::new(100))];
+    let workers = two_workers(&config, &host, &pending);
+    let miss = exchange(&workers[0], &form(), &body("s1", "a"), Some(token_reply("tok-1", 3600)));
+    assert_eq!(remaining(&miss), Some(4));
+    let answers: Vec<(u16, Option<u64>)> = (0..6)
+        .map(|i| exchange(&workers[i % 2], &form(), &body("s1", "a"), None))
+        .map(|r| (r.status, remaining(&r)))
+        .collect();
+    assert_eq!(
+        answers,
+        [(200, Some(3)), (200, Some(2)), (200, Some(1)), (200, Some(0)), (429, Some(0)), (429, Some(0))]
+    );
+}
+
+#[test]
+fn a_large_bucket_is_leased_per_worker_and_counts_every_request_exactly() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({
+        "usage_path": "/tokengate/usage",
+        "rate_limit": {"default": {"max_tokens": 1000, "tokens_per_fill": 1000, "fill_interval": "60s"}}
+    }));
+    let pending = [RefCell::new(PendingHits::new(100)), RefCell::new(PendingHits::new(100))];
+    let workers = two_workers(&config, &host, &pending);
+    exchange(&workers[0], &form(), &body("s1", "a"), Some(token_reply("tok-1", 3600)));
+    let writes = host.writes();
+    let mut last = [u64::MAX; 2];
+    for i in 0..300 {
+        let r = exchange(&workers[i % 2], &form(), &body("s1", "a"), None);
+        assert_eq!(r.status, 200);
+        let left = remaining(&r).unwrap();
+        assert!(left < last[i % 2], "each worker's remaining goes down");
+        last[i % 2] = left;
+        if i % 40 == 39 {
+            host.advance_ms(25); // past a lease's life: the next hit takes a new one
+        }
+    }
+    assert!(host.writes() - writes < 30, "{} shared writes for 300 hits", host.writes() - writes);
+    for gate in &workers {
+        gate.flush_hits();
+    }
+    // Every token not spent went back: the bucket holds 1000 - 1 miss - 300 hits.
+    let table = workers[0].clients(Standing::Trusted);
+    let rule = config.rate_limit.as_ref().and_then(|l| l.for_client("c1")).copied().unwrap();
+    let state = table
+        .admit("c1", crate::host::Clock::now_ms(&host), false, (Some(&rule), None), None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.rate.unwrap().1.remaining, 1000 - 301 - 1);
+    // Requests: the miss, 300 hits and the check above.
+    let row = usage_of_c1(&workers[0]);
+    assert_eq!((row["requests"].as_u64(), row["hits"].as_u64()), (Some(302), Some(300)));
 }
 
 #[test]
