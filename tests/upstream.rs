@@ -52,7 +52,8 @@ fn idp_errors_are_relayed_with_their_status_and_body_and_not_cached() {
     // negative_ttl 0s: the 403 is not remembered (the negative cache has its own test).
     let config = plugin_config(json!({"cache": {"min_remaining_ttl": "1s", "negative_ttl": "0s"}}));
     let stack = Stack::start(config, 3600);
-    for status in [500u16, 429, 403] {
+    // The 429 last: after it the client is held back until the IdP's reset (tests/backoff.rs).
+    for status in [500u16, 403, 429] {
         stack.set_fault(Fault { status: Some(status), ..Fault::default() });
         let r = stack.post_form(&cc_form("c1", "s1", "a"));
         assert_eq!(r.status, status, "{}", r.text());
@@ -60,7 +61,7 @@ fn idp_errors_are_relayed_with_their_status_and_body_and_not_cached() {
         assert!(json_body(&r)["error"].is_string());
     }
     stack.set_fault(Fault::default());
-    let ok = stack.post_form(&cc_form("c1", "s1", "a"));
+    let ok = stack.post_form(&cc_form("c2", "s2", "a"));
     assert_eq!((ok.status, cache_status(&ok)), (200, "miss"));
     assert_eq!(stack.idp.token_calls(), 4);
 }

@@ -11,7 +11,7 @@ use crate::limits::{Bucket, BucketDecision, QuotaDecision, QuotaWindow};
 use crate::response::Decision;
 use crate::store::{CAS_ATTEMPTS, Change, Store};
 
-const FORMAT_VERSION: u8 = 2;
+const FORMAT_VERSION: u8 = 3;
 
 /// What one client did, counted exactly across workers (the usage report's row).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,10 +28,12 @@ pub struct Usage {
     pub issued_total: u64,
     pub issued_window_start_ms: u64,
     pub issued_window: u64,
+    /// Requests answered locally because the IdP asked for a back-off.
+    pub backoff: u64,
 }
 
 impl Usage {
-    const FIELDS: usize = 11;
+    const FIELDS: usize = 12;
 
     fn count(&mut self, decision: Decision) {
         let field = match decision {
@@ -42,6 +44,7 @@ impl Usage {
             Decision::Negative => &mut self.negative,
             Decision::RateLimited => &mut self.rate_limited,
             Decision::QuotaRejected => &mut self.quota_rejected,
+            Decision::Backoff => &mut self.backoff,
             Decision::Bypass | Decision::BadRequest => return,
         };
         *field = field.saturating_add(1);
@@ -60,6 +63,7 @@ impl Usage {
             self.issued_total,
             self.issued_window_start_ms,
             self.issued_window,
+            self.backoff,
         ]
     }
 
@@ -76,6 +80,7 @@ impl Usage {
             issued_total: f[8],
             issued_window_start_ms: f[9],
             issued_window: f[10],
+            backoff: f[11],
         }
     }
 
@@ -100,6 +105,8 @@ pub struct ClientRecord {
     pub last_seen_ms: u64,
     pub bucket: Option<Bucket>,
     pub quota: Option<QuotaWindow>,
+    /// No IdP call for this client before this (0 = none): the IdP answered it `429`.
+    pub backoff_until_ms: u64,
     pub usage: Usage,
 }
 
@@ -110,6 +117,7 @@ impl ClientRecord {
             last_seen_ms: now_ms,
             bucket: None,
             quota: None,
+            backoff_until_ms: 0,
             usage: Usage::default(),
         }
     }
@@ -131,6 +139,7 @@ impl ClientRecord {
             out.extend_from_slice(&q.start_ms.to_le_bytes());
             out.extend_from_slice(&q.used.to_le_bytes());
         }
+        out.extend_from_slice(&self.backoff_until_ms.to_le_bytes());
         for field in self.usage.fields() {
             out.extend_from_slice(&field.to_le_bytes());
         }
@@ -151,11 +160,19 @@ impl ClientRecord {
             if flags & 1 != 0 { Some(Bucket { tokens: r.u64()?, last_fill_ms: r.u64()? }) } else { None };
         let quota =
             if flags & 2 != 0 { Some(QuotaWindow { start_ms: r.u64()?, used: r.u64()? }) } else { None };
+        let backoff_until_ms = r.u64()?;
         let mut fields = [0u64; Usage::FIELDS];
         for field in &mut fields {
             *field = r.u64()?;
         }
-        Some(ClientRecord { client_id, last_seen_ms, bucket, quota, usage: Usage::from_fields(fields) })
+        Some(ClientRecord {
+            client_id,
+            last_seen_ms,
+            bucket,
+            quota,
+            backoff_until_ms,
+            usage: Usage::from_fields(fields),
+        })
     }
 }
 
@@ -178,6 +195,8 @@ impl<'b> Reader<'b> {
 pub struct LimitState {
     pub rate: Option<(BucketRule, BucketDecision)>,
     pub quota: Option<(QuotaRule, QuotaDecision)>,
+    /// The client's IdP back-off deadline, when one is in force.
+    pub backoff_until_ms: Option<u64>,
 }
 
 /// Which client table: clients that proved their credentials (`Trusted`: configured in
@@ -286,6 +305,8 @@ impl<'a> ClientTable<'a> {
                 state.quota = Some((*rule, window.peek(rule, now_ms)));
                 shared.quota = state.quota;
             }
+            state.backoff_until_ms = (record.backoff_until_ms > now_ms).then_some(record.backoff_until_ms);
+            shared.backoff_until_ms = state.backoff_until_ms;
             record.usage.requests = record.usage.requests.saturating_add(1);
             match (state.rate, expected) {
                 (Some((_, d)), _) if !d.allowed => record.usage.count(Decision::RateLimited),
@@ -337,6 +358,21 @@ impl<'a> ClientTable<'a> {
             if let (Some((tokens, last_fill_ms, rule)), Some(bucket)) = (leftover, record.bucket) {
                 record.bucket = Some(give_back(bucket, rule, now_ms, Some((tokens, last_fill_ms))));
             }
+        })
+    }
+
+    /// Records that the IdP answered the client `429`: no call for it before `until_ms` (a
+    /// later deadline never shortens).
+    pub fn back_off(
+        &self,
+        client_id: &str,
+        now_ms: u64,
+        create: bool,
+        until_ms: u64,
+    ) -> Result<Option<()>, StoreError> {
+        let missing = if create { Missing::Create(None) } else { Missing::Skip };
+        self.modify(client_id, now_ms, missing, |record| {
+            record.backoff_until_ms = record.backoff_until_ms.max(until_ms);
         })
     }
 
@@ -562,7 +598,8 @@ mod tests {
             last_seen_ms: 7,
             bucket: Some(Bucket { tokens: 3, last_fill_ms: 5 }),
             quota: Some(QuotaWindow { start_ms: 0, used: 9 }),
-            usage: Usage { requests: 12, hits: 9, issued_window: 2, ..Usage::default() },
+            backoff_until_ms: 1_234,
+            usage: Usage { requests: 12, hits: 9, issued_window: 2, backoff: 4, ..Usage::default() },
         };
         assert_eq!(ClientRecord::decode(&r.encode()), Some(r));
         assert_eq!(ClientRecord::decode(&[]), None);

@@ -114,6 +114,8 @@ mod tests {
             path: "/oauth/token".into(),
             timeout_ms: 5000,
             backoff_scope: BackoffScope::Client,
+            max_backoff_ms: 60_000,
+            reserve: 0,
             key_header: None,
         }
     }

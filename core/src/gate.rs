@@ -10,11 +10,12 @@
 
 use std::cell::RefCell;
 
+use crate::backoff::{IdpRecord, IdpState, RateLimitHeaders, deadline_ms, seconds_left};
 use crate::cache::{
     CacheEntry, LocalHit, LocalIndex, NegativeEntry, NegativeTable, RequestDigest, TokenTable, render_token,
 };
 use crate::clients::{ClientTable, LimitState, Standing};
-use crate::config::{Config, QuotaRule};
+use crate::config::{BackoffScope, Config, QuotaRule};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
@@ -274,6 +275,10 @@ impl<'a> Gate<'a> {
             if limits.rate.is_some_and(|(_, d)| !d.allowed) {
                 return respond(self.rate_limited(client_id, &limits, now));
             }
+            let idp = self.idp_record();
+            if let Some(until) = self.backoff_deadline(limits.backoff_until_ms, &idp, now) {
+                return respond(self.backoff_refusal(client_id, until, &limit_headers, &idp, now));
+            }
             let call = self.idp_call(head, body, None);
             self.host.add(Metric::IdpCalls, 1);
             return match self.host.dispatch(&call) {
@@ -342,6 +347,23 @@ impl<'a> Gate<'a> {
                 true,
             ));
         }
+        // The IdP's back-pressure: no call while it asked for a pause, and none for a key
+        // that still has a valid token while its last calls are kept in reserve.
+        let idp = self.idp_record();
+        let backoff = self.backoff_deadline(limits.backoff_until_ms, &idp, now);
+        let reserve = backoff.is_none() && idp.in_reserve(self.config.upstream.reserve, now);
+        if backoff.is_some() || reserve {
+            if let Some(token) = stale_token(cached.as_ref(), &key, now) {
+                if reserve {
+                    self.host.add(Metric::IdpReserveHeld, 1);
+                }
+                let r = with_headers(Response::json(200, token, CacheStatus::Stale), &limit_headers);
+                return respond(self.conclude(client_id, Decision::Stale, r, false));
+            }
+            if let Some(until) = backoff {
+                return respond(self.backoff_refusal(client_id, until, &limit_headers, &idp, now));
+            }
+        }
         let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
         let begin = self.flights().begin(&fp, now, deadline_ms).unwrap_or(Begin::Uncoordinated);
         let generation = match begin {
@@ -368,7 +390,9 @@ impl<'a> Gate<'a> {
         if let Some((rule, decision)) = spent {
             // The quota header shows what is left after this call.
             headers.retain(|(n, _)| n != "auth0-client-quota-limit");
-            headers.extend(LimitState { rate: None, quota: Some((rule, decision)) }.headers(now));
+            headers.extend(
+                LimitState { rate: None, quota: Some((rule, decision)), backoff_until_ms: None }.headers(now),
+            );
             if !decision.allowed {
                 let refusal = self.quota_refusal(&identity, generation, &rule, &decision, now);
                 let (response, decided) = match stale_token(cached.as_ref(), &key, now) {
@@ -416,6 +440,82 @@ impl<'a> Gate<'a> {
             self.on_client(id, |table, create| table.tally(id, now, create, decision));
         }
         response.decided(decision, client_id)
+    }
+
+    fn idp_state(&self) -> IdpState<'_> {
+        IdpState::new(&self.store, self.key_prefix)
+    }
+
+    /// What the IdP last said about its limits; a store that cannot be read says nothing.
+    fn idp_record(&self) -> IdpRecord {
+        self.idp_state().read().unwrap_or_default()
+    }
+
+    fn client_record(&self, client_id: &str) -> Option<crate::clients::ClientRecord> {
+        [Standing::Trusted, Standing::Guest]
+            .into_iter()
+            .find_map(|standing| self.clients(standing).get(client_id).ok().flatten())
+    }
+
+    /// The back-off in force for a request: the client's own (`client_until`, from its
+    /// record) and the IdP-wide one, whichever ends later.
+    fn backoff_deadline(&self, client_until: Option<u64>, idp: &IdpRecord, now: u64) -> Option<u64> {
+        let client = client_until.filter(|until| *until > now);
+        client.into_iter().chain(idp.backing_off(now)).max()
+    }
+
+    /// Reads the IdP's rate-limit headers off an answer and, on a `429`, records the
+    /// back-off (for the client, or for the whole IdP by configuration or when the request
+    /// named no client). Returns the deadline of a back-off it recorded.
+    fn observe_idp(&self, reply: &IdpReply, client_id: Option<&str>, now: u64) -> Option<u64> {
+        let headers = RateLimitHeaders::parse(reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let until =
+            (reply.status == 429).then(|| deadline_ms(&headers, now, self.config.upstream.max_backoff_ms));
+        let per_client = match (self.config.upstream.backoff_scope, client_id) {
+            (BackoffScope::Client, Some(id)) => Some(id),
+            _ => None,
+        };
+        let upstream_until = until.filter(|_| per_client.is_none());
+        let _ = self.idp_state().observe(&headers, now, upstream_until);
+        if let (Some(until), Some(id)) = (until, per_client) {
+            self.on_client(id, |table, create| table.back_off(id, now, create, until));
+        }
+        if until.is_some() {
+            self.host.add(Metric::IdpBackoffStarted, 1);
+        }
+        until
+    }
+
+    /// The local `429` while the IdP asked for a back-off, with the client's own rate-limit
+    /// headers, or else the IdP's last ones.
+    fn backoff_refusal(
+        &self,
+        client_id: Option<&str>,
+        until: u64,
+        limit_headers: &[(String, String)],
+        idp: &IdpRecord,
+        now: u64,
+    ) -> Response {
+        let mut r = Response::oauth_error(
+            429,
+            ErrorCode::TooManyRequests,
+            "the identity provider asked for a pause in token requests; retry after the time given",
+            CacheStatus::Bypass,
+        );
+        r.push_header("retry-after", seconds_left(until, now).to_string());
+        if !limit_headers.iter().any(|(n, _)| n == "x-ratelimit-limit") {
+            let idp_headers = [
+                ("x-ratelimit-limit", idp.limit),
+                ("x-ratelimit-remaining", idp.remaining),
+                ("x-ratelimit-reset", idp.reset_s),
+            ];
+            for (name, value) in idp_headers {
+                if let Some(value) = value {
+                    r.push_header(name, value.to_string());
+                }
+            }
+        }
+        self.conclude(client_id, Decision::Backoff, with_headers(r, limit_headers), false)
     }
 
     /// The 429 for a client over its rate limit (counted with its admission).
@@ -570,6 +670,15 @@ impl<'a> Gate<'a> {
         now: u64,
     ) -> Option<KeyedCall> {
         let fp = identity.fingerprint;
+        let idp = self.idp_record();
+        let client_backoff = client_id.and_then(|id| self.client_record(id)).map(|r| r.backoff_until_ms);
+        if self.backoff_deadline(client_backoff, &idp, now).is_some() {
+            return None;
+        }
+        if idp.in_reserve(self.config.upstream.reserve, now) {
+            self.host.add(Metric::IdpReserveHeld, 1);
+            return None;
+        }
         let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
         let Ok(Begin::Owner { generation }) = self.flights().begin(&fp, now, deadline_ms) else {
             return None;
@@ -643,6 +752,7 @@ impl<'a> Gate<'a> {
                 unreachable_outcome()
             }
             Some(r) => {
+                let backoff = self.observe_idp(r, call.client_id.as_deref(), now);
                 let identity = Identity { fingerprint: call.fingerprint, seal_key: call.seal_key };
                 let entry = self.nonce().and_then(|nonce| {
                     CacheEntry::from_token_response(&identity, r.status, &r.body, call.started_ms, nonce)
@@ -673,7 +783,7 @@ impl<'a> Gate<'a> {
                     status: r.status,
                     cached,
                     unreachable: false,
-                    headers: relayed_headers(r),
+                    headers: with_retry_after(relayed_headers(r), backoff, now),
                     body: if relay { self.seal_body(&identity, &r.body) } else { String::new() },
                 }
             }
@@ -738,9 +848,12 @@ impl<'a> Gate<'a> {
 
     /// The response for a forwarded call (never cached); `reply` is `None` when it failed.
     pub fn complete_forward(&self, pending: &PendingCall, reply: Option<&IdpReply>) -> Response {
+        let now = self.host.now_ms();
         let response = match reply {
             Some(r) if r.status < 500 || is_json(&r.body) => {
-                relay(r.status, &relayed_headers(r), r.body.clone(), CacheStatus::Bypass)
+                let backoff = self.observe_idp(r, pending.client_id.as_deref(), now);
+                let headers = with_retry_after(relayed_headers(r), backoff, now);
+                relay(r.status, &headers, r.body.clone(), CacheStatus::Bypass)
             }
             _ => {
                 self.host.add(Metric::IdpErrors, 1);
@@ -750,7 +863,7 @@ impl<'a> Gate<'a> {
         let client_id = pending.client_id.as_deref();
         // Tokens from forwarded grants are issued (and billed) too.
         if let (Some(id), true) = (client_id, response.status == 200 && has_access_token(&response.body)) {
-            self.issued(id, self.host.now_ms());
+            self.issued(id, now);
         }
         self.conclude(client_id, Decision::Bypass, with_headers(response, &pending.limit_headers), true)
     }
@@ -817,6 +930,19 @@ fn relayed_headers(reply: &IdpReply) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The IdP's headers with `retry-after` set to the back-off it started, if any.
+fn with_retry_after(
+    mut headers: Vec<(String, String)>,
+    backoff: Option<u64>,
+    now: u64,
+) -> Vec<(String, String)> {
+    if let Some(until) = backoff {
+        headers.retain(|(n, _)| n != "retry-after");
+        headers.push(("retry-after".to_owned(), seconds_left(until, now).to_string()));
+    }
+    headers
+}
+
 fn unreachable_outcome() -> CallOutcome {
     CallOutcome { status: 503, cached: false, unreachable: true, headers: Vec::new(), body: String::new() }
 }
@@ -835,6 +961,7 @@ fn metric_of(decision: Decision) -> Metric {
         Decision::Bypass => Metric::Bypass,
         Decision::RateLimited => Metric::RateLimited,
         Decision::QuotaRejected => Metric::QuotaRejected,
+        Decision::Backoff => Metric::IdpBackoffRejected,
         Decision::BadRequest => Metric::BadRequests,
     }
 }

@@ -194,7 +194,7 @@ mod tests {
         let decision = BucketDecision { allowed: true, remaining: shared_remaining, next_fill_ms: 60_000 };
         Lease {
             tokens,
-            limits: LimitState { rate: Some((rule, decision)), quota: None },
+            limits: LimitState { rate: Some((rule, decision)), ..LimitState::default() },
             last_fill_ms: 0,
             valid_until_ms: 100,
         }

@@ -67,6 +67,8 @@ pub enum Decision {
     Bypass,
     RateLimited,
     QuotaRejected,
+    /// Refused locally: the IdP asked for a back-off (its `429`).
+    Backoff,
     BadRequest,
 }
 
@@ -81,6 +83,7 @@ impl Decision {
             Decision::Bypass => "bypass",
             Decision::RateLimited => "rate_limited",
             Decision::QuotaRejected => "quota_rejected",
+            Decision::Backoff => "idp_backoff",
             Decision::BadRequest => "bad_request",
         }
     }

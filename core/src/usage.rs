@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 
+use crate::backoff::{IdpRecord, IdpState};
 use crate::clients::{ClientRecord, ClientTable, Standing};
 use crate::config::Config;
 use crate::store::Store;
@@ -26,7 +27,7 @@ pub fn report(config: &Config, store: &Store<'_>, key_prefix: &str, now_ms: u64)
     }
     let window_of =
         |id: &str| config.quota.as_ref().and_then(|q| q.for_client(id)).map_or(DAY_MS, |q| q.window_ms);
-    let mut totals = [0u64; 9];
+    let mut totals = [0u64; 10];
     for (_, r) in &rows {
         let u = &r.usage;
         let issued_window = u.issued_in_window(window_of(&r.client_id), now_ms);
@@ -40,6 +41,7 @@ pub fn report(config: &Config, store: &Store<'_>, key_prefix: &str, now_ms: u64)
             u.issued_total,
             u.rate_limited,
             u.quota_rejected,
+            u.backoff,
         ]) {
             *total = total.saturating_add(value);
         }
@@ -70,6 +72,8 @@ pub fn report(config: &Config, store: &Store<'_>, key_prefix: &str, now_ms: u64)
                 "tokens_saved": u.tokens_saved(),
                 "rate_limited": u.rate_limited,
                 "quota_rejected": u.quota_rejected,
+                "idp_backoff": u.backoff,
+                "idp_backoff_until": (r.backoff_until_ms > now_ms).then_some(r.backoff_until_ms / 1000),
                 "last_seen": r.last_seen_ms / 1000,
                 "window_seconds": window_ms / 1000,
                 "limits": limits_of(config, &r.client_id),
@@ -90,8 +94,21 @@ pub fn report(config: &Config, store: &Store<'_>, key_prefix: &str, now_ms: u64)
             "tokens_saved": totals[1].saturating_add(totals[3]).saturating_add(totals[4]),
             "rate_limited": totals[7],
             "quota_rejected": totals[8],
+            "idp_backoff": totals[9],
         },
+        "idp": idp_of(&IdpState::new(store, key_prefix).read().unwrap_or_default(), now_ms),
         "clients": clients,
+    })
+}
+
+/// The IdP's last rate-limit headers and any IdP-wide back-off.
+fn idp_of(idp: &IdpRecord, now_ms: u64) -> Value {
+    json!({
+        "ratelimit_limit": idp.limit,
+        "ratelimit_remaining": idp.remaining,
+        "ratelimit_reset": idp.reset_s,
+        "seen_at": (idp.seen_ms > 0).then_some(idp.seen_ms / 1000),
+        "backoff_until": idp.backing_off(now_ms).map(|until| until / 1000),
     })
 }
 

@@ -54,6 +54,16 @@ pub struct Fault {
     pub refuse: bool,
 }
 
+/// Auth0's rate-limit headers, sent on every token answer while set (a `429` fault then
+/// uses them too, with `retry-after` = `reset_in` seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub limit: u64,
+    pub remaining: u64,
+    /// `x-ratelimit-reset` is now + this many seconds.
+    pub reset_in: u64,
+}
+
 /// A request as it arrived.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -72,6 +82,7 @@ struct State {
     /// Pads issued access tokens to at least this many bytes (real ones are ~1 KB).
     token_bytes: usize,
     fault: Fault,
+    rate_limit: Option<RateLimit>,
     token_calls: u64,
     by_client: BTreeMap<String, u64>,
     by_client_audience: BTreeMap<(String, String), u64>,
@@ -164,6 +175,11 @@ impl MockIdp {
         self.shared.state().fault = fault;
     }
 
+    /// Sends these rate-limit headers on every token answer (`None`: none).
+    pub fn set_rate_limit(&self, rate_limit: Option<RateLimit>) {
+        self.shared.state().rate_limit = rate_limit;
+    }
+
     pub fn set_expires_in(&self, seconds: u64) {
         self.shared.state().expires_in = seconds;
     }
@@ -240,6 +256,27 @@ fn handle(request: &Request, shared: &Shared) -> Option<Reply> {
     if let Some(admin) = request.path().strip_prefix("/__mock/") {
         return Some(handle_admin(admin, request, shared));
     }
+    let is_token = request.method == "POST" && request.path() == TOKEN_PATH;
+    let mut reply = answer(request, shared)?;
+    let rate_limit = shared.state().rate_limit;
+    if let (true, Some(limit)) = (is_token, rate_limit) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        reply
+            .headers
+            .retain(|(n, _)| !n.starts_with("x-ratelimit-") && (reply.status != 429 || n != "retry-after"));
+        reply.headers.extend([
+            ("x-ratelimit-limit".to_owned(), limit.limit.to_string()),
+            ("x-ratelimit-remaining".to_owned(), limit.remaining.to_string()),
+            ("x-ratelimit-reset".to_owned(), (now + limit.reset_in).to_string()),
+        ]);
+        if reply.status == 429 {
+            reply.headers.push(("retry-after".to_owned(), limit.reset_in.to_string()));
+        }
+    }
+    Some(reply)
+}
+
+fn answer(request: &Request, shared: &Shared) -> Option<Reply> {
     let fault = {
         let mut state = shared.state();
         state.requests.push(Recorded {
@@ -322,6 +359,16 @@ fn handle_admin(path: &str, request: &Request, shared: &Shared) -> Reply {
                 status: body["status"].as_u64().and_then(|s| u16::try_from(s).ok()),
                 refuse: body["refuse"].as_bool().unwrap_or(false),
             };
+            Reply::json(200, &json!({"ok": true}))
+        }
+        ("POST", "rate_limit") => {
+            state.rate_limit =
+                match (body["limit"].as_u64(), body["remaining"].as_u64(), body["reset_in"].as_u64()) {
+                    (Some(limit), Some(remaining), Some(reset_in)) => {
+                        Some(RateLimit { limit, remaining, reset_in })
+                    }
+                    _ => None,
+                };
             Reply::json(200, &json!({"ok": true}))
         }
         ("POST", "expires_in") => match body["expires_in"].as_u64() {

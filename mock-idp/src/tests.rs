@@ -123,3 +123,43 @@ fn admin_endpoints() {
     assert_eq!(idp.token_calls(), 0);
     assert!(idp.requests().is_empty());
 }
+
+/// The raw answer (head and body) to a token request.
+fn raw_token_answer(idp: &MockIdp) -> String {
+    let body = "grant_type=client_credentials&client_id=c1&client_secret=s1";
+    let mut stream = TcpStream::connect(idp.addr()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let head = format!(
+        "POST /oauth/token HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: {}\r\ncontent-length: {}\r\n\r\n",
+        FORM.1,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body.as_bytes()).unwrap();
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    raw.to_ascii_lowercase()
+}
+
+#[test]
+fn rate_limit_headers_on_every_answer_and_a_429_that_says_when() {
+    let idp = idp();
+    assert!(!raw_token_answer(&idp).contains("x-ratelimit-limit"));
+    send(&idp, "POST", "/__mock/rate_limit", &[], r#"{"limit":30,"remaining":2,"reset_in":3}"#).unwrap();
+    let ok = raw_token_answer(&idp);
+    assert!(
+        ok.starts_with("http/1.1 200")
+            && ok.contains("x-ratelimit-limit: 30")
+            && ok.contains("x-ratelimit-remaining: 2")
+    );
+    idp.set_fault(Fault { status: Some(429), ..Fault::default() });
+    let limited = raw_token_answer(&idp);
+    assert!(limited.starts_with("http/1.1 429") && limited.contains("retry-after: 3"), "{limited}");
+    assert_eq!(limited.matches("retry-after").count(), 1);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let reset: u64 =
+        limited.split("x-ratelimit-reset: ").nth(1).unwrap().split("\r\n").next().unwrap().parse().unwrap();
+    assert!((now + 2..=now + 3).contains(&reset), "{reset} vs {now}");
+    idp.set_rate_limit(None);
+    assert!(!raw_token_answer(&idp).contains("x-ratelimit-remaining: 2"));
+}

@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use duration::parse_duration_ms;
+
+/// The longest `upstream.max_backoff` accepted.
+const MAX_BACKOFF_LIMIT_MS: u64 = 3_600_000;
 use raw::{RawBucket, RawConfig, RawLimits, RawQuota};
 
 /// Largest accepted `max_body_bytes`: Envoy's default per-connection buffer limit (1 MiB).
@@ -44,6 +47,12 @@ pub struct Upstream {
     pub path: String,
     pub timeout_ms: u64,
     pub backoff_scope: BackoffScope,
+    /// The longest back-off an IdP `429` can impose (absurd resets are clamped to it).
+    pub max_backoff_ms: u64,
+    /// When the IdP's `x-ratelimit-remaining` is at or below this (0 = off), its last calls
+    /// are kept for keys without any cached token: no refresh-ahead, and a key with a token
+    /// still valid gets that token (`stale`) instead of a call.
+    pub reserve: u64,
     /// When set, every IdP call carries this header with the hex cache-key fingerprint.
     pub key_header: Option<String>,
 }
@@ -190,6 +199,14 @@ impl Config {
                     ));
                 }
             },
+            max_backoff_ms: {
+                let ms = positive_duration("upstream.max_backoff", &up.max_backoff)?;
+                if !(1_000..=MAX_BACKOFF_LIMIT_MS).contains(&ms) {
+                    return Err(refuse("upstream.max_backoff", "must be between 1s and 1h"));
+                }
+                ms
+            },
+            reserve: up.reserve,
             key_header: up
                 .key_header
                 .as_deref()

@@ -34,6 +34,10 @@ pub struct RawUpstream {
     pub timeout: String,
     #[serde(default = "default_backoff_scope")]
     pub backoff_scope: String,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: String,
+    #[serde(default)]
+    pub reserve: u64,
     pub key_header: Option<String>,
 }
 
@@ -99,6 +103,10 @@ fn default_upstream_path() -> String {
 
 fn default_timeout() -> String {
     "5s".into()
+}
+
+fn default_max_backoff() -> String {
+    "60s".into()
 }
 
 fn default_backoff_scope() -> String {

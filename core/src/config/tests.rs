@@ -38,6 +38,8 @@ fn minimal_config_gets_the_spec_defaults() {
     assert_eq!(c.upstream.timeout_ms, 5000);
     assert_eq!(c.upstream.backoff_scope, BackoffScope::Client);
     assert_eq!(c.upstream.key_header, None);
+    assert_eq!(c.upstream.max_backoff_ms, 60_000);
+    assert_eq!(c.upstream.reserve, 0);
     assert_eq!(
         c.cache,
         CacheConfig {
@@ -339,4 +341,27 @@ fn usage_requests_are_gets_on_the_usage_path() {
     assert!(c.is_usage_request("GET", "/tokengate/usage?x=1"));
     assert!(!c.is_usage_request("POST", "/tokengate/usage"));
     assert!(!Config::from_json(MINIMAL.as_bytes()).unwrap().is_usage_request("GET", "/tokengate/usage"));
+}
+
+#[test]
+fn max_backoff_is_a_duration_between_one_second_and_an_hour() {
+    let c = with(json!({"upstream": {"max_backoff": "2m", "reserve": 3}})).unwrap();
+    assert_eq!((c.upstream.max_backoff_ms, c.upstream.reserve), (120_000, 3));
+    assert_field(
+        refused(json!({"upstream": {"max_backoff": "500ms"}})),
+        "upstream.max_backoff",
+        "between 1s and 1h",
+    );
+    assert_field(
+        refused(json!({"upstream": {"max_backoff": "2h"}})),
+        "upstream.max_backoff",
+        "between 1s and 1h",
+    );
+    assert_field(refused(json!({"upstream": {"max_backoff": "soon"}})), "upstream.max_backoff", "");
+}
+
+#[test]
+fn reserve_is_a_count() {
+    assert_field(refused(json!({"upstream": {"reserve": -1}})), "upstream.reserve", "");
+    assert_field(refused(json!({"upstream": {"reserve": "5"}})), "upstream.reserve", "");
 }

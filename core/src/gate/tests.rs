@@ -4,6 +4,9 @@ use super::*;
 use crate::host::fake::FakeHost;
 use crate::response::CACHE_HEADER;
 
+#[path = "backoff_tests.rs"]
+mod backoff_tests;
+
 const FORM: &str = "application/x-www-form-urlencoded";
 const T0: u64 = 1_700_000_000_000;
 
@@ -209,7 +212,8 @@ fn idp_errors_are_relayed_with_status_body_and_rate_limit_headers() {
     assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
     assert_eq!(r.header("retry-after"), Some("7"));
     assert_eq!(r.header("x-ratelimit-reset"), Some("1700000007"));
-    // A JSON 5xx from the IdP is its answer, relayed.
+    // A JSON 5xx from the IdP is its answer, relayed (once the 429's back-off is over).
+    host.advance_ms(8_000);
     let r = exchange(
         &gate,
         &form(),

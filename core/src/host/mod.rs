@@ -73,12 +73,18 @@ pub enum Metric {
     RateLimited,
     QuotaRejected,
     BadRequests,
+    /// IdP `429`s that started (or extended) a back-off.
+    IdpBackoffStarted,
+    /// Requests answered `429` locally during an IdP back-off.
+    IdpBackoffRejected,
+    /// IdP calls held back by `upstream.reserve` (refreshes skipped, still-valid tokens served).
+    IdpReserveHeld,
     /// Gauge: token slots in use.
     CacheEntries,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 16] = [
         Metric::Requests,
         Metric::Hits,
         Metric::Misses,
@@ -91,6 +97,9 @@ impl Metric {
         Metric::RateLimited,
         Metric::QuotaRejected,
         Metric::BadRequests,
+        Metric::IdpBackoffStarted,
+        Metric::IdpBackoffRejected,
+        Metric::IdpReserveHeld,
         Metric::CacheEntries,
     ];
 
@@ -109,6 +118,9 @@ impl Metric {
             Metric::RateLimited => "tokengate_rate_limited_total",
             Metric::QuotaRejected => "tokengate_quota_rejected_total",
             Metric::BadRequests => "tokengate_bad_requests_total",
+            Metric::IdpBackoffStarted => "tokengate_idp_backoff_started_total",
+            Metric::IdpBackoffRejected => "tokengate_idp_backoff_rejected_total",
+            Metric::IdpReserveHeld => "tokengate_idp_reserve_held_total",
             Metric::CacheEntries => "tokengate_cache_entries",
         }
     }

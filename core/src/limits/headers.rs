@@ -73,6 +73,7 @@ mod tests {
                 QuotaRule { tokens: 1000, window_ms: 86_400_000 },
                 QuotaDecision { allowed: true, remaining: 997, reset_ms: now + 43_200_000 },
             )),
+            backoff_until_ms: None,
         };
         let headers = state.headers(now);
         let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
