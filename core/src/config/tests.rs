@@ -344,24 +344,40 @@ fn usage_requests_are_gets_on_the_usage_path() {
 }
 
 #[test]
-fn max_backoff_is_a_duration_between_one_second_and_an_hour() {
+fn max_backoff_and_reserve_are_read() {
     let c = with(json!({"upstream": {"max_backoff": "2m", "reserve": 3}})).unwrap();
     assert_eq!((c.upstream.max_backoff_ms, c.upstream.reserve), (120_000, 3));
+}
+
+#[test]
+fn rejects_max_backoff_under_a_second() {
     assert_field(
         refused(json!({"upstream": {"max_backoff": "500ms"}})),
         "upstream.max_backoff",
         "between 1s and 1h",
     );
+}
+
+#[test]
+fn rejects_max_backoff_over_an_hour() {
     assert_field(
         refused(json!({"upstream": {"max_backoff": "2h"}})),
         "upstream.max_backoff",
         "between 1s and 1h",
     );
+}
+
+#[test]
+fn rejects_max_backoff_without_unit() {
     assert_field(refused(json!({"upstream": {"max_backoff": "soon"}})), "upstream.max_backoff", "");
 }
 
 #[test]
-fn reserve_is_a_count() {
+fn rejects_negative_reserve() {
     assert_field(refused(json!({"upstream": {"reserve": -1}})), "upstream.reserve", "");
+}
+
+#[test]
+fn rejects_reserve_as_string() {
     assert_field(refused(json!({"upstream": {"reserve": "5"}})), "upstream.reserve", "");
 }
