@@ -8,6 +8,7 @@
 //! the client going away. [`Gate::finish_call`] stores a call's outcome where every worker
 //! sees it; [`Gate::answer`] turns it into each waiter's response.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use crate::backoff::{IdpRecord, IdpState, RateLimitHeaders, deadline_ms, seconds_left};
@@ -25,7 +26,7 @@ use crate::hit_tally::PendingHits;
 use crate::host::{Host, IdpCall, Metric, StoreError};
 use crate::limits::{QuotaDecision, seconds_until};
 use crate::request::{RequestError, RequestHead, RequestKind, TokenRequest};
-use crate::response::{CacheStatus, Decision, ErrorCode, Response};
+use crate::response::{CacheStatus, Decision, ErrorCode, Header, Response};
 use crate::seal::{NONCE_BYTES, SealKey};
 use crate::store::Store;
 
@@ -73,7 +74,7 @@ pub enum Outcome {
 pub struct PendingCall {
     pub token: u32,
     /// Rate-limit headers for the answer.
-    pub limit_headers: Vec<(String, String)>,
+    pub limit_headers: Vec<Header>,
     pub client_id: Option<String>,
 }
 
@@ -102,7 +103,7 @@ pub struct Waiter {
     pub deadline_ms: u64,
     /// This request made the call (`miss`); the others are `coalesced`.
     pub owner: bool,
-    pub limit_headers: Vec<(String, String)>,
+    pub limit_headers: Vec<Header>,
     pub client_id: Option<String>,
     /// The call to dispatch, when this request owns it.
     pub call: Option<KeyedCall>,
@@ -492,7 +493,7 @@ impl<'a> Gate<'a> {
         &self,
         client_id: Option<&str>,
         until: u64,
-        limit_headers: &[(String, String)],
+        limit_headers: &[Header],
         idp: &IdpRecord,
         now: u64,
     ) -> Response {
@@ -625,7 +626,7 @@ impl<'a> Gate<'a> {
                     .headers
                     .iter()
                     .filter(|(n, _)| n == "content-type" || n == "retry-after")
-                    .cloned()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
                     .collect(),
                 body: self.seal_body(identity, &r.body),
             };
@@ -912,11 +913,15 @@ fn open_body(key: &SealKey, fp: &Fingerprint, stored: &str) -> Vec<u8> {
 }
 
 fn relay(status: u16, headers: &[(String, String)], body: Vec<u8>, label: CacheStatus) -> Response {
-    let content_type =
-        headers.iter().find(|(n, _)| n == "content-type").map_or("application/json", |(_, v)| v.as_str());
+    let content_type = headers
+        .iter()
+        .find(|(n, _)| n == "content-type")
+        .map_or(Cow::Borrowed("application/json"), |(_, v)| Cow::Owned(v.clone()));
     let mut response = Response::with_content_type(status, content_type, body, label);
-    for (name, value) in headers.iter().filter(|(n, _)| RELAYED_HEADERS.contains(&n.as_str())) {
-        response.push_header(name, value.clone());
+    for name in RELAYED_HEADERS {
+        if let Some((_, value)) = headers.iter().find(|(n, _)| n == name) {
+            response.push_header(name, value.clone());
+        }
     }
     response
 }
@@ -970,7 +975,7 @@ fn is_json(body: &[u8]) -> bool {
     serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 
-fn with_headers(mut response: Response, headers: &[(String, String)]) -> Response {
+fn with_headers(mut response: Response, headers: &[Header]) -> Response {
     response.headers.extend(headers.iter().cloned());
     response
 }

@@ -1,6 +1,8 @@
 //! Responses tokengate sends itself: OAuth error JSON in the shape the IdP uses, token
 //! responses, and the headers every handled response carries.
 
+use std::borrow::Cow;
+
 use serde_json::json;
 
 /// `x-tokengate-cache`: how a handled request was answered.
@@ -119,11 +121,14 @@ impl ErrorCode {
     }
 }
 
+/// A response header: lowercase name and value. Most are constants, and a `Cow` keeps those
+/// from being copied into a new allocation on every response (a hit builds about ten).
+pub type Header = (Cow<'static, str>, Cow<'static, str>);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
-    /// Lowercase names.
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<Header>,
     pub body: Vec<u8>,
     /// For the access log: what was decided, and for which client.
     pub decision: Option<Decision>,
@@ -137,7 +142,12 @@ impl Response {
         Response::with_content_type(status, "application/json", body, cache)
     }
 
-    pub fn with_content_type(status: u16, content_type: &str, body: Vec<u8>, cache: CacheStatus) -> Response {
+    pub fn with_content_type(
+        status: u16,
+        content_type: impl Into<Cow<'static, str>>,
+        body: Vec<u8>,
+        cache: CacheStatus,
+    ) -> Response {
         Response {
             status,
             headers: vec![
@@ -171,16 +181,16 @@ impl Response {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
     }
 
-    pub fn push_header(&mut self, name: &str, value: String) {
-        self.headers.push((name.to_owned(), value));
+    pub fn push_header(&mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Cow<'static, str>>) {
+        self.headers.push((name.into(), value.into()));
     }
 
     /// Records the decision and the client on the response (fields and headers).
     pub fn decided(mut self, decision: Decision, client_id: Option<&str>) -> Response {
-        self.push_header(DECISION_HEADER, decision.as_str().to_owned());
+        self.push_header(DECISION_HEADER, decision.as_str());
         if let Some(id) = client_id {
             self.push_header(CLIENT_HEADER, header_safe(id));
         }

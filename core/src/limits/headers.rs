@@ -4,6 +4,7 @@
 
 use crate::clients::LimitState;
 use crate::config::QuotaRule;
+use crate::response::Header;
 
 /// Whole seconds from `now_ms` until `at_ms`, rounded up.
 pub fn seconds_until(now_ms: u64, at_ms: u64) -> u64 {
@@ -11,39 +12,40 @@ pub fn seconds_until(now_ms: u64, at_ms: u64) -> u64 {
 }
 
 /// Auth0's bucket name for a quota window: `per_hour`, `per_day`, else `per_<n>s`.
-fn quota_bucket(rule: &QuotaRule) -> String {
+fn quota_bucket(rule: &QuotaRule) -> std::borrow::Cow<'static, str> {
     match rule.window_ms {
-        3_600_000 => "per_hour".to_owned(),
-        86_400_000 => "per_day".to_owned(),
-        ms => format!("per_{}s", ms.div_ceil(1000)),
+        3_600_000 => "per_hour".into(),
+        86_400_000 => "per_day".into(),
+        ms => format!("per_{}s", ms.div_ceil(1000)).into(),
     }
 }
 
 impl LimitState {
-    pub fn headers(&self, now_ms: u64) -> Vec<(String, String)> {
-        let mut headers = Vec::new();
+    pub fn headers(&self, now_ms: u64) -> Vec<Header> {
+        let mut headers: Vec<Header> = Vec::new();
         if let Some((rule, d)) = &self.rate {
             let reset_in = seconds_until(now_ms, d.next_fill_ms);
-            headers.push(("x-ratelimit-limit".to_owned(), rule.max_tokens.to_string()));
-            headers.push(("x-ratelimit-remaining".to_owned(), d.remaining.to_string()));
-            headers.push(("x-ratelimit-reset".to_owned(), (now_ms / 1000 + reset_in).to_string()));
+            headers.push(("x-ratelimit-limit".into(), rule.max_tokens.to_string().into()));
+            headers.push(("x-ratelimit-remaining".into(), d.remaining.to_string().into()));
+            headers.push(("x-ratelimit-reset".into(), (now_ms / 1000 + reset_in).to_string().into()));
             let window = rule.fill_interval_ms.div_ceil(1000);
             headers.push((
-                "ratelimit-policy".to_owned(),
-                format!("\"client\";q={};w={window}", rule.max_tokens),
+                "ratelimit-policy".into(),
+                format!("\"client\";q={};w={window}", rule.max_tokens).into(),
             ));
-            headers.push(("ratelimit".to_owned(), format!("\"client\";r={};t={reset_in}", d.remaining)));
+            headers.push(("ratelimit".into(), format!("\"client\";r={};t={reset_in}", d.remaining).into()));
         }
         if let Some((rule, d)) = &self.quota {
             headers.push((
-                "auth0-client-quota-limit".to_owned(),
+                "auth0-client-quota-limit".into(),
                 format!(
                     "b={};q={};r={};t={}",
                     quota_bucket(rule),
                     rule.tokens,
                     d.remaining,
                     seconds_until(now_ms, d.reset_ms)
-                ),
+                )
+                .into(),
             ));
         }
         headers
@@ -76,7 +78,7 @@ mod tests {
             backoff_until_ms: None,
         };
         let headers = state.headers(now);
-        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_ref());
         assert_eq!(get("x-ratelimit-limit"), Some("30"));
         assert_eq!(get("x-ratelimit-remaining"), Some("12"));
         assert_eq!(get("x-ratelimit-reset"), Some("1700000040"));
