@@ -47,11 +47,16 @@ pub fn unused_exports(wasm: &Path, sources: &Path) -> Result<usize, String> {
     Ok(removed)
 }
 
-/// Fails when a source file under `sources` defines a trait method whose callback is dropped.
+/// Fails when a source file under `sources` (recursively) defines a trait method whose
+/// callback is dropped.
 fn check_not_implemented(sources: &Path) -> Result<(), String> {
     let entries = std::fs::read_dir(sources).map_err(|e| format!("{}: {e}", sources.display()))?;
     for entry in entries {
         let path = entry.map_err(|e| e.to_string())?.path();
+        if path.is_dir() {
+            check_not_implemented(&path)?;
+            continue;
+        }
         if path.extension().is_none_or(|e| e != "rs") {
             continue;
         }
@@ -171,7 +176,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("filter.rs"), "fn on_http_request_body(&mut self) {}").unwrap();
         assert!(check_not_implemented(&dir).is_ok());
-        std::fs::write(dir.join("filter.rs"), "fn on_http_response_headers(&mut self) {}").unwrap();
+        std::fs::create_dir_all(dir.join("nested")).unwrap();
+        std::fs::write(dir.join("nested/filter.rs"), "fn on_http_response_headers(&mut self) {}").unwrap();
         let err = check_not_implemented(&dir).unwrap_err();
         assert!(err.contains("proxy_on_response_headers"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
