@@ -535,8 +535,8 @@ mod tests {
     const RATE: BucketRule = BucketRule { max_tokens: 5, tokens_per_fill: 5, fill_interval_ms: 60_000 };
     const QUOTA: QuotaRule = QuotaRule { tokens: 2, window_ms: 86_400_000 };
 
-    /// 1000 tokens, 10 more every second.
-    const BIG: BucketRule = BucketRule { max_tokens: 1_000, tokens_per_fill: 10, fill_interval_ms: 1_000 };
+    /// 10,000 tokens, 10 more every second.
+    const BIG: BucketRule = BucketRule { max_tokens: 10_000, tokens_per_fill: 10, fill_interval_ms: 1_000 };
 
     fn remaining_after_one(table: &ClientTable<'_>, now: u64) -> u64 {
         let state = table.admit("c1", now, true, (Some(&BIG), None), None).unwrap().unwrap();
@@ -552,13 +552,13 @@ mod tests {
             table.admit_leasing("c1", 0, true, (Some(&BIG), None), None, Some(None)).unwrap().unwrap();
         let lease = lease.unwrap();
         // This request sees what a single bucket would say; the shared record holds the rest.
-        assert_eq!(state.rate.unwrap().1.remaining, 999);
-        assert_eq!(lease.tokens, 62);
-        assert_eq!(lease.limits.rate.unwrap().1.remaining, 999 - 62);
+        assert_eq!(state.rate.unwrap().1.remaining, 9_999);
+        assert_eq!(lease.tokens, 64);
+        assert_eq!(lease.limits.rate.unwrap().1.remaining, 9_999 - 64);
         assert_eq!(lease.valid_until_ms, LEASE_MS, "at most one tick");
         let tally = HitTally { hits: 0, last_seen_ms: 0 };
-        table.settle("c1", true, &tally, Some((62, lease.last_fill_ms, &BIG)), 500).unwrap();
-        assert_eq!(remaining_after_one(&table, 500), 998, "nothing lost");
+        table.settle("c1", true, &tally, Some((64, lease.last_fill_ms, &BIG)), 500).unwrap();
+        assert_eq!(remaining_after_one(&table, 500), 9_998, "nothing lost");
     }
 
     #[test]
@@ -571,8 +571,8 @@ mod tests {
         let lease = lease.unwrap();
         let tally = HitTally { hits: 0, last_seen_ms: 0 };
         table.settle("c1", true, &tally, Some((lease.tokens, lease.last_fill_ms, &BIG)), 1_500).unwrap();
-        // 937 + one fill of 10, without the 62 leftover.
-        assert_eq!(remaining_after_one(&table, 1_500), 946);
+        // 9935 + one fill of 10, without the 64 leftover.
+        assert_eq!(remaining_after_one(&table, 1_500), 9_944);
     }
 
     #[test]

@@ -17,8 +17,10 @@ use std::collections::HashMap;
 
 use crate::clients::LimitState;
 
-/// A bucket with fewer tokens than this left is taken from one request at a time.
-pub const LEASE_MIN_AVAILABLE: u64 = 64;
+/// A bucket with fewer tokens than this left is taken from one request at a time: limits of
+/// up to 1000 requests per window are exact request by request, `x-ratelimit-remaining`
+/// included.
+pub const LEASE_MIN_AVAILABLE: u64 = 1_000;
 /// A lease takes at most this share of the tokens left (1/16) ...
 const LEASE_SHARE: u64 = 16;
 /// ... and at most this many.

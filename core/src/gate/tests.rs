@@ -743,7 +743,7 @@ fn a_large_bucket_is_leased_per_worker_and_counts_every_request_exactly() {
     let host = FakeHost::new(T0);
     let config = config(json!({
         "usage_path": "/tokengate/usage",
-        "rate_limit": {"default": {"max_tokens": 1000, "tokens_per_fill": 1000, "fill_interval": "60s"}}
+        "rate_limit": {"default": {"max_tokens": 10000, "tokens_per_fill": 10000, "fill_interval": "60s"}}
     }));
     let pending = [RefCell::new(PendingHits::new(100)), RefCell::new(PendingHits::new(100))];
     let workers = two_workers(&config, &host, &pending);
@@ -764,14 +764,14 @@ fn a_large_bucket_is_leased_per_worker_and_counts_every_request_exactly() {
     for gate in &workers {
         gate.flush_hits();
     }
-    // Every token not spent went back: the bucket holds 1000 - 1 miss - 300 hits.
+    // Every token not spent went back: the bucket holds 10000 - 1 miss - 300 hits.
     let table = workers[0].clients(Standing::Trusted);
     let rule = config.rate_limit.as_ref().and_then(|l| l.for_client("c1")).copied().unwrap();
     let state = table
         .admit("c1", crate::host::Clock::now_ms(&host), false, (Some(&rule), None), None)
         .unwrap()
         .unwrap();
-    assert_eq!(state.rate.unwrap().1.remaining, 1000 - 301 - 1);
+    assert_eq!(state.rate.unwrap().1.remaining, 10_000 - 301 - 1);
     // Requests: the miss, 300 hits and the check above.
     let row = usage_of_c1(&workers[0]);
     assert_eq!((row["requests"].as_u64(), row["hits"].as_u64()), (Some(302), Some(300)));
