@@ -91,3 +91,41 @@ fn quota_of_two_per_day_blocks_the_third_audience_and_still_serves_hits() {
     assert_eq!(stack.idp.token_calls(), 2);
     assert_eq!(stack.idp.calls_for_audience("c1", "c"), 0);
 }
+
+/// A large bucket is batched per worker (see `hit_tally`): hits from both workers are all
+/// admitted and counted, and once the batches are given back the bucket is exact again.
+#[test]
+fn a_large_bucket_batched_per_worker_is_exact_once_the_batches_are_back() {
+    let config = plugin_config(json!({
+        "usage_path": "/tokengate/usage",
+        "rate_limit": {"default": {"max_tokens": 100000, "tokens_per_fill": 100000, "fill_interval": "1h"}}
+    }));
+    let stack = Stack::start(config, 3600);
+    assert_eq!(cache_status(&stack.post_form(&cc_form("c1", "s1", "a"))), "miss");
+    let hits = 60;
+    let answers: Vec<testbed::Response> = thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..hits / 4).map(|_| stack.post_form(&cc_form("c1", "s1", "a"))).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+    // Each answer counts what its worker sees: the other worker's batch (at most 64
+    // tokens) may be missing from it, never more.
+    for r in &answers {
+        assert_eq!((r.status, cache_status(r)), (200, "hit"));
+        let left = header_u64(r, "x-ratelimit-remaining");
+        assert!(left < 100_000 && left >= 100_000 - 1 - hits - 64, "{left}");
+    }
+    // Batches live at most one 20 ms tick; then the bucket holds exactly what was spent.
+    thread::sleep(std::time::Duration::from_millis(200));
+    let next = stack.post_form(&cc_form("c1", "s1", "a"));
+    assert_eq!(header_u64(&next, "x-ratelimit-remaining"), 100_000 - 1 - hits - 1);
+    let report: serde_json::Value =
+        testbed::request("GET", stack.port(), "/tokengate/usage", &[], b"").unwrap().json().unwrap();
+    let c1 = report["clients"].as_array().unwrap().iter().find(|c| c["client_id"] == "c1").unwrap().clone();
+    assert_eq!((c1["requests"].as_u64(), c1["hits"].as_u64()), (Some(hits + 2), Some(hits + 1)), "{c1}");
+}
