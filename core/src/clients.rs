@@ -313,8 +313,13 @@ impl<'a> ClientTable<'a> {
                 (_, Some(decision)) => record.usage.count(decision),
                 _ => {}
             }
-            let admitted = state.rate.is_none_or(|(_, d)| d.allowed);
-            let lease = (lease && admitted).then(|| Lease {
+            // A lease that could serve a hit: tokens for a rate limit, or (quota only) the
+            // record's snapshot.
+            let useful = match state.rate {
+                Some((_, d)) => d.allowed && leased.0 > 0,
+                None => true,
+            };
+            let lease = (lease && useful).then(|| Lease {
                 tokens: leased.0,
                 limits: shared,
                 last_fill_ms: leased.1,
@@ -583,7 +588,7 @@ mod tests {
         for _ in 0..5 {
             let (_, lease) =
                 table.admit_leasing("c1", 0, true, (Some(&RATE), None), None, Some(None)).unwrap().unwrap();
-            assert_eq!(lease.map(|l| l.tokens), Some(0), "a small bucket is taken one request at a time");
+            assert_eq!(lease, None, "a small bucket is taken one request at a time");
         }
         let (state, lease) =
             table.admit_leasing("c1", 0, true, (Some(&RATE), None), None, Some(None)).unwrap().unwrap();
