@@ -548,52 +548,58 @@ mod tests {
         state.rate.unwrap().1.remaining
     }
 
-    #[test]
-    fn a_lease_is_taken_in_the_same_write_and_its_leftover_given_back_on_the_same_fill() {
+    /// A trusted-client table on a fresh fake host at time 0.
+    fn with_table(test: impl FnOnce(&ClientTable<'_>)) {
         let host = FakeHost::new(0);
         let store = Store::new(&host, &host, "tg");
-        let table = ClientTable::new(&store, "tg", Standing::Trusted, 16);
-        let (state, lease) =
-            table.admit_leasing("c1", 0, true, (Some(&BIG), None), None, Some(None)).unwrap().unwrap();
-        let lease = lease.unwrap();
-        // This request sees what a single bucket would say; the shared record holds the rest.
-        assert_eq!(state.rate.unwrap().1.remaining, 9_999);
-        assert_eq!(lease.tokens, 64);
-        assert_eq!(lease.limits.rate.unwrap().1.remaining, 9_999 - 64);
-        assert_eq!(lease.valid_until_ms, LEASE_MS, "at most one tick");
-        let tally = HitTally { hits: 0, last_seen_ms: 0 };
-        table.settle("c1", true, &tally, Some((64, lease.last_fill_ms, &BIG)), 500).unwrap();
-        assert_eq!(remaining_after_one(&table, 500), 9_998, "nothing lost");
+        test(&ClientTable::new(&store, "tg", Standing::Trusted, 16));
+    }
+
+    #[test]
+    fn a_lease_is_taken_in_the_same_write_and_its_leftover_given_back_on_the_same_fill() {
+        with_table(|table| {
+            let (state, lease) =
+                table.admit_leasing("c1", 0, true, (Some(&BIG), None), None, Some(None)).unwrap().unwrap();
+            let lease = lease.unwrap();
+            // This request sees what a single bucket would say; the shared record holds the rest.
+            assert_eq!(state.rate.unwrap().1.remaining, 9_999);
+            assert_eq!(lease.tokens, 64);
+            assert_eq!(lease.limits.rate.unwrap().1.remaining, 9_999 - 64);
+            assert_eq!(lease.valid_until_ms, LEASE_MS, "at most one tick");
+            let tally = HitTally { hits: 0, last_seen_ms: 0 };
+            table.settle("c1", true, &tally, Some((64, lease.last_fill_ms, &BIG)), 500).unwrap();
+            assert_eq!(remaining_after_one(table, 500), 9_998, "nothing lost");
+        });
     }
 
     #[test]
     fn a_leftover_from_before_a_fill_is_dropped_never_over_admitting() {
-        let host = FakeHost::new(0);
-        let store = Store::new(&host, &host, "tg");
-        let table = ClientTable::new(&store, "tg", Standing::Trusted, 16);
-        let (_, lease) =
-            table.admit_leasing("c1", 0, true, (Some(&BIG), None), None, Some(None)).unwrap().unwrap();
-        let lease = lease.unwrap();
-        let tally = HitTally { hits: 0, last_seen_ms: 0 };
-        table.settle("c1", true, &tally, Some((lease.tokens, lease.last_fill_ms, &BIG)), 1_500).unwrap();
-        // 9935 + one fill of 10, without the 64 leftover.
-        assert_eq!(remaining_after_one(&table, 1_500), 9_944);
+        with_table(|table| {
+            let (_, lease) =
+                table.admit_leasing("c1", 0, true, (Some(&BIG), None), None, Some(None)).unwrap().unwrap();
+            let lease = lease.unwrap();
+            let tally = HitTally { hits: 0, last_seen_ms: 0 };
+            table.settle("c1", true, &tally, Some((lease.tokens, lease.last_fill_ms, &BIG)), 1_500).unwrap();
+            // 9935 + one fill of 10, without the 64 leftover.
+            assert_eq!(remaining_after_one(table, 1_500), 9_944);
+        });
     }
 
     #[test]
     fn no_lease_near_the_limit_or_when_refused() {
-        let host = FakeHost::new(0);
-        let store = Store::new(&host, &host, "tg");
-        let table = ClientTable::new(&store, "tg", Standing::Trusted, 16);
-        for _ in 0..5 {
-            let (_, lease) =
+        with_table(|table| {
+            for _ in 0..5 {
+                let (_, lease) = table
+                    .admit_leasing("c1", 0, true, (Some(&RATE), None), None, Some(None))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(lease, None, "a small bucket is taken one request at a time");
+            }
+            let (state, lease) =
                 table.admit_leasing("c1", 0, true, (Some(&RATE), None), None, Some(None)).unwrap().unwrap();
-            assert_eq!(lease, None, "a small bucket is taken one request at a time");
-        }
-        let (state, lease) =
-            table.admit_leasing("c1", 0, true, (Some(&RATE), None), None, Some(None)).unwrap().unwrap();
-        assert!(!state.rate.unwrap().1.allowed);
-        assert_eq!(lease, None);
+            assert!(!state.rate.unwrap().1.allowed);
+            assert_eq!(lease, None);
+        });
     }
 
     #[test]
