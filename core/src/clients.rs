@@ -226,6 +226,13 @@ enum Missing {
     Create(Option<ClientRecord>),
 }
 
+impl Missing {
+    /// A fresh record when `create`, else leave the table alone.
+    fn fresh_if(create: bool) -> Missing {
+        if create { Missing::Create(None) } else { Missing::Skip }
+    }
+}
+
 pub struct ClientTable<'a> {
     store: &'a Store<'a>,
     key_prefix: &'a str,
@@ -283,8 +290,7 @@ impl<'a> ClientTable<'a> {
         let leftover = lease.flatten();
         let lease = lease.is_some();
         let (rate, quota) = rules;
-        let missing = if create { Missing::Create(None) } else { Missing::Skip };
-        self.modify(client_id, now_ms, missing, |record| {
+        self.modify(client_id, now_ms, Missing::fresh_if(create), |record| {
             let mut state = LimitState::default();
             let mut shared = LimitState::default();
             let mut leased = (0, 0);
@@ -340,8 +346,7 @@ impl<'a> ClientTable<'a> {
         create: bool,
         decision: Decision,
     ) -> Result<Option<()>, StoreError> {
-        let missing = if create { Missing::Create(None) } else { Missing::Skip };
-        self.modify(client_id, now_ms, missing, |record| record.usage.count(decision))
+        self.modify(client_id, now_ms, Missing::fresh_if(create), |record| record.usage.count(decision))
     }
 
     /// Adds hits counted by one worker since its last flush, and gives back the tokens
@@ -353,15 +358,15 @@ impl<'a> ClientTable<'a> {
         client_id: &str,
         create: bool,
         tally: &HitTally,
-        leftover: Option<(u64, u64, &BucketRule)>,
+        leftover: Option<(u64, u64)>,
+        rule: Option<&BucketRule>,
         now_ms: u64,
     ) -> Result<Option<()>, StoreError> {
-        let missing = if create { Missing::Create(None) } else { Missing::Skip };
-        self.modify(client_id, tally.last_seen_ms, missing, |record| {
+        self.modify(client_id, tally.last_seen_ms, Missing::fresh_if(create), |record| {
             record.usage.requests = record.usage.requests.saturating_add(tally.hits);
             record.usage.hits = record.usage.hits.saturating_add(tally.hits);
-            if let (Some((tokens, last_fill_ms, rule)), Some(bucket)) = (leftover, record.bucket) {
-                record.bucket = Some(give_back(bucket, rule, now_ms, Some((tokens, last_fill_ms))));
+            if let (Some(_), Some(rule), Some(bucket)) = (leftover, rule, record.bucket) {
+                record.bucket = Some(give_back(bucket, rule, now_ms, leftover));
             }
         })
     }
@@ -375,8 +380,7 @@ impl<'a> ClientTable<'a> {
         create: bool,
         until_ms: u64,
     ) -> Result<Option<()>, StoreError> {
-        let missing = if create { Missing::Create(None) } else { Missing::Skip };
-        self.modify(client_id, now_ms, missing, |record| {
+        self.modify(client_id, now_ms, Missing::fresh_if(create), |record| {
             record.backoff_until_ms = record.backoff_until_ms.max(until_ms);
         })
     }
@@ -389,8 +393,7 @@ impl<'a> ClientTable<'a> {
         create: bool,
         window_ms: u64,
     ) -> Result<Option<()>, StoreError> {
-        let missing = if create { Missing::Create(None) } else { Missing::Skip };
-        self.modify(client_id, now_ms, missing, |record| {
+        self.modify(client_id, now_ms, Missing::fresh_if(create), |record| {
             let usage = &mut record.usage;
             let start = window_start_of(window_ms, now_ms);
             if usage.issued_window_start_ms != start {
@@ -425,8 +428,7 @@ impl<'a> ClientTable<'a> {
         create: bool,
         rule: &QuotaRule,
     ) -> Result<Option<QuotaDecision>, StoreError> {
-        let missing = if create { Missing::Create(None) } else { Missing::Skip };
-        self.modify(client_id, now_ms, missing, |record| {
+        self.modify(client_id, now_ms, Missing::fresh_if(create), |record| {
             let window = record.quota.unwrap_or(QuotaWindow { start_ms: 0, used: 0 });
             let (after, decision) = window.spend(rule, now_ms);
             record.quota = Some(after);
@@ -567,7 +569,7 @@ mod tests {
             assert_eq!(lease.limits.rate.unwrap().1.remaining, 9_999 - 64);
             assert_eq!(lease.valid_until_ms, LEASE_MS, "at most one tick");
             let tally = HitTally { hits: 0, last_seen_ms: 0 };
-            table.settle("c1", true, &tally, Some((64, lease.last_fill_ms, &BIG)), 500).unwrap();
+            table.settle("c1", true, &tally, Some((64, lease.last_fill_ms)), Some(&BIG), 500).unwrap();
             assert_eq!(remaining_after_one(table, 500), 9_998, "nothing lost");
         });
     }
@@ -579,7 +581,7 @@ mod tests {
                 table.admit_leasing("c1", 0, true, (Some(&BIG), None), None, Some(None)).unwrap().unwrap();
             let lease = lease.unwrap();
             let tally = HitTally { hits: 0, last_seen_ms: 0 };
-            table.settle("c1", true, &tally, Some((lease.tokens, lease.last_fill_ms, &BIG)), 1_500).unwrap();
+            table.settle("c1", true, &tally, lease.leftover(), Some(&BIG), 1_500).unwrap();
             // 9935 + one fill of 10, without the 64 leftover.
             assert_eq!(remaining_after_one(table, 1_500), 9_944);
         });

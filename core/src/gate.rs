@@ -163,14 +163,13 @@ impl<'a> Gate<'a> {
         let drained = pending.borrow_mut().drain();
         let now = self.host.now_ms();
         for (client_id, tally, lease) in drained {
-            let rule = self.config.rate_limit.as_ref().and_then(|l| l.for_client(&client_id));
-            let leftover =
-                lease.and_then(|l| l.leftover()).zip(rule).map(|((n, fill), rule)| (n, fill, rule));
+            let leftover = lease.and_then(|l| l.leftover());
             if tally.hits == 0 && leftover.is_none() {
                 continue;
             }
+            let rule = self.config.rate_limit.as_ref().and_then(|l| l.for_client(&client_id));
             let settled = self.on_client(&client_id, |table, create| {
-                table.settle(&client_id, create, &tally, leftover, now)
+                table.settle(&client_id, create, &tally, leftover, rule, now)
             });
             if settled.is_none() {
                 pending.borrow_mut().restore(client_id, tally);
