@@ -8,6 +8,7 @@ use crate::config::{BucketRule, QuotaRule};
 use crate::hit_tally::{HitTally, LEASE_MS, Lease, lease_size};
 use crate::host::StoreError;
 use crate::limits::{Bucket, BucketDecision, QuotaDecision, QuotaWindow};
+use crate::record::Reader;
 use crate::response::Decision;
 use crate::store::{CAS_ATTEMPTS, Change, Store};
 
@@ -149,13 +150,13 @@ impl ClientRecord {
     /// `None` for an empty slot or bytes of another format.
     pub fn decode(bytes: &[u8]) -> Option<ClientRecord> {
         let mut r = Reader(bytes);
-        if r.take(1)?[0] != FORMAT_VERSION {
+        if r.u8()? != FORMAT_VERSION {
             return None;
         }
-        let id_len = u16::from_le_bytes(r.take(2)?.try_into().ok()?) as usize;
+        let id_len = r.u16()? as usize;
         let client_id = String::from_utf8(r.take(id_len)?.to_vec()).ok()?;
         let last_seen_ms = r.u64()?;
-        let flags = r.take(1)?[0];
+        let flags = r.u8()?;
         let bucket =
             if flags & 1 != 0 { Some(Bucket { tokens: r.u64()?, last_fill_ms: r.u64()? }) } else { None };
         let quota =
@@ -173,20 +174,6 @@ impl ClientRecord {
             backoff_until_ms,
             usage: Usage::from_fields(fields),
         })
-    }
-}
-
-struct Reader<'b>(&'b [u8]);
-
-impl<'b> Reader<'b> {
-    fn take(&mut self, n: usize) -> Option<&'b [u8]> {
-        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 }
 

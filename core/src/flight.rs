@@ -4,14 +4,13 @@
 //! for the outcome the owner writes into the same record. A call that never returns, or an
 //! owner whose VM died, cannot wedge the key: after the deadline the next request owns it.
 
-use serde::{Deserialize, Serialize};
-
 use crate::fingerprint::Fingerprint;
 use crate::host::StoreError;
+use crate::record::{Reader, put_bytes};
 use crate::store::{Change, Store};
 
 /// What one IdP call ended with, as waiters on every worker read it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallOutcome {
     pub status: u16,
     /// A valid token was stored in the cache: waiters read it from there.
@@ -23,13 +22,13 @@ pub struct CallOutcome {
     pub body: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FlightState {
     InFlight { deadline_ms: u64 },
     Done(CallOutcome),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlightRecord {
     /// Hex fingerprint of the key the record is about.
     pub key: String,
@@ -112,12 +111,67 @@ impl<'a> FlightTable<'a> {
     }
 }
 
+/// Bumped when the layout changes: a record of another layout reads as an empty slot.
+const FORMAT_VERSION: u8 = 1;
+const IN_FLIGHT: u8 = 0;
+const DONE: u8 = 1;
+
 fn encode(record: &FlightRecord) -> Vec<u8> {
-    serde_json::to_vec(record).unwrap_or_default()
+    let mut out = vec![FORMAT_VERSION];
+    put_bytes(&mut out, record.key.as_bytes());
+    out.extend_from_slice(&record.generation.to_le_bytes());
+    match &record.state {
+        FlightState::InFlight { deadline_ms } => {
+            out.push(IN_FLIGHT);
+            out.extend_from_slice(&deadline_ms.to_le_bytes());
+        }
+        FlightState::Done(o) => {
+            out.push(DONE);
+            out.extend_from_slice(&o.status.to_le_bytes());
+            out.push(u8::from(o.cached) | u8::from(o.unreachable) << 1);
+            // An IdP answer has far fewer headers; more are dropped rather than miscounted.
+            let headers = &o.headers[..o.headers.len().min(usize::from(u16::MAX))];
+            out.extend_from_slice(&(headers.len() as u16).to_le_bytes());
+            for (name, value) in headers {
+                put_bytes(&mut out, name.as_bytes());
+                put_bytes(&mut out, value.as_bytes());
+            }
+            put_bytes(&mut out, o.body.as_bytes());
+        }
+    }
+    out
 }
 
+/// `None` for an empty slot or bytes of another layout.
 fn decode(bytes: &[u8]) -> Option<FlightRecord> {
-    serde_json::from_slice(bytes).ok()
+    let mut r = Reader(bytes);
+    if r.u8()? != FORMAT_VERSION {
+        return None;
+    }
+    let key = r.string()?;
+    let generation = r.u64()?;
+    let state = match r.u8()? {
+        IN_FLIGHT => FlightState::InFlight { deadline_ms: r.u64()? },
+        DONE => {
+            let status = r.u16()?;
+            let flags = r.u8()?;
+            let count = r.u16()?;
+            let mut headers = Vec::with_capacity(usize::from(count).min(64));
+            for _ in 0..count {
+                headers.push((r.string()?, r.string()?));
+            }
+            let body = r.string()?;
+            FlightState::Done(CallOutcome {
+                status,
+                cached: flags & 1 != 0,
+                unreachable: flags & 2 != 0,
+                headers,
+                body,
+            })
+        }
+        _ => return None,
+    };
+    r.is_done().then_some(FlightRecord { key, generation, state })
 }
 
 #[cfg(test)]
@@ -133,6 +187,28 @@ mod tests {
             headers: vec![],
             body: String::new(),
         }
+    }
+
+    #[test]
+    fn records_read_back_as_written_and_other_bytes_as_empty() {
+        let done = CallOutcome {
+            status: 429,
+            cached: false,
+            unreachable: true,
+            headers: vec![("retry-after".into(), "7".into()), ("x-é".into(), String::new())],
+            body: "{\"error\":\"too_many_requests\"}".into(),
+        };
+        for state in [FlightState::InFlight { deadline_ms: 12_345 }, FlightState::Done(done)] {
+            let record = FlightRecord { key: "ab".repeat(32), generation: u64::MAX, state };
+            let bytes = encode(&record);
+            assert_eq!(decode(&bytes), Some(record));
+            for cut in 0..bytes.len() {
+                assert_eq!(decode(&bytes[..cut]), None, "cut at {cut}");
+            }
+            assert_eq!(decode(&[bytes.as_slice(), b"x"].concat()), None);
+        }
+        // A record of the earlier JSON layout is an empty slot, not an error.
+        assert_eq!(decode(br#"{"key":"ab","generation":1,"state":{"InFlight":{"deadline_ms":5}}}"#), None);
     }
 
     #[test]

@@ -227,8 +227,10 @@ impl<'a> Gate<'a> {
         let (content_type, body) = if crate::usage::wants_html(accept, path) {
             ("text/html; charset=utf-8", crate::usage::PAGE.as_bytes().to_vec())
         } else {
-            let report = crate::usage::report(self.config, &self.store, self.key_prefix, self.host.now_ms());
-            ("application/json", report.to_string().into_bytes())
+            (
+                "application/json",
+                crate::usage::report(self.config, &self.store, self.key_prefix, self.host.now_ms()),
+            )
         };
         Response {
             status: 200,

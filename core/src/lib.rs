@@ -12,6 +12,7 @@ pub mod gate;
 pub mod hit_tally;
 pub mod host;
 pub mod limits;
+pub mod record;
 pub mod request;
 pub mod response;
 pub mod seal;

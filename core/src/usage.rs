@@ -3,9 +3,12 @@
 //! sorted by tokens the IdP issued. Served as JSON, or as a self-contained HTML page that
 //! renders the same JSON.
 
-use serde_json::{Value, json};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
-use crate::backoff::{IdpRecord, IdpState};
+use serde::Serialize;
+
+use crate::backoff::IdpState;
 use crate::clients::{ClientRecord, ClientTable, Standing};
 use crate::config::Config;
 use crate::store::Store;
@@ -16,8 +19,93 @@ pub const PAGE: &str = include_str!("usage_page.html");
 
 const DAY_MS: u64 = 86_400_000;
 
+/// Largest first; ties in the order given (the keys end with `Reverse(index)`). A heap sort:
+/// this cold report does not need the standard sorts' fast paths, and each of their
+/// instantiations costs ~10 KB of .wasm.
+fn descending<K: Ord>(keys: impl Iterator<Item = K>) -> impl Iterator<Item = K> {
+    keys.collect::<BinaryHeap<K>>().into_sorted_vec().into_iter().rev()
+}
+
+// The report's JSON, one struct per object: serde writes them straight out, with no
+// intermediate `Value` tree (which cost ~10 KB more .wasm).
+
+#[derive(Serialize)]
+pub struct Report<'a> {
+    generated_at: u64,
+    clients_seen: usize,
+    totals: Totals,
+    idp: Idp,
+    clients: Vec<ClientRow<'a>>,
+}
+
+#[derive(Serialize)]
+struct Totals {
+    requests: u64,
+    hits: u64,
+    misses: u64,
+    coalesced: u64,
+    stale: u64,
+    tokens_issued: u64,
+    tokens_issued_total: u64,
+    tokens_saved: u64,
+    rate_limited: u64,
+    quota_rejected: u64,
+    idp_backoff: u64,
+}
+
+/// The IdP's last rate-limit headers and any IdP-wide back-off.
+#[derive(Serialize)]
+struct Idp {
+    ratelimit_limit: Option<u64>,
+    ratelimit_remaining: Option<u64>,
+    ratelimit_reset: Option<u64>,
+    seen_at: Option<u64>,
+    backoff_until: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ClientRow<'a> {
+    client_id: &'a str,
+    trusted: bool,
+    requests: u64,
+    hits: u64,
+    misses: u64,
+    coalesced: u64,
+    stale: u64,
+    negative: u64,
+    tokens_issued: u64,
+    tokens_issued_total: u64,
+    tokens_saved: u64,
+    rate_limited: u64,
+    quota_rejected: u64,
+    idp_backoff: u64,
+    idp_backoff_until: Option<u64>,
+    last_seen: u64,
+    window_seconds: u64,
+    limits: LimitsRow,
+}
+
+#[derive(Serialize)]
+struct LimitsRow {
+    rate_limit: Option<RateRow>,
+    quota: Option<QuotaRow>,
+}
+
+#[derive(Serialize)]
+struct RateRow {
+    max_tokens: u64,
+    tokens_per_fill: u64,
+    fill_interval_seconds: f64,
+}
+
+#[derive(Serialize)]
+struct QuotaRow {
+    tokens: u64,
+    window_seconds: u64,
+}
+
 /// The usage report as JSON.
-pub fn report(config: &Config, store: &Store<'_>, key_prefix: &str, now_ms: u64) -> Value {
+pub fn report(config: &Config, store: &Store<'_>, key_prefix: &str, now_ms: u64) -> Vec<u8> {
     let mut rows: Vec<(bool, ClientRecord)> = Vec::new();
     for standing in [Standing::Trusted, Standing::Guest] {
         let table = ClientTable::new(store, key_prefix, standing, config.cache.max_entries);
@@ -27,105 +115,100 @@ pub fn report(config: &Config, store: &Store<'_>, key_prefix: &str, now_ms: u64)
     }
     let window_of =
         |id: &str| config.quota.as_ref().and_then(|q| q.for_client(id)).map_or(DAY_MS, |q| q.window_ms);
-    let mut totals = [0u64; 10];
+    let issued_window = |r: &ClientRecord| r.usage.issued_in_window(window_of(&r.client_id), now_ms);
+    let mut totals = Totals {
+        requests: 0,
+        hits: 0,
+        misses: 0,
+        coalesced: 0,
+        stale: 0,
+        tokens_issued: 0,
+        tokens_issued_total: 0,
+        tokens_saved: 0,
+        rate_limited: 0,
+        quota_rejected: 0,
+        idp_backoff: 0,
+    };
     for (_, r) in &rows {
         let u = &r.usage;
-        let issued_window = u.issued_in_window(window_of(&r.client_id), now_ms);
-        for (total, value) in totals.iter_mut().zip([
-            u.requests,
-            u.hits,
-            u.misses,
-            u.coalesced,
-            u.stale,
-            issued_window,
-            u.issued_total,
-            u.rate_limited,
-            u.quota_rejected,
-            u.backoff,
-        ]) {
+        for (total, value) in [
+            (&mut totals.requests, u.requests),
+            (&mut totals.hits, u.hits),
+            (&mut totals.misses, u.misses),
+            (&mut totals.coalesced, u.coalesced),
+            (&mut totals.stale, u.stale),
+            (&mut totals.tokens_issued, issued_window(r)),
+            (&mut totals.tokens_issued_total, u.issued_total),
+            (&mut totals.tokens_saved, u.tokens_saved()),
+            (&mut totals.rate_limited, u.rate_limited),
+            (&mut totals.quota_rejected, u.quota_rejected),
+            (&mut totals.idp_backoff, u.backoff),
+        ] {
             *total = total.saturating_add(value);
         }
     }
-    let client_count = rows.len();
-    rows.sort_by_key(|(_, r)| std::cmp::Reverse(r.usage.requests));
-    rows.truncate(config.usage_top_clients);
-    rows.sort_by_key(|(_, r)| {
-        let u = &r.usage;
-        std::cmp::Reverse((u.issued_in_window(window_of(&r.client_id), now_ms), u.issued_total, u.requests))
-    });
-    let clients: Vec<Value> = rows
-        .iter()
+    let busiest = descending(rows.iter().enumerate().map(|(i, (_, r))| (r.usage.requests, 0, 0, Reverse(i))));
+    let ordered = descending(busiest.take(config.usage_top_clients).map(|(.., Reverse(i))| {
+        let r = &rows[i].1;
+        (issued_window(r), r.usage.issued_total, r.usage.requests, Reverse(i))
+    }));
+    let clients = ordered
+        .filter_map(|(.., Reverse(i))| rows.get(i))
         .map(|(trusted, r)| {
             let u = &r.usage;
             let window_ms = window_of(&r.client_id);
-            json!({
-                "client_id": r.client_id,
-                "trusted": trusted,
-                "requests": u.requests,
-                "hits": u.hits,
-                "misses": u.misses,
-                "coalesced": u.coalesced,
-                "stale": u.stale,
-                "negative": u.negative,
-                "tokens_issued": u.issued_in_window(window_ms, now_ms),
-                "tokens_issued_total": u.issued_total,
-                "tokens_saved": u.tokens_saved(),
-                "rate_limited": u.rate_limited,
-                "quota_rejected": u.quota_rejected,
-                "idp_backoff": u.backoff,
-                "idp_backoff_until": (r.backoff_until_ms > now_ms).then_some(r.backoff_until_ms / 1000),
-                "last_seen": r.last_seen_ms / 1000,
-                "window_seconds": window_ms / 1000,
-                "limits": limits_of(config, &r.client_id),
-            })
+            ClientRow {
+                client_id: &r.client_id,
+                trusted: *trusted,
+                requests: u.requests,
+                hits: u.hits,
+                misses: u.misses,
+                coalesced: u.coalesced,
+                stale: u.stale,
+                negative: u.negative,
+                tokens_issued: u.issued_in_window(window_ms, now_ms),
+                tokens_issued_total: u.issued_total,
+                tokens_saved: u.tokens_saved(),
+                rate_limited: u.rate_limited,
+                quota_rejected: u.quota_rejected,
+                idp_backoff: u.backoff,
+                idp_backoff_until: (r.backoff_until_ms > now_ms).then_some(r.backoff_until_ms / 1000),
+                last_seen: r.last_seen_ms / 1000,
+                window_seconds: window_ms / 1000,
+                limits: limits_of(config, &r.client_id),
+            }
         })
         .collect();
-    json!({
-        "generated_at": now_ms / 1000,
-        "clients_seen": client_count,
-        "totals": {
-            "requests": totals[0],
-            "hits": totals[1],
-            "misses": totals[2],
-            "coalesced": totals[3],
-            "stale": totals[4],
-            "tokens_issued": totals[5],
-            "tokens_issued_total": totals[6],
-            "tokens_saved": totals[1].saturating_add(totals[3]).saturating_add(totals[4]),
-            "rate_limited": totals[7],
-            "quota_rejected": totals[8],
-            "idp_backoff": totals[9],
+    let idp = IdpState::new(store, key_prefix).read().unwrap_or_default();
+    let report = Report {
+        generated_at: now_ms / 1000,
+        clients_seen: rows.len(),
+        totals,
+        idp: Idp {
+            ratelimit_limit: idp.limit,
+            ratelimit_remaining: idp.remaining,
+            ratelimit_reset: idp.reset_s,
+            seen_at: (idp.seen_ms > 0).then_some(idp.seen_ms / 1000),
+            backoff_until: idp.backing_off(now_ms).map(|until| until / 1000),
         },
-        "idp": idp_of(&IdpState::new(store, key_prefix).read().unwrap_or_default(), now_ms),
-        "clients": clients,
-    })
+        clients,
+    };
+    // Serializing plain structs and integers into a `Vec` cannot fail.
+    serde_json::to_vec(&report).unwrap_or_default()
 }
 
-/// The IdP's last rate-limit headers and any IdP-wide back-off.
-fn idp_of(idp: &IdpRecord, now_ms: u64) -> Value {
-    json!({
-        "ratelimit_limit": idp.limit,
-        "ratelimit_remaining": idp.remaining,
-        "ratelimit_reset": idp.reset_s,
-        "seen_at": (idp.seen_ms > 0).then_some(idp.seen_ms / 1000),
-        "backoff_until": idp.backing_off(now_ms).map(|until| until / 1000),
-    })
-}
-
-fn limits_of(config: &Config, client_id: &str) -> Value {
-    let rate = config.rate_limit.as_ref().and_then(|l| l.for_client(client_id)).map(|r| {
-        json!({
-            "max_tokens": r.max_tokens,
-            "tokens_per_fill": r.tokens_per_fill,
-            "fill_interval_seconds": r.fill_interval_ms as f64 / 1000.0,
-        })
+fn limits_of(config: &Config, client_id: &str) -> LimitsRow {
+    let rate = config.rate_limit.as_ref().and_then(|l| l.for_client(client_id)).map(|r| RateRow {
+        max_tokens: r.max_tokens,
+        tokens_per_fill: r.tokens_per_fill,
+        fill_interval_seconds: r.fill_interval_ms as f64 / 1000.0,
     });
     let quota = config
         .quota
         .as_ref()
         .and_then(|l| l.for_client(client_id))
-        .map(|q| json!({"tokens": q.tokens, "window_seconds": q.window_ms / 1000}));
-    json!({"rate_limit": rate, "quota": quota})
+        .map(|q| QuotaRow { tokens: q.tokens, window_seconds: q.window_ms / 1000 });
+    LimitsRow { rate_limit: rate, quota }
 }
 
 /// Whether the client asked for the page rather than the JSON: `Accept: text/html`, unless

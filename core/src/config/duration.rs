@@ -22,20 +22,30 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
             return Err(format!("{text:?} has an unknown unit {unit:?} (use ms, s, m, h or d)"));
         }
     };
-    let valid_number = !number.is_empty()
-        && number.bytes().filter(|b| *b == b'.').count() <= 1
-        && number.bytes().any(|b| b.is_ascii_digit());
-    let value: f64 = if valid_number {
-        number.parse().map_err(|_| format!("{text:?} is not a number with a unit"))?
-    } else {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !digits_only(whole) || !digits_only(fraction) {
         return Err(format!("{text:?} is not a number with a unit"));
-    };
-    let ms = value * unit_ms as f64;
-    // 100 years: far beyond any sensible setting, and safely inside u64 and f64 precision.
-    if !ms.is_finite() || ms > 3_153_600_000_000.0 {
-        return Err(format!("{text:?} is too long"));
     }
-    Ok(ms as u64)
+    // Decimal arithmetic on integers, not `f64`: exact, and the float parser's tables would
+    // add ~12 KB to the .wasm for this one cold use.
+    let too_long = || format!("{text:?} is too long");
+    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| too_long())? };
+    let mut ms = whole.checked_mul(unit_ms).ok_or_else(too_long)?;
+    // Fraction digits past the millisecond cannot change the result (rounded down).
+    let mut scale = unit_ms;
+    for digit in fraction.bytes() {
+        if scale < 10 {
+            break;
+        }
+        scale /= 10;
+        ms = ms.checked_add(u64::from(digit - b'0') * scale).ok_or_else(too_long)?;
+    }
+    // 100 years: far beyond any sensible setting.
+    if ms > 3_153_600_000_000 {
+        return Err(too_long());
+    }
+    Ok(ms)
 }
 
 #[cfg(test)]
@@ -51,11 +61,32 @@ mod tests {
         assert_eq!(parse_duration_ms("1d"), Ok(86_400_000));
         assert_eq!(parse_duration_ms("0s"), Ok(0));
         assert_eq!(parse_duration_ms(" 10s "), Ok(10_000));
+        assert_eq!(parse_duration_ms("0.5s"), Ok(500));
+        assert_eq!(parse_duration_ms(".5s"), Ok(500));
+        assert_eq!(parse_duration_ms("5.s"), Ok(5_000));
+        assert_eq!(parse_duration_ms("1.0015s"), Ok(1_001));
+        assert_eq!(parse_duration_ms("1.999999ms"), Ok(1));
+        assert_eq!(parse_duration_ms("0.0001d"), Ok(8_640));
+        assert_eq!(parse_duration_ms("36500d"), Ok(3_153_600_000_000));
     }
 
     #[test]
     fn refusals() {
-        for bad in ["", "5", "s", "5 s", "-1s", "5sec", "1.2.3s", ".s", "5S", "1e3s", "9999999999d"] {
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5 s",
+            "-1s",
+            "5sec",
+            "1.2.3s",
+            ".s",
+            "5S",
+            "1e3s",
+            "9999999999d",
+            "36500.1d",
+            "99999999999999999999999s",
+        ] {
             assert!(parse_duration_ms(bad).is_err(), "{bad:?} should be refused");
         }
     }

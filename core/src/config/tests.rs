@@ -381,3 +381,20 @@ fn rejects_negative_reserve() {
 fn rejects_reserve_as_string() {
     assert_field(refused(json!({"upstream": {"reserve": "5"}})), "upstream.reserve", "");
 }
+
+#[test]
+fn rejects_wrong_type_in_an_array() {
+    assert_field(refused(json!({"token_paths": ["/a", 5]})), "token_paths[1]", "invalid type");
+}
+
+#[test]
+fn rejects_wrong_type_under_a_client_id() {
+    let e = refused(json!({"quota": {"clients": {"c.1": {"tokens": "ten", "window": "1d"}}}}));
+    assert_field(e, "quota.clients.c.1.tokens", "invalid type");
+}
+
+#[test]
+fn names_the_field_in_an_indented_document() {
+    let doc = "{\n  \"upstream\": {\n    \"cluster\": \"idp\",\n    \"authority\": \"a\",\n    \"reserve\": \"x\"\n  }\n}";
+    assert_field(Config::from_json(doc.as_bytes()).unwrap_err(), "upstream.reserve", "invalid type");
+}

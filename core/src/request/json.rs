@@ -86,7 +86,11 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<ScalarText, E> {
-        Ok(ScalarText(v.to_string()))
+        // serde_json's own float printing (already in the module for serializing), not
+        // `f64`'s `Display`, which would add ~20 KB of formatting code to the .wasm.
+        serde_json::Number::from_f64(v)
+            .map(|n| ScalarText(n.to_string()))
+            .ok_or_else(|| E::custom("not a finite number"))
     }
 }
 
