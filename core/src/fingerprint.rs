@@ -49,7 +49,7 @@ fn canonical_form(request: &TokenRequest, upstream: &Upstream) -> Vec<u8> {
     field(&mut out, "grant_type", &request.grant_type);
     field(&mut out, "client_id", request.client_id.as_deref().unwrap_or_default());
     field(&mut out, "client_secret", request.client_secret.as_deref().unwrap_or_default());
-    // BTreeMap order: parameters sorted by name, whatever order they came in.
+    // `SortedMap` order: parameters sorted by name, whatever order they came in.
     for (name, value) in &request.params {
         if name == "scope" {
             let scope = canonical_scope(value);

@@ -16,6 +16,7 @@ pub mod record;
 pub mod request;
 pub mod response;
 pub mod seal;
+pub mod sorted;
 pub mod store;
 pub mod usage;
 

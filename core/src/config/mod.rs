@@ -6,10 +6,11 @@ mod duration;
 mod field_path;
 mod raw;
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde_json::error::Category;
+
+use crate::sorted::SortedMap;
 
 pub use duration::parse_duration_ms;
 
@@ -77,7 +78,7 @@ pub struct CacheConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits<T> {
     pub default: Option<T>,
-    pub clients: BTreeMap<String, T>,
+    pub clients: SortedMap<T>,
 }
 
 impl<T> Limits<T> {
@@ -273,15 +274,15 @@ fn limits<R, T>(
     rule: impl Fn(&str, R) -> Result<T, ConfigError>,
 ) -> Result<Limits<T>, ConfigError> {
     let default = raw.default.map(|r| rule(&format!("{field}.default"), r)).transpose()?;
-    // Inserted one by one: collecting into a `BTreeMap` sorts first, and that sort's code
-    // would add ~10 KB to the .wasm (the keys are already in order).
-    let mut clients = BTreeMap::new();
+    let mut clients = SortedMap::new();
     for (id, r) in raw.clients {
         let parsed = rule(&format!("{field}.clients.{id}"), r)?;
         if id.is_empty() {
             return Err(refuse(format!("{field}.clients"), "a client id must not be empty"));
         }
-        clients.insert(id, parsed);
+        if let Err((id, _)) = clients.insert_new(id, parsed) {
+            return Err(refuse(format!("{field}.clients.{id}"), "the client id is listed twice"));
+        }
     }
     Ok(Limits { default, clients })
 }

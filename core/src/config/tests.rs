@@ -398,3 +398,10 @@ fn names_the_field_in_an_indented_document() {
     let doc = "{\n  \"upstream\": {\n    \"cluster\": \"idp\",\n    \"authority\": \"a\",\n    \"reserve\": \"x\"\n  }\n}";
     assert_field(Config::from_json(doc.as_bytes()).unwrap_err(), "upstream.reserve", "invalid type");
 }
+
+#[test]
+fn rejects_a_client_id_listed_twice() {
+    let doc = r#"{"upstream": {"cluster": "idp", "authority": "a"},
+        "quota": {"clients": {"c1": {"tokens": 1, "window": "1d"}, "c1": {"tokens": 2, "window": "1d"}}}}"#;
+    assert_field(Config::from_json(doc.as_bytes()).unwrap_err(), "quota.clients.c1", "listed twice");
+}

@@ -7,7 +7,7 @@ mod content_type;
 mod form;
 mod json;
 
-use std::collections::BTreeMap;
+use crate::sorted::SortedMap;
 
 pub use basic::parse_basic;
 pub use content_type::{BodyFormat, body_format};
@@ -60,7 +60,7 @@ pub struct TokenRequest {
     /// From the body or the Basic header.
     pub client_secret: Option<String>,
     /// Every body parameter but `client_id` and `client_secret`, by name.
-    pub params: BTreeMap<String, String>,
+    pub params: SortedMap<String>,
 }
 
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
@@ -76,12 +76,11 @@ impl TokenRequest {
             BodyFormat::Form => parse_form(body)?,
             BodyFormat::Json => parse_json(body)?,
         };
-        let mut params = BTreeMap::new();
+        let mut params = SortedMap::new();
         for (name, value) in pairs {
-            if params.contains_key(&name) {
+            if let Err((name, _)) = params.insert_new(name, value) {
                 return Err(RequestError::bad(format!("parameter {name} is repeated")));
             }
-            params.insert(name, value);
         }
         let body_id = params.remove("client_id").filter(|id| !id.is_empty());
         let body_secret = params.remove("client_secret");
