@@ -954,7 +954,7 @@ fn unreachable_outcome() -> CallOutcome {
 }
 
 fn has_access_token(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v["access_token"].is_string())
+    crate::cache::members(body).is_some_and(|m| crate::cache::string_member(&m, "access_token").is_some())
 }
 
 fn metric_of(decision: Decision) -> Metric {

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use serde_json::json;
+use serde::Serialize;
 
 /// `x-tokengate-cache`: how a handled request was answered.
 pub const CACHE_HEADER: &str = "x-tokengate-cache";
@@ -164,8 +164,15 @@ impl Response {
 
     /// `{"error": code, "error_description": description}`.
     pub fn oauth_error(status: u16, code: ErrorCode, description: &str, cache: CacheStatus) -> Response {
-        let body = json!({"error": code.as_str(), "error_description": description}).to_string();
-        Response::json(status, body.into_bytes(), cache)
+        #[derive(Serialize)]
+        struct OAuthError<'a> {
+            error: &'a str,
+            error_description: &'a str,
+        }
+        let error = OAuthError { error: code.as_str(), error_description: description };
+        // Two strings always serialize.
+        let body = serde_json::to_vec(&error).unwrap_or_default();
+        Response::json(status, body, cache)
     }
 
     /// The cache status this response carries.
@@ -231,7 +238,10 @@ mod tests {
         );
         assert_eq!(r.status, 400);
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(body, json!({"error": "invalid_request", "error_description": "missing \"grant_type\""}));
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "invalid_request", "error_description": "missing \"grant_type\""})
+        );
         assert_eq!(r.header("content-type"), Some("application/json"));
         assert_eq!(r.header("cache-control"), Some("no-store"));
         assert_eq!(r.header("pragma"), Some("no-cache"));

@@ -3,9 +3,8 @@
 //! parses JSON on the hot path; it is sealed (see `seal`) with the requester's key, bound to
 //! the entry's key and times.
 
-use serde_json::{Map, Value};
-
 use crate::cache::SlotEntry;
+use crate::cache::token_json::{members, object_without, string_member};
 use crate::fingerprint::{Fingerprint, Identity};
 use crate::seal::{NONCE_BYTES, SealKey};
 
@@ -40,15 +39,18 @@ impl CacheEntry {
         if status != 200 || body.len() > MAX_CACHED_BODY_BYTES {
             return None;
         }
-        let mut object: Map<String, Value> = serde_json::from_slice(body).ok()?;
-        let token_ok = object.get("access_token").and_then(Value::as_str).is_some_and(|t| !t.is_empty());
-        if !token_ok {
+        let members = members(body)?;
+        if string_member(&members, "access_token").is_none_or(|t| t.is_empty()) {
             return None;
         }
-        let expires_in = object.remove("expires_in")?;
-        let lifetime_s = match expires_in.as_u64() {
-            Some(s) => s,
-            None => expires_in.as_f64().filter(|s| s.is_finite()).map(|s| s as u64)?,
+        let (_, expires_in) = members.iter().find(|(n, _)| n == "expires_in")?;
+        let lifetime_s = match serde_json::from_str::<u64>(expires_in.get()) {
+            Ok(s) => s,
+            // A fractional or negative number of seconds (negative ones end up 0, refused).
+            Err(_) => serde_json::from_str::<f64>(expires_in.get())
+                .ok()
+                .filter(|s| s.is_finite())
+                .map(|s| s as u64)?,
         };
         if lifetime_s == 0 {
             return None;
@@ -60,7 +62,7 @@ impl CacheEntry {
             expires_at_ms,
             sealed_body: Vec::new(),
         };
-        let plain = serde_json::to_vec(&object).ok()?;
+        let plain = object_without(&members, "expires_in");
         entry.sealed_body = identity.seal_key.seal(nonce, &entry.aad(), &plain);
         Some(entry)
     }
