@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::cmd;
 
-pub const TARGETS: [&str; 5] = ["form", "json", "basic", "request", "config"];
+pub const TARGETS: [&str; 6] = ["form", "json", "basic", "request", "config", "token_response"];
 
 /// Installs cargo-fuzz when missing; nightly must be on the machine.
 fn ensure_cargo_fuzz() -> Result<(), String> {
