@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: a mock IdP and Envoy with tokengate on loopback, a few requests
-//! to show miss -> hit -> wrong secret, then Envoy left running until Ctrl-C.
+//! to show miss -> hit -> wrong secret -> 429 for a client over its rate limit, then Envoy
+//! left running until Ctrl-C.
 
 use std::net::TcpListener;
 
@@ -11,12 +12,18 @@ use crate::{build, cmd};
 const CLIENT: &str = "demo-client";
 const SECRET: &str = "demo-secret";
 const AUDIENCE: &str = "https://api.example.com";
+/// Rate-limited to 3 requests a minute in `envoy/demo-plugin.json`.
+const NOISY_CLIENT: &str = "noisy-client";
+const NOISY_SECRET: &str = "noisy-secret";
 
 pub fn run(no_wait: bool) -> Result<(), String> {
     build::run()?;
     cmd::step("start the mock IdP and Envoy");
     let idp = MockIdp::start(Config {
-        clients: vec![Client { id: CLIENT.into(), secret: SECRET.into() }],
+        clients: vec![
+            Client { id: CLIENT.into(), secret: SECRET.into() },
+            Client { id: NOISY_CLIENT.into(), secret: NOISY_SECRET.into() },
+        ],
         expires_in: 86_400,
     })
     .map_err(|e| format!("mock IdP: {e}"))?;
@@ -35,15 +42,19 @@ pub fn run(no_wait: bool) -> Result<(), String> {
     );
 
     cmd::step("token requests through tokengate");
-    let form = |secret: &str| {
-        format!("grant_type=client_credentials&client_id={CLIENT}&client_secret={secret}&audience={AUDIENCE}")
+    let form = |client: &str, secret: &str| {
+        format!("grant_type=client_credentials&client_id={client}&client_secret={secret}&audience={AUDIENCE}")
     };
-    show(&idp, "first request", send(port, &form(SECRET))?);
+    show(&idp, "first request", send(port, &form(CLIENT, SECRET))?);
     for n in 1..=3 {
-        show(&idp, &format!("repeat #{n}"), send(port, &form(SECRET))?);
+        show(&idp, &format!("repeat #{n}"), send(port, &form(CLIENT, SECRET))?);
     }
-    show(&idp, "wrong secret", send(port, &form("not-the-secret"))?);
+    show(&idp, "wrong secret", send(port, &form(CLIENT, "not-the-secret"))?);
     show(&idp, "no client_id", send(port, "grant_type=client_credentials&client_secret=x")?);
+    // 3 requests a minute: miss, hit, hit, then 429 with retry-after (hits count too).
+    for n in 1..=4 {
+        show(&idp, &format!("noisy #{n}"), send(port, &form(NOISY_CLIENT, NOISY_SECRET))?);
+    }
 
     cmd::step("usage report (who burns the quota)");
     let usage = testbed::request("GET", port, "/tokengate/usage", &[], b"")?;
@@ -78,11 +89,14 @@ fn show(idp: &MockIdp, what: &str, r: Response) {
     let json = r.json().unwrap_or_default();
     let detail = match (json["expires_in"].as_u64(), json["error"].as_str()) {
         (Some(expires_in), _) => format!("expires_in={expires_in}"),
-        (None, Some(error)) => format!("error={error}"),
+        (None, Some(error)) => match r.header("retry-after") {
+            Some(after) => format!("error={error} retry-after={after}"),
+            None => format!("error={error}"),
+        },
         _ => String::new(),
     };
     println!(
-        "{what:<14} -> {} x-tokengate-cache={:<7} {detail:<22} IdP calls so far: {}",
+        "{what:<14} -> {} x-tokengate-cache={:<7} {detail:<38} IdP calls so far: {}",
         r.status,
         r.header("x-tokengate-cache").unwrap_or("-"),
         idp.token_calls()
