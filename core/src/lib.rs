@@ -11,6 +11,7 @@ pub mod flight;
 pub mod gate;
 pub mod hit_tally;
 pub mod host;
+pub mod json_object;
 pub mod limits;
 pub mod record;
 pub mod request;

@@ -45,21 +45,9 @@ impl<V> SortedMap<V> {
     pub fn remove(&mut self, key: &str) -> Option<V> {
         self.position(key).ok().map(|at| self.entries.remove(at).1)
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// In key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &V)> {
-        self.entries.iter().map(|(k, v)| (k, v))
-    }
 }
 
+/// In key order.
 impl<'a, V> IntoIterator for &'a SortedMap<V> {
     type Item = (&'a String, &'a V);
     type IntoIter =
@@ -81,11 +69,11 @@ mod tests {
             assert_eq!(m.insert_new(k.to_owned(), k.len()), Ok(()));
         }
         assert_eq!(m.insert_new("audience".to_owned(), 0), Err(("audience".to_owned(), 0)));
-        let keys: Vec<&str> = m.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = (&m).into_iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["audience", "b", "scope", "zeta"]);
         assert_eq!(m.get("audience"), Some(&8));
         assert_eq!(m.remove("b"), Some(1));
         assert!(!m.contains_key("b") && m.get("b").is_none() && m.remove("b").is_none());
-        assert_eq!(m.len(), 3);
+        assert_eq!((&m).into_iter().count(), 3);
     }
 }

@@ -2,14 +2,15 @@
 //! Enough to check `access_token`, read `expires_in` and write the object back without it,
 //! with no `serde_json::Value` tree (whose map and printer cost ~25 KB of .wasm).
 
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+
+use crate::json_object::entries;
 
 /// The members of a JSON object, in document order; `None` for anything else, and for an
 /// object that names a member twice (which of the two would the client read?).
 pub fn members(body: &[u8]) -> Option<Vec<(String, &RawValue)>> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let members = deserializer.deserialize_map(MembersVisitor).ok()?;
+    let members: Vec<(String, &RawValue)> = entries(&mut deserializer).ok()?;
     deserializer.end().ok()?;
     let repeated =
         members.iter().enumerate().any(|(i, (name, _))| members[..i].iter().any(|(n, _)| n == name));
@@ -38,24 +39,6 @@ pub fn object_without(members: &[(String, &RawValue)], without: &str) -> Vec<u8>
     }
     out.push(b'}');
     out
-}
-
-struct MembersVisitor;
-
-impl<'de> Visitor<'de> for MembersVisitor {
-    type Value = Vec<(String, &'de RawValue)>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::new();
-        while let Some(member) = map.next_entry::<String, &RawValue>()? {
-            members.push(member);
-        }
-        Ok(members)
-    }
 }
 
 #[cfg(test)]

@@ -64,8 +64,8 @@ impl Default for RawCache {
 #[serde(deny_unknown_fields)]
 pub struct RawLimits<T> {
     pub default: Option<T>,
-    /// In document order (a JSON object as a list of pairs: no map code for it).
-    #[serde(default = "Vec::new", deserialize_with = "entries")]
+    /// In document order, repeats included (validation refuses them): no map code for it.
+    #[serde(default = "Vec::new", deserialize_with = "crate::json_object::entries")]
     pub clients: Vec<(String, T)>,
 }
 
@@ -110,31 +110,4 @@ fn default_max_backoff() -> String {
 
 fn default_backoff_scope() -> String {
     "client".into()
-}
-
-/// A JSON object's members in document order, repeats included (validation refuses them).
-fn entries<'de, D, T>(deserializer: D) -> Result<Vec<(String, T)>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    struct Entries<T>(std::marker::PhantomData<T>);
-
-    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Entries<T> {
-        type Value = Vec<(String, T)>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("an object of client ids")
-        }
-
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(entry) = map.next_entry()? {
-                out.push(entry);
-            }
-            Ok(out)
-        }
-    }
-
-    deserializer.deserialize_map(Entries(std::marker::PhantomData))
 }
