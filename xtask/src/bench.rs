@@ -152,6 +152,10 @@ pub fn run(
     }
     println!("warmed {KEYS_IN_ROTATION} keys in {:.1} s", warm_started.elapsed().as_secs_f64());
     let rss = if only.is_none() { Some(rss_growth(&envoy_on(2, None, plugin(json!({})))?)?) } else { None };
+    let calibration = match wanted("wasm_noop") || wanted("wasm_bare_hit") {
+        true => Some(Calibration::start(&dir, &build::calibration()?, &hit, idp.port())?),
+        false => None,
+    };
     let baseline = envoy_with(Some("baseline.yaml"), hit)?;
     let nginx_port = free_port()?;
     let _nginx = start_nginx(&dir, idp.port(), nginx_port)?;
@@ -171,6 +175,22 @@ pub fn run(
             label: "Envoy direct_response (no Wasm)",
             port: baseline.listen_port(),
             pid: Some(baseline.pid()),
+            load: form("aud-1"),
+            rounds: vec![],
+        },
+        Row {
+            name: "wasm_noop",
+            label: "reference: + a no-op proxy-wasm filter",
+            port: calibration.as_ref().map_or(0, |c| c.noop.listen_port()),
+            pid: calibration.as_ref().map(|c| c.noop.pid()),
+            load: form("aud-1"),
+            rounds: vec![],
+        },
+        Row {
+            name: "wasm_bare_hit",
+            label: "reference: bare Wasm hit (body, 1 CAS, 1 get, local reply)",
+            port: calibration.as_ref().map_or(0, |c| c.bare_hit.listen_port()),
+            pid: calibration.as_ref().map(|c| c.bare_hit.pid()),
             load: form("aud-1"),
             rounds: vec![],
         },
@@ -294,6 +314,47 @@ fn ensure_tools() -> Result<(), String> {
 
 fn which(tool: &str) -> Option<PathBuf> {
     ["/usr/bin", "/usr/sbin", "/usr/local/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists())
+}
+
+/// The reference filters (`xtask/calibration`): what loading any proxy-wasm filter costs
+/// (the no-op filter in the baseline's Envoy, answered by direct_response), and the least a
+/// Wasm cache hit can do (in tokengate's own Envoy configuration, so it differs from the
+/// tokengate rows only in the filter).
+struct Calibration {
+    noop: Envoy,
+    bare_hit: Envoy,
+}
+
+impl Calibration {
+    fn start(dir: &Path, wasm: &Path, token: &str, idp_port: u16) -> Result<Calibration, String> {
+        let body = serde_json::to_string(token).map_err(|e| e.to_string())?;
+        let noop_template = dir.join("calibration.yaml");
+        fs::write(&noop_template, include_str!("bench/calibration.yaml").replace("{{TOKEN_BODY}}", &body))
+            .map_err(|e| e.to_string())?;
+        let start = |plugin_config: String, template: Option<&Path>| {
+            let mut options = EnvoyOptions::new(plugin_config, idp_port);
+            options.concurrency = 1;
+            options.log_level = "warn".into();
+            if let Some(template) = template {
+                options.template = template.to_path_buf();
+            }
+            options.wasm_path = wasm.to_path_buf();
+            Envoy::start(&options)
+        };
+        let calibration = Calibration {
+            noop: start("noop".into(), Some(&noop_template))?,
+            bare_hit: start(format!("bare_hit:{token}"), None)?,
+        };
+        // Each must answer with the token, or its row measures something else.
+        for envoy in [&calibration.noop, &calibration.bare_hit] {
+            let answer =
+                post(envoy.listen_port(), "application/x-www-form-urlencoded", None, &form_body("aud-1"))?;
+            if answer != token {
+                return Err("a reference filter's Envoy did not answer with the token".into());
+            }
+        }
+        Ok(calibration)
+    }
 }
 
 fn template_text(name: &str) -> &'static str {
@@ -501,6 +562,10 @@ fn report(dir: &Path, rows: &[Row], first_hit: Duration, rss: Option<RssGrowth>)
             m.p99_ms,
             m.rps / base
         );
+    }
+    let rps_of = |name: &str| summary.iter().find(|(r, _)| r.name == name).map(|(_, m)| m.rps);
+    if let (Some(hit), Some(bare)) = (rps_of("hit_form"), rps_of("wasm_bare_hit")) {
+        println!("tokengate single-key hit: {:.2} of the bare Wasm hit's requests/s", hit / bare);
     }
     println!(
         "tokengate.wasm: {wasm_bytes} bytes; Envoy start to first served hit: {} ms",

@@ -25,10 +25,20 @@ pub fn run() -> Result<PathBuf, String> {
 /// implement (see `trim`), then through binaryen's `wasm-opt -O3`.
 pub fn wasm() -> Result<PathBuf, String> {
     cmd::step("build tokengate.wasm");
-    cmd::run("cargo", &["build", "--release", "--target", "wasm32-wasip1", "-p", "tokengate"], &[])?;
+    module("tokengate", "tokengate", "src")
+}
+
+/// The bench's reference filters (`xtask/calibration`), built the same way as tokengate.
+pub fn calibration() -> Result<PathBuf, String> {
+    cmd::step("build the bench's reference filters");
+    module("tokengate-calibration", "tokengate_calibration", "xtask/calibration/src")
+}
+
+fn module(package: &str, file_stem: &str, sources: &str) -> Result<PathBuf, String> {
+    cmd::run("cargo", &["build", "--release", "--target", "wasm32-wasip1", "-p", package], &[])?;
     let root = testbed::workspace_root();
-    let wasm = root.join("target/wasm32-wasip1/release/tokengate.wasm");
-    let removed = trim::unused_exports(&wasm, &root.join("src"))?;
+    let wasm = root.join(format!("target/wasm32-wasip1/release/{file_stem}.wasm"));
+    let removed = trim::unused_exports(&wasm, &root.join(sources))?;
     // Cargo relinks only when something changed; a module already optimized is left as is.
     let stamp = wasm.with_extension("wasm.optimized");
     if std::fs::read_to_string(&stamp).ok() != Some(identity_of(&wasm)?) {
