@@ -66,13 +66,94 @@ fn every_shipped_envoy_configuration_validates() {
     .unwrap();
     validate("tokengate.yaml", &rendered);
     checked.push(root.join("envoy/tokengate.yaml"));
-    for path in ["envoy/compose/envoy.yaml", "envoy/auth0-production.yaml"] {
-        validate(path.rsplit('/').next().unwrap(), &read(path));
+    for path in [
+        "envoy/compose/envoy.yaml",
+        "envoy/auth0-production.yaml",
+        "envoy/fleet/compose/edge.yaml",
+        "envoy/fleet/compose/gateway.yaml",
+    ] {
+        validate(&path.replace('/', "-"), &read(path));
         checked.push(root.join(path));
     }
+    let gateways = [("127.0.0.1".to_owned(), 10001), ("127.0.0.1".to_owned(), 10002)];
+    for role in ["edge", "gateway"] {
+        let path = format!("envoy/fleet/{role}.yaml");
+        let rendered = testbed::render_config(
+            &testbed::with_gateways(&read(&path), &gateways),
+            &Vars {
+                bind_address: "127.0.0.1".into(),
+                idp_host: "127.0.0.1".into(),
+                admin_port: 0,
+                listen_port: 0,
+                idp_port: 9,
+                wasm_path: PathBuf::from(WASM_IN_CONTAINER),
+                plugin_config: testbed::fleet_plugin(role).unwrap(),
+            },
+        )
+        .unwrap();
+        validate(&format!("fleet-{role}.yaml"), &rendered);
+        checked.push(root.join(path));
+    }
+    checked.push(root.join("envoy/fleet/docker-compose.yaml"));
     for shipped in yaml_files(&root.join("envoy")) {
         assert!(checked.contains(&shipped), "{} is shipped but not validated here", shipped.display());
     }
+}
+
+#[test]
+fn the_fleet_compose_configurations_are_the_rendered_templates() {
+    for (path, rendered) in testbed::fleet_compose_configs().unwrap() {
+        assert!(read(&path) == rendered, "{path} is out of date: run `cargo xtask compose-config`");
+    }
+}
+
+#[test]
+fn the_fleet_compose_file_runs_three_edges_and_two_gateways_on_the_rendered_configs() {
+    let mut compose: Value = serde_yaml::from_str(&read("envoy/fleet/docker-compose.yaml")).unwrap();
+    // The services share their settings through YAML merge keys (<<), some nested.
+    for _ in 0..3 {
+        compose.apply_merge().unwrap();
+    }
+    let services = compose["services"].as_mapping().unwrap();
+    let image = format!("envoyproxy/envoy:v{}", testbed::DEFAULT_ENVOY_VERSION);
+    let mut roles = Vec::new();
+    for (name, service) in services {
+        let name = name.as_str().unwrap();
+        if name == "mock-idp" {
+            let dockerfile = service["build"]["dockerfile"].as_str().unwrap();
+            assert_eq!(service["build"]["context"].as_str(), Some("../.."));
+            assert!(workspace_root().join(dockerfile).exists());
+            continue;
+        }
+        assert_eq!(service["image"].as_str(), Some(image.as_str()), "{name}");
+        let volumes: Vec<String> = service["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        let role = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+        assert!(
+            volumes.contains(&format!("./compose/{role}.yaml:/etc/envoy/envoy.yaml:ro")),
+            "{name}: {volumes:?}"
+        );
+        assert!(
+            volumes.contains(&format!(
+                "../../target/wasm32-wasip1/release/tokengate.wasm:{WASM_IN_CONTAINER}:ro"
+            )),
+            "{name}: {volumes:?}"
+        );
+        roles.push(role.to_owned());
+    }
+    roles.sort();
+    assert_eq!(roles, ["edge", "edge", "edge", "gateway", "gateway"]);
+    // The edges' ring lists the gateway services; the gateways call the mock IdP service.
+    let edge = read("envoy/fleet/compose/edge.yaml");
+    assert!(
+        edge.contains("address: gateway-1, port_value: 10000")
+            && edge.contains("address: gateway-2, port_value: 10000")
+    );
+    assert!(read("envoy/fleet/compose/gateway.yaml").contains("address: mock-idp, port_value: 9090"));
 }
 
 #[test]

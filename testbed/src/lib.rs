@@ -4,11 +4,15 @@
 
 mod client;
 mod envoy;
+mod fleet;
 
 use std::path::PathBuf;
 
 pub use client::{Response, get, post_form, post_json, request};
 pub use envoy::{COMPOSE_CONFIG, Envoy, EnvoyOptions, Vars, compose_config, render_config, validate};
+pub use fleet::{
+    FLEET_DIR, Fleet, FleetOptions, GATEWAYS, fleet_compose_configs, fleet_plugin, with_gateways,
+};
 
 /// The Envoy version `cargo xtask setup` installs and the tests run by default.
 pub const DEFAULT_ENVOY_VERSION: &str = "1.40.0";

@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod cmd;
 mod demo;
+mod fleet;
 mod fuzz;
 mod setup;
 mod test;
@@ -20,7 +21,10 @@ commands:
   demo [--no-wait]          build, start a mock IdP and Envoy with tokengate, show miss -> hit
   bench [--seconds N] [--rounds N] [--only ROW,ROW] [--compare OTHER.wasm]
                             side-by-side benchmark with wrk (default 5 s x 3 rounds per row)
-  compose-config            render envoy/tokengate.yaml for docker compose (envoy/compose/envoy.yaml)
+  fleet [--no-wait]         3 edges + 2 gateways + mock IdP on loopback (envoy/fleet/): IdP calls
+                            per key with and without the gateway tier
+  compose-config            render the Envoy templates for docker compose (envoy/compose/,
+                            envoy/fleet/compose/)
   fuzz [--seconds N] [TARGET...]
                             run the cargo-fuzz targets (nightly) for N seconds each (default 60)";
 
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
         Some("build") => build::run().map(|_| ()),
         Some("test") => envoy_version(&args[1..]).and_then(|v| test::run(&v)),
         Some("demo") => demo::run(args[1..].iter().any(|a| a == "--no-wait")),
+        Some("fleet") => fleet::run(args[1..].iter().any(|a| a == "--no-wait")),
         Some("compose-config") => write_compose_config(),
         Some("bench") => bench_args(&args[1..])
             .and_then(|(seconds, rounds, only, compare)| bench::run(seconds, rounds, only, compare)),
@@ -75,14 +80,20 @@ fn bench_args(args: &[String]) -> Result<BenchArgs, String> {
     Ok((value("--seconds", 5)?, value("--rounds", 3)? as usize, only, compare))
 }
 
-/// Writes the Envoy configuration `docker-compose.yaml` mounts.
+/// Writes the Envoy configurations the compose files mount (`docker-compose.yaml`,
+/// `envoy/fleet/docker-compose.yaml`).
 fn write_compose_config() -> Result<(), String> {
-    let path = testbed::workspace_root().join(testbed::COMPOSE_CONFIG);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let root = testbed::workspace_root();
+    let mut files = vec![(testbed::COMPOSE_CONFIG.to_owned(), testbed::compose_config()?)];
+    files.extend(testbed::fleet_compose_configs()?);
+    for (relative, text) in files {
+        let path = root.join(relative);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
     }
-    std::fs::write(&path, testbed::compose_config()?).map_err(|e| format!("{}: {e}", path.display()))?;
-    println!("wrote {}", path.display());
     Ok(())
 }
 

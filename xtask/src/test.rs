@@ -14,7 +14,18 @@ pub fn run(envoy_version: &str) -> Result<(), String> {
     cmd::step("clippy (wasm32-wasip1)");
     cmd::run(
         "cargo",
-        &["clippy", "-p", "tokengate", "-p", "tokengate-calibration", "--target", "wasm32-wasip1", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "-p",
+            "tokengate",
+            "-p",
+            "tokengate-calibration",
+            "--target",
+            "wasm32-wasip1",
+            "--",
+            "-D",
+            "warnings",
+        ],
         &[],
     )?;
     let wasm = build::wasm()?;

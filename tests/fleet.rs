@@ -1,0 +1,155 @@
+//! A fleet (envoy/fleet/): 3 edge Envoys and 2 gateway Envoys, all running tokengate, the
+//! edges sending misses to the gateways through a consistent-hash route on the cache key.
+//! Each key is fetched from the IdP once for the whole fleet, and losing a gateway moves
+//! its keys to the other at the cost of one IdP call per moved key.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use mock_idp::{Client, Config, MockIdp};
+use testbed::{Envoy, Fleet, FleetOptions};
+
+const KEYS: usize = 8;
+const REQUESTS: usize = 96;
+
+fn idp() -> MockIdp {
+    MockIdp::start(Config {
+        clients: vec![Client { id: "fleet-client".into(), secret: "fleet-secret".into() }],
+        expires_in: 3600,
+    })
+    .unwrap()
+}
+
+fn body(key: usize) -> String {
+    format!(
+        "grant_type=client_credentials&client_id=fleet-client&client_secret=fleet-secret&audience=https://api-{key}"
+    )
+}
+
+/// Sends every (port, key) request at once; returns each key's access tokens.
+fn all_at_once(requests: &[(u16, usize)]) -> HashMap<usize, Vec<String>> {
+    let barrier = Arc::new(Barrier::new(requests.len()));
+    let handles: Vec<_> = requests
+        .iter()
+        .map(|&(port, key)| {
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                let r = testbed::post_form(port, "/oauth/token", &body(key), &[]).unwrap();
+                assert_eq!(r.status, 200, "key {key} on port {port}: {}", r.text());
+                (key, r.json().unwrap()["access_token"].as_str().unwrap().to_owned())
+            })
+        })
+        .collect();
+    let mut tokens: HashMap<usize, Vec<String>> = HashMap::new();
+    for handle in handles {
+        let (key, token) = handle.join().unwrap();
+        tokens.entry(key).or_default().push(token);
+    }
+    tokens
+}
+
+/// 96 cold requests for 8 keys, spread over the edges (each key on every edge).
+fn cold_burst(edges: &[Envoy]) -> HashMap<usize, Vec<String>> {
+    let requests: Vec<(u16, usize)> =
+        (0..REQUESTS).map(|i| (edges[i % edges.len()].listen_port(), i % KEYS)).collect();
+    all_at_once(&requests)
+}
+
+fn idp_calls_of(envoy: &Envoy) -> u64 {
+    envoy
+        .stats()
+        .unwrap()
+        .lines()
+        // Envoy names proxy-wasm stats `wasmcustom.<name>` (Prometheus drops the prefix).
+        .find_map(|l| l.strip_prefix("wasmcustom.tokengate_idp_calls_total: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_fleet_fetches_each_key_once_and_a_lost_gateway_costs_one_call_per_moved_key() {
+    let idp = idp();
+    let mut fleet =
+        Fleet::start(FleetOptions { idp_port: idp.port(), edges: 3, tiered: true, concurrency: 2 }).unwrap();
+
+    let tokens = cold_burst(&fleet.edges);
+    let per_gateway: Vec<u64> = fleet.gateways.iter().flatten().map(idp_calls_of).collect();
+    assert_eq!(
+        idp.token_calls(),
+        KEYS as u64,
+        "IdP calls for {KEYS} keys over 3 edges + 2 gateways (per gateway {per_gateway:?})"
+    );
+    let first: HashMap<usize, String> = tokens
+        .iter()
+        .map(|(key, list)| {
+            assert!(list.iter().all(|t| *t == list[0]), "key {key} got different tokens: {list:?}");
+            (*key, list[0].clone())
+        })
+        .collect();
+    assert_eq!(first.values().collect::<HashSet<_>>().len(), KEYS, "one distinct token per key");
+    let per_gateway: Vec<u64> = fleet.gateways.iter().flatten().map(idp_calls_of).collect();
+    assert_eq!(
+        per_gateway.iter().sum::<u64>(),
+        KEYS as u64,
+        "every IdP call came from a gateway: {per_gateway:?}"
+    );
+    eprintln!(
+        "3 edges + 2 gateways: {} IdP calls for {KEYS} keys (per gateway {per_gateway:?})",
+        idp.token_calls()
+    );
+
+    // Lose the gateway that holds more keys while a new edge (cold cache) asks for every key.
+    // A request the lost gateway had not answered is retried on the other gateway.
+    let victim = if per_gateway[0] >= per_gateway[1] { 0 } else { 1 };
+    let moved = per_gateway[victim];
+    let fresh = fleet.add_edge().unwrap().listen_port();
+    let requests: Vec<(u16, usize)> = (0..3 * KEYS).map(|i| (fresh, i % KEYS)).collect();
+    let load = thread::spawn(move || all_at_once(&requests));
+    thread::sleep(std::time::Duration::from_millis(5));
+    fleet.kill_gateway(victim);
+    let after = load.join().unwrap();
+    let changed: Vec<usize> = (0..KEYS).filter(|k| after[k].iter().any(|t| *t != first[k])).collect();
+    for key in 0..KEYS {
+        assert!(after[&key].iter().all(|t| *t == after[&key][0]), "key {key}: {:?}", after[&key]);
+    }
+    let extra = idp.token_calls() - KEYS as u64;
+    eprintln!(
+        "gateway {victim} lost mid-run ({moved} keys): {extra} extra IdP calls, keys re-fetched {changed:?}"
+    );
+    assert!(extra <= moved, "at most one IdP call per moved key: {extra} for {moved}");
+    assert_eq!(extra, changed.len() as u64, "one IdP call per key fetched again");
+
+    // Every key the lost gateway held is now on the other: a new edge gets them without
+    // the IdP, except keys the first new edge had still fetched from the lost gateway.
+    let probe = fleet.add_edge().unwrap().listen_port();
+    let moved_now = all_at_once(&(0..KEYS).map(|k| (probe, k)).collect::<Vec<_>>());
+    let total = idp.token_calls() - KEYS as u64;
+    eprintln!("after the loss, every key from the surviving gateway: {total} extra IdP calls in all");
+    assert_eq!(total, moved, "each moved key fetched once in all");
+
+    // Once the health check has taken the gateway out, the keys stay where they moved.
+    thread::sleep(std::time::Duration::from_millis(3000));
+    let later = fleet.add_edge().unwrap().listen_port();
+    let again = all_at_once(&(0..KEYS).map(|k| (later, k)).collect::<Vec<_>>());
+    assert_eq!(idp.token_calls(), KEYS as u64 + moved, "no more IdP calls after the move");
+    for key in 0..KEYS {
+        assert_eq!(again[&key][0], moved_now[&key][0], "key {key} moved again");
+    }
+}
+
+#[test]
+fn without_the_gateway_tier_every_edge_fetches_every_key() {
+    let idp = idp();
+    let fleet =
+        Fleet::start(FleetOptions { idp_port: idp.port(), edges: 3, tiered: false, concurrency: 2 }).unwrap();
+    let tokens = cold_burst(&fleet.edges);
+    assert!(tokens.values().all(|list| list.len() == REQUESTS / KEYS));
+    eprintln!("3 edges, no gateway tier: {} IdP calls for {KEYS} keys", idp.token_calls());
+    // Each edge coalesces its own requests for a key, and no more.
+    assert_eq!(idp.token_calls(), 3 * KEYS as u64);
+}
