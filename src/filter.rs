@@ -13,6 +13,8 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use tokengate_core::cache::LocalIndex;
 use tokengate_core::gate::{PendingCall, Plan};
 use tokengate_core::hit_tally::PendingHits;
+use tokengate_core::host::Metric;
+use tokengate_core::rate_limit_service::{self, Verdict};
 use tokengate_core::request::RequestHead;
 use tokengate_core::response::Response;
 use tokengate_core::{Config, Gate, IdpReply, Outcome};
@@ -27,6 +29,8 @@ enum Phase {
     PassThrough,
     /// A token request whose body is being buffered.
     ReadingBody(RequestHead),
+    /// A complete token request waiting for the global rate-limit service's answer.
+    AskingRateLimit { token: u32, head: RequestHead, body: Vec<u8>, client_id: String },
     /// A forwarded request waiting for its own IdP call.
     Forwarded(PendingCall),
     /// Registered with the hub; the root context answers.
@@ -70,11 +74,45 @@ impl TokenFilter {
         Action::Pause
     }
 
-    /// The body is complete: answer now, or wait for the IdP.
-    fn decide(&mut self, config: &Config, head: &RequestHead, body: &[u8]) -> Action {
-        let gate = Gate::new(config, &EnvoyHost, &self.key_prefix)
+    /// The body is complete: with a global rate-limit service, ask it first; else decide.
+    fn ask_or_decide(&mut self, config: &Config, head: RequestHead, body: Vec<u8>) -> Action {
+        if let Some(service) = &config.rate_limit_service {
+            let gate = Gate::new(config, &EnvoyHost, &self.key_prefix).with_local_index(&self.local_index);
+            if let Some(client_id) = gate.client_id_of(&head, &body) {
+                match tokengate_core::host::Dispatcher::dispatch(
+                    &EnvoyHost,
+                    &rate_limit_service::call(service, &client_id),
+                ) {
+                    Ok(token) => {
+                        self.phase = Phase::AskingRateLimit { token, head, body, client_id };
+                        return Action::Pause;
+                    }
+                    Err(e) => {
+                        log::warn!("rate limit service call not dispatched: {}", e.0);
+                        tokengate_core::host::Metrics::add(&EnvoyHost, Metric::RateLimitServiceErrors, 1);
+                    }
+                }
+            }
+        }
+        self.decide(config, &head, &body, None)
+    }
+
+    /// The body is complete (and the rate-limit service has answered, if asked): answer
+    /// now, or wait for the IdP. Not inlined into its callers: the request flow is large.
+    #[inline(never)]
+    fn decide(
+        &mut self,
+        config: &Config,
+        head: &RequestHead,
+        body: &[u8],
+        global: Option<Verdict>,
+    ) -> Action {
+        let mut gate = Gate::new(config, &EnvoyHost, &self.key_prefix)
             .with_local_index(&self.local_index)
             .with_pending_hits(&self.pending_hits);
+        if let Some(verdict) = global {
+            gate = gate.with_global_rate(verdict);
+        }
         let Plan { outcome, background } = gate.handle(head, body);
         if let Some(call) = background {
             self.hub.borrow_mut().submit(call);
@@ -93,6 +131,45 @@ impl TokenFilter {
                 hub.waiters.push((self.context_id, *waiter));
                 self.phase = Phase::Waiting;
                 Action::Pause
+            }
+        }
+    }
+    /// The rate-limit service's answer to this stream's call; a failed call (down, timed
+    /// out, an error status, an answer that does not parse) leaves the decision to the
+    /// local limiter.
+    fn rate_limit_answered(
+        &mut self,
+        config: &Config,
+        num_headers: usize,
+        body_size: usize,
+        num_trailers: usize,
+    ) {
+        let Phase::AskingRateLimit { head, body, client_id, .. } =
+            std::mem::replace(&mut self.phase, Phase::PassThrough)
+        else {
+            return;
+        };
+        let now = tokengate_core::host::Clock::now_ms(&EnvoyHost);
+        let trailers = match num_trailers {
+            0 => Vec::new(),
+            _ => hostcalls::get_map(MapType::HttpCallResponseTrailers).unwrap_or_default(),
+        };
+        let verdict = read_idp_reply(num_headers, body_size).and_then(|reply| {
+            let message =
+                rate_limit_service::message_of(reply.status, &reply.headers, &trailers, &reply.body)?;
+            rate_limit_service::verdict(message, now).ok()
+        });
+        match verdict {
+            Some(verdict) if verdict.over_limit => {
+                let response =
+                    Gate::new(config, &EnvoyHost, &self.key_prefix).over_global_limit(&client_id, &verdict);
+                self.respond(&response);
+            }
+            _ => {
+                if verdict.is_none() {
+                    tokengate_core::host::Metrics::add(&EnvoyHost, Metric::RateLimitServiceErrors, 1);
+                }
+                self.decide(config, &head, &body, verdict);
             }
         }
     }
@@ -131,10 +208,20 @@ pub fn read_idp_reply(num_headers: usize, body_size: usize) -> Option<IdpReply> 
 }
 
 impl Context for TokenFilter {
-    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        num_trailers: usize,
+    ) {
         let Some(config) = self.config.clone() else {
             return;
         };
+        if matches!(&self.phase, Phase::AskingRateLimit { token: t, .. } if *t == token) {
+            self.rate_limit_answered(&config, num_headers, body_size, num_trailers);
+            return;
+        }
         let pending = match &self.phase {
             Phase::Forwarded(pending) if pending.token == token => pending.clone(),
             // A late answer for a stream that has moved on: nothing to do.
@@ -184,7 +271,7 @@ impl HttpContext for TokenFilter {
         }
         if end_of_stream {
             // No body callback will come: decide on the empty body now.
-            return self.decide(&config, &head, &[]);
+            return self.ask_or_decide(&config, head, Vec::new());
         }
         self.phase = Phase::ReadingBody(head);
         Action::Continue
@@ -196,7 +283,7 @@ impl HttpContext for TokenFilter {
         };
         match &self.phase {
             Phase::ReadingBody(_) => {}
-            Phase::Forwarded(_) | Phase::Waiting => return Action::Pause,
+            Phase::Forwarded(_) | Phase::Waiting | Phase::AskingRateLimit { .. } => return Action::Pause,
             Phase::PassThrough => return Action::Continue,
         }
         if body_size > config.max_body_bytes {
@@ -214,7 +301,7 @@ impl HttpContext for TokenFilter {
             .ok()
             .flatten()
             .unwrap_or_default();
-        self.decide(&config, &head, &body)
+        self.ask_or_decide(&config, head, body)
     }
 }
 

@@ -25,6 +25,7 @@ use crate::flight::{Begin, CallOutcome, FlightState, FlightTable};
 use crate::hit_tally::PendingHits;
 use crate::host::{Host, IdpCall, Metric, StoreError};
 use crate::limits::{QuotaDecision, seconds_until};
+use crate::rate_limit_service::Verdict;
 use crate::request::{RequestError, RequestHead, RequestKind, TokenRequest};
 use crate::response::{CacheStatus, Decision, ErrorCode, Header, Response};
 use crate::seal::{NONCE_BYTES, SealKey};
@@ -50,6 +51,8 @@ pub struct Gate<'a> {
     local: Option<&'a RefCell<LocalIndex>>,
     /// This worker's hits not yet in shared data (see `hit_tally`).
     pending_hits: Option<&'a RefCell<PendingHits>>,
+    /// The global rate-limit service's decision for this request (see `global_rate`).
+    global_rate: Option<Verdict>,
 }
 
 /// What to do with a complete token request.
@@ -137,6 +140,7 @@ impl<'a> Gate<'a> {
             store: Store::new(host, host, key_prefix),
             local: None,
             pending_hits: None,
+            global_rate: None,
         }
     }
 
@@ -522,6 +526,17 @@ impl<'a> Gate<'a> {
 
     /// The 429 for a client over its rate limit (counted with its admission).
     fn rate_limited(&self, client_id: Option<&str>, limits: &LimitState, now: u64) -> Response {
+        self.rate_limit_refusal(client_id, limits, now, true)
+    }
+
+    /// The 429 for a client over its rate limit; `counted`: already in its usage.
+    fn rate_limit_refusal(
+        &self,
+        client_id: Option<&str>,
+        limits: &LimitState,
+        now: u64,
+        counted: bool,
+    ) -> Response {
         let mut r = Response::oauth_error(
             429,
             ErrorCode::TooManyRequests,
@@ -530,7 +545,7 @@ impl<'a> Gate<'a> {
         );
         r.push_header("retry-after", limits.rate_retry_after(now).to_string());
         let r = with_headers(r, &limits.headers(now));
-        self.conclude(client_id, Decision::RateLimited, r, true)
+        self.conclude(client_id, Decision::RateLimited, r, counted)
     }
 
     fn clients(&self, standing: Standing) -> ClientTable<'_> {
@@ -562,10 +577,25 @@ impl<'a> Gate<'a> {
     /// Counts the request for its client (and the decision already known, if any), taking
     /// from its rate-limit bucket.
     fn admit(&self, client_id: Option<&str>, now: u64, expected: Option<Decision>) -> LimitState {
+        let limits = self.admit_locally(client_id, now, expected, self.global_rate.is_none());
+        match self.global_rate {
+            // The service decided the rate limit; the local bucket is the fallback only.
+            Some(verdict) => LimitState { rate: verdict.rate, ..limits },
+            None => limits,
+        }
+    }
+
+    fn admit_locally(
+        &self,
+        client_id: Option<&str>,
+        now: u64,
+        expected: Option<Decision>,
+        local_rate: bool,
+    ) -> LimitState {
         let Some(id) = client_id else {
             return LimitState::default();
         };
-        let rate = self.config.rate_limit.as_ref().and_then(|l| l.for_client(id));
+        let rate = self.config.rate_limit.as_ref().filter(|_| local_rate).and_then(|l| l.for_client(id));
         let quota = self.config.quota.as_ref().and_then(|l| l.for_client(id));
         let pending = self.pending_hits.filter(|_| expected == Some(Decision::Hit));
         if let Some(pending) = pending {
@@ -993,6 +1023,8 @@ fn unavailable(label: CacheStatus) -> Response {
         label,
     )
 }
+
+mod global_rate;
 
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ pub mod hit_tally;
 pub mod host;
 pub mod json_object;
 pub mod limits;
+pub mod rate_limit_service;
 pub mod record;
 pub mod request;
 pub mod response;

@@ -20,7 +20,8 @@ pub fn members(body: &[u8]) -> Option<Vec<(String, &RawValue)>> {
 /// The member `name`, when it is a JSON string.
 pub fn string_member(members: &[(String, &RawValue)], name: &str) -> Option<String> {
     let (_, raw) = members.iter().find(|(n, _)| n == name)?;
-    serde_json::from_str(raw.get()).ok()
+    // from_slice: the one reader type of the module (see `CacheEntry::from_token_response`).
+    serde_json::from_slice(raw.get().as_bytes()).ok()
 }
 
 /// `{"name":value,...}` of every member but `without`, values as written.

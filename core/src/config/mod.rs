@@ -16,7 +16,7 @@ pub use duration::parse_duration_ms;
 
 /// The longest `upstream.max_backoff` accepted.
 const MAX_BACKOFF_LIMIT_MS: u64 = 3_600_000;
-use raw::{RawBucket, RawConfig, RawLimits, RawQuota};
+use raw::{RawBucket, RawConfig, RawLimits, RawQuota, RawRateLimitService};
 
 /// Largest accepted `max_body_bytes`: Envoy's default per-connection buffer limit (1 MiB).
 pub const MAX_BODY_BYTES_LIMIT: u64 = 1 << 20;
@@ -24,6 +24,8 @@ pub const MAX_BODY_BYTES_LIMIT: u64 = 1 << 20;
 pub const MAX_ENTRIES_LIMIT: u64 = 1_000_000;
 /// Longest accepted `upstream.timeout`.
 pub const MAX_UPSTREAM_TIMEOUT_MS: u64 = 60_000;
+/// Longest accepted `rate_limit_service.timeout`: every request waits for the service.
+pub const MAX_RATE_LIMIT_SERVICE_TIMEOUT_MS: u64 = 5_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -34,6 +36,9 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Per-client request rate limit; `None` = off.
     pub rate_limit: Option<Limits<BucketRule>>,
+    /// Envoy's global rate-limit service, asked first for every request with a client id;
+    /// `rate_limit` is then the fallback while the service cannot answer. `None` = off.
+    pub rate_limit_service: Option<RateLimitService>,
     /// Per-client issuance quota; `None` = off.
     pub quota: Option<Limits<QuotaRule>>,
     /// Path of the usage report (`GET`); `None` = off.
@@ -59,6 +64,17 @@ pub struct Upstream {
     pub reserve: u64,
     /// When set, every IdP call carries this header with the hex cache-key fingerprint.
     pub key_header: Option<String>,
+}
+
+/// Where and how to ask the global rate-limit service (see `rate_limit_service`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitService {
+    /// Envoy cluster (HTTP/2) of the service.
+    pub cluster: String,
+    /// The rate-limit domain of tokengate's descriptors (`client_id`).
+    pub domain: String,
+    /// How long a request waits for the service before the local limiter decides.
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,6 +249,7 @@ impl Config {
             negative_ttl_ms: duration("cache.negative_ttl", &c.negative_ttl)?,
         };
         let rate_limit = raw.rate_limit.map(|l| limits("rate_limit", l, bucket_rule)).transpose()?;
+        let rate_limit_service = raw.rate_limit_service.map(rate_limit_service).transpose()?;
         let quota = raw.quota.map(|l| limits("quota", l, quota_rule)).transpose()?;
         let usage_path = raw.usage_path.as_deref().map(|p| request_path("usage_path", p)).transpose()?;
         if let Some(path) = &usage_path
@@ -250,6 +267,7 @@ impl Config {
             upstream,
             cache,
             rate_limit,
+            rate_limit_service,
             quota,
             usage_path,
         })
@@ -285,6 +303,18 @@ fn limits<R, T>(
         }
     }
     Ok(Limits { default, clients })
+}
+
+fn rate_limit_service(raw: RawRateLimitService) -> Result<RateLimitService, ConfigError> {
+    let timeout_ms = positive_duration("rate_limit_service.timeout", &raw.timeout)?;
+    if timeout_ms > MAX_RATE_LIMIT_SERVICE_TIMEOUT_MS {
+        return Err(refuse("rate_limit_service.timeout", "must be at most 5s"));
+    }
+    Ok(RateLimitService {
+        cluster: non_empty("rate_limit_service.cluster", &raw.cluster)?,
+        domain: non_empty("rate_limit_service.domain", &raw.domain)?,
+        timeout_ms,
+    })
 }
 
 fn bucket_rule(field: &str, raw: RawBucket) -> Result<BucketRule, ConfigError> {

@@ -15,6 +15,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub cache: RawCache,
     pub rate_limit: Option<RawLimits<RawBucket>>,
+    pub rate_limit_service: Option<RawRateLimitService>,
     pub quota: Option<RawLimits<RawQuota>>,
     pub usage_path: Option<String>,
     #[serde(default = "default_usage_top_clients")]
@@ -37,6 +38,25 @@ pub struct RawUpstream {
     #[serde(default)]
     pub reserve: u64,
     pub key_header: Option<String>,
+}
+
+/// Envoy's global rate-limit service (gRPC `envoy.service.ratelimit.v3.RateLimitService`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimitService {
+    pub cluster: String,
+    #[serde(default = "default_rate_limit_domain")]
+    pub domain: String,
+    #[serde(default = "default_rate_limit_timeout")]
+    pub timeout: String,
+}
+
+fn default_rate_limit_domain() -> String {
+    "tokengate".into()
+}
+
+fn default_rate_limit_timeout() -> String {
+    "100ms".into()
 }
 
 #[derive(Debug, Deserialize)]

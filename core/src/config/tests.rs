@@ -50,8 +50,68 @@ fn minimal_config_gets_the_spec_defaults() {
         }
     );
     assert_eq!(c.rate_limit, None);
+    assert_eq!(c.rate_limit_service, None);
     assert_eq!(c.quota, None);
     assert_eq!(c.usage_path, None);
+}
+
+#[test]
+fn rate_limit_service_gets_its_defaults() {
+    let c = with(json!({"rate_limit_service": {"cluster": "ratelimit"}})).unwrap();
+    assert_eq!(
+        c.rate_limit_service,
+        Some(RateLimitService { cluster: "ratelimit".into(), domain: "tokengate".into(), timeout_ms: 100 })
+    );
+}
+
+#[test]
+fn rejects_rate_limit_service_without_cluster() {
+    assert_field(refused(json!({"rate_limit_service": {"domain": "d"}})), "rate_limit_service", "cluster");
+}
+
+#[test]
+fn rejects_empty_rate_limit_service_cluster() {
+    assert_field(
+        refused(json!({"rate_limit_service": {"cluster": " "}})),
+        "rate_limit_service.cluster",
+        "must not be empty",
+    );
+}
+
+#[test]
+fn rejects_empty_rate_limit_service_domain() {
+    assert_field(
+        refused(json!({"rate_limit_service": {"cluster": "rls", "domain": ""}})),
+        "rate_limit_service.domain",
+        "must not be empty",
+    );
+}
+
+#[test]
+fn rejects_zero_rate_limit_service_timeout() {
+    assert_field(
+        refused(json!({"rate_limit_service": {"cluster": "rls", "timeout": "0s"}})),
+        "rate_limit_service.timeout",
+        "longer than 0",
+    );
+}
+
+#[test]
+fn rejects_long_rate_limit_service_timeout() {
+    assert_field(
+        refused(json!({"rate_limit_service": {"cluster": "rls", "timeout": "6s"}})),
+        "rate_limit_service.timeout",
+        "at most 5s",
+    );
+}
+
+#[test]
+fn rejects_unknown_rate_limit_service_field() {
+    assert_field(
+        refused(json!({"rate_limit_service": {"cluster": "rls", "failure_mode_deny": true}})),
+        "rate_limit_service.failure_mode_deny",
+        "unknown field",
+    );
 }
 
 #[test]

@@ -788,3 +788,69 @@ fn a_hit_carries_its_decision_and_client_for_the_access_log() {
     assert_eq!(hit.header(crate::response::DECISION_HEADER), Some("hit"));
     assert_eq!(hit.header(crate::response::CLIENT_HEADER), Some("c1"));
 }
+
+/// The global rate-limit service's OK with a limit of 100 a minute, 42 left, reset in 30 s.
+fn service_ok(now: u64) -> crate::rate_limit_service::Verdict {
+    use crate::config::BucketRule;
+    use crate::limits::BucketDecision;
+    crate::rate_limit_service::Verdict {
+        over_limit: false,
+        rate: Some((
+            BucketRule { max_tokens: 100, tokens_per_fill: 100, fill_interval_ms: 60_000 },
+            BucketDecision { allowed: true, remaining: 42, next_fill_ms: now + 30_000 },
+        )),
+    }
+}
+
+#[test]
+fn the_rate_limit_services_decision_replaces_the_local_bucket() {
+    let host = FakeHost::new(T0);
+    // Locally c1 may make one request a minute; the service allows more.
+    let config = config(
+        json!({"rate_limit": {"default": {"max_tokens": 1, "tokens_per_fill": 1, "fill_interval": "60s"}}}),
+    );
+    let index = RefCell::new(LocalIndex::new(100));
+    for n in 0..3 {
+        let gate =
+            Gate::new(&config, &host, "tokengate").with_local_index(&index).with_global_rate(service_ok(T0));
+        assert_eq!(gate.client_id_of(&form(), body("s1", "a").as_bytes()).as_deref(), Some("c1"));
+        let r = exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok", 3600)));
+        assert_eq!(r.status, 200, "request {n}");
+        assert_eq!(r.header("x-ratelimit-limit"), Some("100"));
+        assert_eq!(r.header("x-ratelimit-remaining"), Some("42"));
+        assert_eq!(r.header("ratelimit"), Some("\"client\";r=42;t=30"));
+    }
+    // The local bucket was not spent: without the service (it is down) the one request
+    // a minute is still there.
+    let local = Gate::new(&config, &host, "tokengate");
+    assert_eq!(exchange(&local, &form(), &body("s1", "a"), None).status, 200);
+    assert_eq!(exchange(&local, &form(), &body("s1", "a"), None).status, 429);
+}
+
+#[test]
+fn a_request_the_service_refuses_is_429_with_its_reset_and_counted() {
+    use crate::config::BucketRule;
+    use crate::limits::BucketDecision;
+    let host = FakeHost::new(T0);
+    let config = config(json!({"usage_path": "/usage"}));
+    let gate = Gate::new(&config, &host, "tokengate");
+    let verdict = crate::rate_limit_service::Verdict {
+        over_limit: true,
+        rate: Some((
+            BucketRule { max_tokens: 2, tokens_per_fill: 2, fill_interval_ms: 60_000 },
+            BucketDecision { allowed: false, remaining: 0, next_fill_ms: T0 + 17_000 },
+        )),
+    };
+    let r = gate.over_global_limit("c1", &verdict);
+    assert_eq!((r.status, json_of(&r)["error"].as_str()), (429, Some("too_many_requests")));
+    assert_eq!(r.header("retry-after"), Some("17"));
+    assert_eq!(r.header("x-ratelimit-limit"), Some("2"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(r.header("x-tokengate-decision"), Some("rate_limited"));
+    let usage: Value = serde_json::from_slice(&gate.usage(None, "/usage").body).unwrap();
+    let row = &usage["clients"][0];
+    assert_eq!((row["client_id"].as_str(), row["rate_limited"].as_u64()), (Some("c1"), Some(1)));
+    // Requests without a client id are not the service's to decide.
+    assert_eq!(gate.client_id_of(&form(), b"grant_type=client_credentials"), None);
+    assert_eq!(gate.client_id_of(&form(), b"%zz"), None);
+}

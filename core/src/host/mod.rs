@@ -79,12 +79,15 @@ pub enum Metric {
     IdpBackoffRejected,
     /// IdP calls held back by `upstream.reserve` (refreshes skipped, still-valid tokens served).
     IdpReserveHeld,
+    /// Requests the global rate-limit service did not decide (unreachable, timed out, an
+    /// answer that does not parse): the local limiter decided them.
+    RateLimitServiceErrors,
     /// Gauge: token slots in use.
     CacheEntries,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 16] = [
+    pub const ALL: [Metric; 17] = [
         Metric::Requests,
         Metric::Hits,
         Metric::Misses,
@@ -100,6 +103,7 @@ impl Metric {
         Metric::IdpBackoffStarted,
         Metric::IdpBackoffRejected,
         Metric::IdpReserveHeld,
+        Metric::RateLimitServiceErrors,
         Metric::CacheEntries,
     ];
 
@@ -121,6 +125,7 @@ impl Metric {
             Metric::IdpBackoffStarted => "tokengate_idp_backoff_started_total",
             Metric::IdpBackoffRejected => "tokengate_idp_backoff_rejected_total",
             Metric::IdpReserveHeld => "tokengate_idp_reserve_held_total",
+            Metric::RateLimitServiceErrors => "tokengate_rate_limit_service_errors_total",
             Metric::CacheEntries => "tokengate_cache_entries",
         }
     }
