@@ -11,9 +11,14 @@ use crate::host::{Clock, HostError, SharedStore, StoreError};
 
 /// CAS retries before an update gives up (each retry means another worker wrote).
 pub const CAS_ATTEMPTS: u32 = 64;
-/// Reads of a held creation lock before it is treated as abandoned. The holder does two
-/// host calls inside it, so this is only reached if the holder's VM died mid-way.
-const LOCK_SPINS: u32 = 10_000;
+/// How long a worker waits for a held creation lock before giving up (the request then
+/// goes on uncoordinated). The holder does two host calls inside it, but on a loaded host
+/// its thread can be descheduled for milliseconds: a count of reads alone gave up too soon
+/// (a fleet test on a busy 2-core VM saw a key fetched twice).
+const LOCK_WAIT_MS: u64 = 250;
+/// Reads of a held lock before giving up whatever the clock says (a clock that does not
+/// move must not spin forever).
+const LOCK_SPINS: u32 = 1_000_000;
 /// A held lock older than this is abandoned (its holder crashed).
 const LOCK_LEASE_MS: u64 = 1_000;
 
@@ -93,9 +98,13 @@ impl<'a> Store<'a> {
 
     /// Creates `key` as `initial` unless it exists, under the creation lock.
     fn create(&self, key: &str, initial: &[u8]) -> Result<(), StoreError> {
+        let give_up_at = self.clock.now_ms().saturating_add(LOCK_WAIT_MS);
         for _ in 0..LOCK_SPINS {
             let lock = self.store.get(&self.lock_key).map_err(StoreError::Host)?;
             let now = self.clock.now_ms();
+            if now > give_up_at {
+                break;
+            }
             let cas = match &lock {
                 // Not prepared (a test, or a host that lost it): create it, then take it.
                 None => {
@@ -188,8 +197,26 @@ mod tests {
         // A holder that died: its lease ran out, so creation proceeds.
         host.set("tg:create-lock", &held_lock(0), None).unwrap();
         assert_eq!(counter(&store, "tg:n"), 1);
-        // A live holder that never releases: creation gives up instead of spinning forever.
+        // A live holder that never releases: creation gives up instead of spinning forever,
+        // after LOCK_SPINS reads with a clock that does not move...
         host.set("tg:create-lock", &held_lock(1_000), None).unwrap();
         assert!(store.update("tg:m", b"", |_| Change::Keep(())).is_err());
+        // ...and after LOCK_WAIT_MS with one that does.
+        let ticking = TickingClock(std::cell::Cell::new(1_000));
+        let store = Store::new(&host, &ticking, "tg");
+        assert!(store.update("tg:m", b"", |_| Change::Keep(())).is_err());
+        let waited = ticking.0.get() - 1_000;
+        assert!((LOCK_WAIT_MS..LOCK_WAIT_MS + 5).contains(&waited), "waited {waited} ms");
+    }
+
+    /// A clock that advances 1 ms per reading.
+    struct TickingClock(std::cell::Cell<u64>);
+
+    impl Clock for TickingClock {
+        fn now_ms(&self) -> u64 {
+            let now = self.0.get();
+            self.0.set(now + 1);
+            now
+        }
     }
 }
