@@ -33,6 +33,21 @@ fn validate(name: &str, config: &str) {
     }
 }
 
+/// A template rendered for loopback with the container's `.wasm` path (`validate` swaps in
+/// the built one).
+fn rendered(template: &str, plugin_config: String) -> String {
+    let vars = Vars {
+        bind_address: "127.0.0.1".into(),
+        idp_host: "127.0.0.1".into(),
+        admin_port: 0,
+        listen_port: 0,
+        idp_port: 9,
+        wasm_path: PathBuf::from(WASM_IN_CONTAINER),
+        plugin_config,
+    };
+    testbed::render_config(template, &vars).unwrap()
+}
+
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir).unwrap() {
@@ -50,21 +65,7 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 fn every_shipped_envoy_configuration_validates() {
     let root = workspace_root();
     let mut checked = Vec::new();
-    let template = read("envoy/tokengate.yaml");
-    let rendered = testbed::render_config(
-        &template,
-        &Vars {
-            bind_address: "127.0.0.1".into(),
-            idp_host: "127.0.0.1".into(),
-            admin_port: 0,
-            listen_port: 0,
-            idp_port: 9,
-            wasm_path: PathBuf::from(WASM_IN_CONTAINER),
-            plugin_config: read("envoy/demo-plugin.json"),
-        },
-    )
-    .unwrap();
-    validate("tokengate.yaml", &rendered);
+    validate("tokengate.yaml", &rendered(&read("envoy/tokengate.yaml"), read("envoy/demo-plugin.json")));
     checked.push(root.join("envoy/tokengate.yaml"));
     for path in [
         "envoy/compose/envoy.yaml",
@@ -78,20 +79,8 @@ fn every_shipped_envoy_configuration_validates() {
     let gateways = [("127.0.0.1".to_owned(), 10001), ("127.0.0.1".to_owned(), 10002)];
     for role in ["edge", "gateway"] {
         let path = format!("envoy/fleet/{role}.yaml");
-        let rendered = testbed::render_config(
-            &testbed::with_gateways(&read(&path), &gateways),
-            &Vars {
-                bind_address: "127.0.0.1".into(),
-                idp_host: "127.0.0.1".into(),
-                admin_port: 0,
-                listen_port: 0,
-                idp_port: 9,
-                wasm_path: PathBuf::from(WASM_IN_CONTAINER),
-                plugin_config: testbed::fleet_plugin(role).unwrap(),
-            },
-        )
-        .unwrap();
-        validate(&format!("fleet-{role}.yaml"), &rendered);
+        let template = testbed::with_gateways(&read(&path), &gateways);
+        validate(&format!("fleet-{role}.yaml"), &rendered(&template, testbed::fleet_plugin(role).unwrap()));
         checked.push(root.join(path));
     }
     checked.push(root.join("envoy/fleet/docker-compose.yaml"));

@@ -9,7 +9,9 @@ mod fleet;
 use std::path::PathBuf;
 
 pub use client::{Response, get, post_form, post_json, request};
-pub use envoy::{COMPOSE_CONFIG, Envoy, EnvoyOptions, Vars, compose_config, render_config, validate};
+pub use envoy::{
+    COMPOSE_CONFIG, Envoy, EnvoyOptions, Vars, compose_config, compose_vars, render_config, validate,
+};
 pub use fleet::{
     FLEET_DIR, Fleet, FleetOptions, GATEWAYS, fleet_compose_configs, fleet_plugin, with_gateways,
 };
