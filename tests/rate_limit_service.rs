@@ -44,7 +44,10 @@ fn template_with_service(rls_port: u16) -> std::path::PathBuf {
 fn envoy(config: &Value, idp: &MockIdp, rls_port: u16) -> Envoy {
     let mut options = EnvoyOptions::new(config.to_string(), idp.port());
     options.template = template_with_service(rls_port);
-    Envoy::start(&options).unwrap_or_else(|e| panic!("Envoy did not start: {e}"))
+    let envoy = Envoy::start(&options).unwrap_or_else(|e| panic!("Envoy did not start: {e}"));
+    // Envoy runs from its own rendered copy.
+    let _ = std::fs::remove_file(&options.template);
+    envoy
 }
 
 fn limit_headers(r: &testbed::Response) -> (Option<&str>, Option<&str>) {

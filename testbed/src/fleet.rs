@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::envoy::{Envoy, EnvoyOptions, compose_vars, render_config};
 
@@ -29,6 +30,9 @@ pub struct Fleet {
     pub gateways: Vec<Option<Envoy>>,
     pub edges: Vec<Envoy>,
     edge_template: PathBuf,
+    /// Whether `edge_template` is a rendered copy of this fleet's own, removed on drop (the
+    /// untiered fleet uses the shipped template itself).
+    owns_template: bool,
     edge_plugin: String,
     opts: FleetOptions,
 }
@@ -66,7 +70,10 @@ impl Fleet {
             let endpoints: Vec<(String, u16)> =
                 gateways.iter().flatten().map(|g| ("127.0.0.1".to_owned(), g.listen_port())).collect();
             let template = fs::read_to_string(fleet_dir.join("edge.yaml")).map_err(|e| e.to_string())?;
-            let path = std::env::temp_dir().join(format!("tokengate-fleet-edge-{}.yaml", std::process::id()));
+            static FLEETS: AtomicU32 = AtomicU32::new(0);
+            let n = FLEETS.fetch_add(1, Ordering::SeqCst);
+            let path =
+                std::env::temp_dir().join(format!("tokengate-fleet-edge-{}-{n}.yaml", std::process::id()));
             fs::write(&path, with_gateways(&template, &endpoints)).map_err(|e| e.to_string())?;
             (path, fleet_plugin("edge")?)
         } else {
@@ -79,7 +86,9 @@ impl Fleet {
             }
             (root.join("envoy/tokengate.yaml"), plugin.to_string())
         };
-        let mut fleet = Fleet { gateways, edges: Vec::new(), edge_template, edge_plugin, opts };
+        let owns_template = opts.tiered;
+        let mut fleet =
+            Fleet { gateways, edges: Vec::new(), edge_template, owns_template, edge_plugin, opts };
         for _ in 0..fleet.opts.edges {
             fleet.add_edge()?;
         }
@@ -105,7 +114,7 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        if self.edge_template.starts_with(std::env::temp_dir()) {
+        if self.owns_template {
             let _ = fs::remove_file(&self.edge_template);
         }
     }
