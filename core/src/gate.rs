@@ -585,6 +585,8 @@ impl<'a> Gate<'a> {
         }
     }
 
+    /// [`Gate::admit`] on the client's shared record; `local_rate: false` leaves its
+    /// bucket alone (the rate-limit service decided).
     fn admit_locally(
         &self,
         client_id: Option<&str>,
