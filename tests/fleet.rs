@@ -140,6 +140,12 @@ fn a_fleet_fetches_each_key_once_and_a_lost_gateway_costs_one_call_per_moved_key
     for key in 0..KEYS {
         assert_eq!(again[&key][0], moved_now[&key][0], "key {key} moved again");
     }
+
+    // That edge got the gateway's token with the lifetime it has left (fetched at least 3 s
+    // ago), not a fresh one: edge and gateway copies expire together.
+    let r = testbed::post_form(later, "/oauth/token", &body(0), &[]).unwrap();
+    let expires_in = r.json().unwrap()["expires_in"].as_u64().unwrap();
+    assert!((1..=3597).contains(&expires_in), "expires_in {expires_in} of a 3600 s token fetched 3 s ago");
 }
 
 #[test]
