@@ -13,7 +13,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use tokengate_core::cache::LocalIndex;
 use tokengate_core::gate::{PendingCall, Plan};
 use tokengate_core::hit_tally::PendingHits;
-use tokengate_core::host::Metric;
+use tokengate_core::host::{Clock, Dispatcher, Metric, Metrics};
 use tokengate_core::rate_limit_service::{self, Verdict};
 use tokengate_core::request::RequestHead;
 use tokengate_core::response::Response;
@@ -79,17 +79,14 @@ impl TokenFilter {
         if let Some(service) = &config.rate_limit_service {
             let gate = Gate::new(config, &EnvoyHost, &self.key_prefix).with_local_index(&self.local_index);
             if let Some(client_id) = gate.client_id_of(&head, &body) {
-                match tokengate_core::host::Dispatcher::dispatch(
-                    &EnvoyHost,
-                    &rate_limit_service::call(service, &client_id),
-                ) {
+                match EnvoyHost.dispatch(&rate_limit_service::call(service, &client_id)) {
                     Ok(token) => {
                         self.phase = Phase::AskingRateLimit { token, head, body, client_id };
                         return Action::Pause;
                     }
                     Err(e) => {
                         log::warn!("rate limit service call not dispatched: {}", e.0);
-                        tokengate_core::host::Metrics::add(&EnvoyHost, Metric::RateLimitServiceErrors, 1);
+                        EnvoyHost.add(Metric::RateLimitServiceErrors, 1);
                     }
                 }
             }
@@ -98,8 +95,7 @@ impl TokenFilter {
     }
 
     /// The body is complete (and the rate-limit service has answered, if asked): answer
-    /// now, or wait for the IdP. Not inlined into its callers: the request flow is large.
-    #[inline(never)]
+    /// now, or wait for the IdP.
     fn decide(
         &mut self,
         config: &Config,
@@ -134,6 +130,7 @@ impl TokenFilter {
             }
         }
     }
+
     /// The rate-limit service's answer to this stream's call; a failed call (down, timed
     /// out, an error status, an answer that does not parse) leaves the decision to the
     /// local limiter.
@@ -149,7 +146,7 @@ impl TokenFilter {
         else {
             return;
         };
-        let now = tokengate_core::host::Clock::now_ms(&EnvoyHost);
+        let now = EnvoyHost.now_ms();
         let trailers = match num_trailers {
             0 => Vec::new(),
             _ => hostcalls::get_map(MapType::HttpCallResponseTrailers).unwrap_or_default(),
@@ -167,7 +164,7 @@ impl TokenFilter {
             }
             _ => {
                 if verdict.is_none() {
-                    tokengate_core::host::Metrics::add(&EnvoyHost, Metric::RateLimitServiceErrors, 1);
+                    EnvoyHost.add(Metric::RateLimitServiceErrors, 1);
                 }
                 self.decide(config, &head, &body, verdict);
             }
@@ -250,7 +247,7 @@ impl HttpContext for TokenFilter {
             Gate::new(&config, &EnvoyHost, &self.key_prefix)
                 .with_pending_hits(&self.pending_hits)
                 .flush_hits();
-            let due_ms = tokengate_core::host::Clock::now_ms(&EnvoyHost) + 2 * TICK.as_millis() as u64 + 5;
+            let due_ms = EnvoyHost.now_ms() + 2 * TICK.as_millis() as u64 + 5;
             let report =
                 ReportRequest { due_ms, accept: header("accept").map(str::to_owned), path: path.to_owned() };
             self.hub.borrow_mut().reports.push((self.context_id, report));

@@ -7,57 +7,34 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Barrier};
 use std::thread;
 
 use mock_idp::{Client, Config, MockIdp};
-use testbed::{Envoy, Fleet, FleetOptions};
-
-const KEYS: usize = 8;
-const REQUESTS: usize = 96;
+use testbed::{BURST_KEYS as KEYS, Envoy, FLEET_CLIENT, FLEET_SECRET, Fleet, FleetOptions};
 
 fn idp() -> MockIdp {
     MockIdp::start(Config {
-        clients: vec![Client { id: "fleet-client".into(), secret: "fleet-secret".into() }],
+        clients: vec![Client { id: FLEET_CLIENT.into(), secret: FLEET_SECRET.into() }],
         expires_in: 3600,
     })
     .unwrap()
 }
 
-fn body(key: usize) -> String {
-    format!(
-        "grant_type=client_credentials&client_id=fleet-client&client_secret=fleet-secret&audience=https://api-{key}"
-    )
-}
-
-/// Sends every (port, key) request at once; returns each key's access tokens.
+/// Sends every (port, key) request at once; each key's access tokens. Every answer is a 200.
 fn all_at_once(requests: &[(u16, usize)]) -> HashMap<usize, Vec<String>> {
-    let barrier = Arc::new(Barrier::new(requests.len()));
-    let handles: Vec<_> = requests
-        .iter()
-        .map(|&(port, key)| {
-            let barrier = barrier.clone();
-            thread::spawn(move || {
-                barrier.wait();
-                let r = testbed::post_form(port, "/oauth/token", &body(key), &[]).unwrap();
-                assert_eq!(r.status, 200, "key {key} on port {port}: {}", r.text());
-                (key, r.json().unwrap()["access_token"].as_str().unwrap().to_owned())
-            })
-        })
-        .collect();
     let mut tokens: HashMap<usize, Vec<String>> = HashMap::new();
-    for handle in handles {
-        let (key, token) = handle.join().unwrap();
-        tokens.entry(key).or_default().push(token);
+    for (key, answer) in testbed::all_at_once(requests) {
+        let r = answer.unwrap();
+        assert_eq!(r.status, 200, "key {key}: {}", r.text());
+        tokens.entry(key).or_default().push(r.json().unwrap()["access_token"].as_str().unwrap().to_owned());
     }
     tokens
 }
 
 /// 96 cold requests for 8 keys, spread over the edges (each key on every edge).
 fn cold_burst(edges: &[Envoy]) -> HashMap<usize, Vec<String>> {
-    let requests: Vec<(u16, usize)> =
-        (0..REQUESTS).map(|i| (edges[i % edges.len()].listen_port(), i % KEYS)).collect();
-    all_at_once(&requests)
+    let ports: Vec<u16> = edges.iter().map(Envoy::listen_port).collect();
+    all_at_once(&testbed::cold_burst(&ports))
 }
 
 fn idp_calls_of(envoy: &Envoy) -> u64 {
@@ -143,7 +120,7 @@ fn a_fleet_fetches_each_key_once_and_a_lost_gateway_costs_one_call_per_moved_key
 
     // That edge got the gateway's token with the lifetime it has left (fetched at least 3 s
     // ago), not a fresh one: edge and gateway copies expire together.
-    let r = testbed::post_form(later, "/oauth/token", &body(0), &[]).unwrap();
+    let r = testbed::post_form(later, "/oauth/token", &testbed::key_body(0), &[]).unwrap();
     let expires_in = r.json().unwrap()["expires_in"].as_u64().unwrap();
     assert!((1..=3597).contains(&expires_in), "expires_in {expires_in} of a 3600 s token fetched 3 s ago");
 }
@@ -154,7 +131,7 @@ fn without_the_gateway_tier_every_edge_fetches_every_key() {
     let fleet =
         Fleet::start(FleetOptions { idp_port: idp.port(), edges: 3, tiered: false, concurrency: 2 }).unwrap();
     let tokens = cold_burst(&fleet.edges);
-    assert!(tokens.values().all(|list| list.len() == REQUESTS / KEYS));
+    assert!(tokens.values().all(|list| list.len() == testbed::BURST_REQUESTS / KEYS));
     eprintln!("3 edges, no gateway tier: {} IdP calls for {KEYS} keys", idp.token_calls());
     // Each edge coalesces its own requests for a key, and no more.
     assert_eq!(idp.token_calls(), 3 * KEYS as u64);

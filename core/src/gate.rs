@@ -577,7 +577,7 @@ impl<'a> Gate<'a> {
     /// Counts the request for its client (and the decision already known, if any), taking
     /// from its rate-limit bucket.
     fn admit(&self, client_id: Option<&str>, now: u64, expected: Option<Decision>) -> LimitState {
-        let limits = self.admit_locally(client_id, now, expected, self.global_rate.is_none());
+        let limits = self.admit_locally(client_id, now, expected);
         match self.global_rate {
             // The service decided the rate limit; the local bucket is the fallback only.
             Some(verdict) => LimitState { rate: verdict.rate, ..limits },
@@ -585,19 +585,14 @@ impl<'a> Gate<'a> {
         }
     }
 
-    /// [`Gate::admit`] on the client's shared record; `local_rate: false` leaves its
-    /// bucket alone (the rate-limit service decided).
-    fn admit_locally(
-        &self,
-        client_id: Option<&str>,
-        now: u64,
-        expected: Option<Decision>,
-        local_rate: bool,
-    ) -> LimitState {
+    /// [`Gate::admit`] on the client's shared record; its bucket is left alone when the
+    /// rate-limit service decided.
+    fn admit_locally(&self, client_id: Option<&str>, now: u64, expected: Option<Decision>) -> LimitState {
         let Some(id) = client_id else {
             return LimitState::default();
         };
-        let rate = self.config.rate_limit.as_ref().filter(|_| local_rate).and_then(|l| l.for_client(id));
+        let local_rate = self.config.rate_limit.as_ref().filter(|_| self.global_rate.is_none());
+        let rate = local_rate.and_then(|l| l.for_client(id));
         let quota = self.config.quota.as_ref().and_then(|l| l.for_client(id));
         let pending = self.pending_hits.filter(|_| expected == Some(Decision::Hit));
         if let Some(pending) = pending {

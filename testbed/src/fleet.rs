@@ -6,7 +6,9 @@
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
 
+use crate::client::{Response, post_form};
 use crate::envoy::{Envoy, EnvoyOptions, compose_vars, render_config};
 
 /// Gateways in the shipped edge configuration (its `gateways` cluster lists two).
@@ -14,6 +16,49 @@ pub const GATEWAYS: usize = 2;
 
 /// Where the fleet's files are, relative to the workspace root.
 pub const FLEET_DIR: &str = "envoy/fleet";
+
+/// The client of the fleet's demo and tests (the compose file's mock IdP knows it too).
+pub const FLEET_CLIENT: &str = "fleet-client";
+pub const FLEET_SECRET: &str = "fleet-secret";
+/// The cold burst: this many requests for [`BURST_KEYS`] keys (audiences).
+pub const BURST_REQUESTS: usize = 96;
+pub const BURST_KEYS: usize = 8;
+
+/// A token request of the fleet client for key (audience) `key`.
+pub fn key_body(key: usize) -> String {
+    format!(
+        "grant_type=client_credentials&client_id={FLEET_CLIENT}&client_secret={FLEET_SECRET}&audience=https://api-{key}"
+    )
+}
+
+/// The cold burst over these edge ports: request i goes to edge i mod edges for key
+/// i mod 8, so every key is asked of every edge.
+pub fn cold_burst(ports: &[u16]) -> Vec<(u16, usize)> {
+    (0..BURST_REQUESTS).map(|i| (ports[i % ports.len()], i % BURST_KEYS)).collect()
+}
+
+/// Sends every `(port, key)` request at once (their threads released together); each
+/// request's key and answer, in order.
+pub fn all_at_once(requests: &[(u16, usize)]) -> Vec<(usize, Result<Response, String>)> {
+    let barrier = Arc::new(Barrier::new(requests.len()));
+    let threads: Vec<_> = requests
+        .iter()
+        .map(|&(port, key)| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                post_form(port, "/oauth/token", &key_body(key), &[])
+            })
+        })
+        .collect();
+    requests
+        .iter()
+        .zip(threads)
+        .map(|(&(_, key), thread)| {
+            (key, thread.join().unwrap_or_else(|_| Err("request thread panicked".into())))
+        })
+        .collect()
+}
 
 pub struct FleetOptions {
     pub idp_port: u16,

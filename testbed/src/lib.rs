@@ -13,7 +13,8 @@ pub use envoy::{
     COMPOSE_CONFIG, Envoy, EnvoyOptions, Vars, compose_config, compose_vars, render_config, validate,
 };
 pub use fleet::{
-    FLEET_DIR, Fleet, FleetOptions, GATEWAYS, fleet_compose_configs, fleet_plugin, with_gateways,
+    BURST_KEYS, BURST_REQUESTS, FLEET_CLIENT, FLEET_DIR, FLEET_SECRET, Fleet, FleetOptions, GATEWAYS,
+    all_at_once, cold_burst, fleet_compose_configs, fleet_plugin, key_body, with_gateways,
 };
 
 /// The Envoy version `cargo xtask setup` installs and the tests run by default.

@@ -4,17 +4,13 @@
 //! it, and prints the IdP calls per key of each; then leaves the tiered fleet running until
 //! Ctrl-C (`--no-wait`: stop at once).
 
-use std::sync::{Arc, Barrier};
-
 use mock_idp::{Client, Config, MockIdp};
-use testbed::{Fleet, FleetOptions};
+use testbed::{
+    BURST_KEYS as KEYS, BURST_REQUESTS as REQUESTS, FLEET_CLIENT as CLIENT, FLEET_SECRET as SECRET, Fleet,
+    FleetOptions,
+};
 
 use crate::{build, cmd};
-
-const CLIENT: &str = "fleet-client";
-const SECRET: &str = "fleet-secret";
-const KEYS: usize = 8;
-const REQUESTS: usize = 96;
 
 pub fn run(no_wait: bool) -> Result<(), String> {
     build::run()?;
@@ -41,7 +37,8 @@ pub fn run(no_wait: bool) -> Result<(), String> {
             println!("edge-{} on 127.0.0.1:{} (admin {})", n + 1, edge.listen_port(), edge.admin_port());
         }
         let ports: Vec<u16> = fleet.edges.iter().map(|e| e.listen_port()).collect();
-        let failed = burst(&ports)?;
+        let answers = testbed::all_at_once(&testbed::cold_burst(&ports));
+        let failed = answers.iter().filter(|(_, r)| !r.as_ref().is_ok_and(|r| r.status == 200)).count();
         println!(
             "{REQUESTS} cold requests for {KEYS} keys over the edges: {failed} failed, {} IdP calls = {:.1} per key",
             idp.token_calls(),
@@ -66,29 +63,4 @@ pub fn run(no_wait: bool) -> Result<(), String> {
     loop {
         std::thread::park();
     }
-}
-
-/// All requests at once (request i: edge i mod edges, key i mod 8); how many failed.
-fn burst(ports: &[u16]) -> Result<usize, String> {
-    let barrier = Arc::new(Barrier::new(REQUESTS));
-    let handles: Vec<_> = (0..REQUESTS)
-        .map(|i| {
-            let (port, barrier) = (ports[i % ports.len()], barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                let body = format!(
-                    "grant_type=client_credentials&client_id={CLIENT}&client_secret={SECRET}&audience=https://api-{}",
-                    i % KEYS
-                );
-                testbed::post_form(port, "/oauth/token", &body, &[]).is_ok_and(|r| r.status == 200)
-            })
-        })
-        .collect();
-    let mut failed = 0;
-    for handle in handles {
-        if !handle.join().map_err(|_| "a request thread panicked".to_owned())? {
-            failed += 1;
-        }
-    }
-    Ok(failed)
 }

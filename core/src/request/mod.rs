@@ -66,10 +66,7 @@ pub struct TokenRequest {
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 
 impl TokenRequest {
-    /// Reads a token request from its headers and complete body. Never inlined: it has two
-    /// callers (the request flow and the rate-limit service's client id), and one copy of
-    /// it is ~10 KB of the .wasm.
-    #[inline(never)]
+    /// Reads a token request from its headers and complete body.
     pub fn parse(head: &RequestHead, body: &[u8]) -> Result<TokenRequest, RequestError> {
         let format = body_format(head.content_type.as_deref())?;
         if body.is_empty() {
