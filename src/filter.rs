@@ -11,6 +11,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use tokengate_core::cache::LocalIndex;
+use tokengate_core::config::Route;
 use tokengate_core::gate::{PendingCall, Plan};
 use tokengate_core::hit_tally::PendingHits;
 use tokengate_core::host::{Clock, Dispatcher, Metric, Metrics};
@@ -254,12 +255,18 @@ impl HttpContext for TokenFilter {
             self.phase = Phase::Waiting;
             return Action::Pause;
         }
-        if !config.is_token_request(method, path) {
-            return Action::Continue;
+        match config.route(method, path) {
+            Route::Other => return Action::Continue,
+            Route::TokenWrongMethod => {
+                let response = Gate::new(&config, &EnvoyHost, &self.key_prefix).wrong_method();
+                return self.respond(&response);
+            }
+            Route::Token => {}
         }
         let head = RequestHead {
             content_type: header("content-type").map(str::to_owned),
             authorization: header("authorization").map(str::to_owned),
+            dpop: header("dpop").map(str::to_owned),
         };
         let declared_length = header("content-length").and_then(|v| v.parse::<usize>().ok());
         if declared_length.is_some_and(|length| length > config.max_body_bytes) {

@@ -30,8 +30,11 @@ fn time(name: &str, mut f: impl FnMut()) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_json(br#"{"upstream": {"cluster": "idp", "authority": "t.example"}}"#)?;
-    let head =
-        RequestHead { content_type: Some("application/x-www-form-urlencoded".into()), authorization: None };
+    let head = RequestHead {
+        content_type: Some("application/x-www-form-urlencoded".into()),
+        authorization: None,
+        dpop: None,
+    };
     let body = b"grant_type=client_credentials&client_id=my-client&client_secret=my-secret-value&audience=https%3A%2F%2Fapi.example.com";
     let request = TokenRequest::parse(&head, body).map_err(|e| e.description)?;
     let identity = Identity::of(&request, &config.upstream);

@@ -12,7 +12,7 @@ use crate::record::Reader;
 use crate::response::Decision;
 use crate::store::{CAS_ATTEMPTS, Change, Store};
 
-const FORMAT_VERSION: u8 = 3;
+const FORMAT_VERSION: u8 = 4;
 
 /// What one client did, counted exactly across workers (the usage report's row).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -105,6 +105,8 @@ pub struct ClientRecord {
     pub client_id: String,
     pub last_seen_ms: u64,
     pub bucket: Option<Bucket>,
+    /// IdP calls caused by credentials not yet proven (`rate_limit.unproven`).
+    pub unproven: Option<Bucket>,
     pub quota: Option<QuotaWindow>,
     /// No IdP call for this client before this (0 = none): the IdP answered it `429`.
     pub backoff_until_ms: u64,
@@ -117,6 +119,7 @@ impl ClientRecord {
             client_id: client_id.to_owned(),
             last_seen_ms: now_ms,
             bucket: None,
+            unproven: None,
             quota: None,
             backoff_until_ms: 0,
             usage: Usage::default(),
@@ -130,9 +133,11 @@ impl ClientRecord {
         out.extend_from_slice(&(id.len() as u16).to_le_bytes());
         out.extend_from_slice(id);
         out.extend_from_slice(&self.last_seen_ms.to_le_bytes());
-        let flags = u8::from(self.bucket.is_some()) | u8::from(self.quota.is_some()) << 1;
+        let flags = u8::from(self.bucket.is_some())
+            | u8::from(self.quota.is_some()) << 1
+            | u8::from(self.unproven.is_some()) << 2;
         out.push(flags);
-        if let Some(b) = self.bucket {
+        for b in [self.bucket, self.unproven].into_iter().flatten() {
             out.extend_from_slice(&b.tokens.to_le_bytes());
             out.extend_from_slice(&b.last_fill_ms.to_le_bytes());
         }
@@ -159,6 +164,8 @@ impl ClientRecord {
         let flags = r.u8()?;
         let bucket =
             if flags & 1 != 0 { Some(Bucket { tokens: r.u64()?, last_fill_ms: r.u64()? }) } else { None };
+        let unproven =
+            if flags & 4 != 0 { Some(Bucket { tokens: r.u64()?, last_fill_ms: r.u64()? }) } else { None };
         let quota =
             if flags & 2 != 0 { Some(QuotaWindow { start_ms: r.u64()?, used: r.u64()? }) } else { None };
         let backoff_until_ms = r.u64()?;
@@ -170,6 +177,7 @@ impl ClientRecord {
             client_id,
             last_seen_ms,
             bucket,
+            unproven,
             quota,
             backoff_until_ms,
             usage: Usage::from_fields(fields),
@@ -184,6 +192,17 @@ pub struct LimitState {
     pub quota: Option<(QuotaRule, QuotaDecision)>,
     /// The client's IdP back-off deadline, when one is in force.
     pub backoff_until_ms: Option<u64>,
+}
+
+/// How [`ClientTable::admit_leasing`] treats one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// Take a token from the bucket (proven credentials); otherwise only read it.
+    pub charge: bool,
+    /// Count the request in the client's usage (not again when it was counted on arrival).
+    pub count_request: bool,
+    /// The decision the request gets if the rate limit lets it through, counted with it.
+    pub expected: Option<Decision>,
 }
 
 /// Which client table: clients that proved their credentials (`Trusted`: configured in
@@ -210,7 +229,7 @@ enum Missing {
     /// Leave the table alone and report `None`.
     Skip,
     /// Create a record: this one, or a fresh one.
-    Create(Option<ClientRecord>),
+    Create(Option<Box<ClientRecord>>),
 }
 
 impl Missing {
@@ -258,7 +277,8 @@ impl<'a> ClientTable<'a> {
         rules: (Option<&BucketRule>, Option<&QuotaRule>),
         expected: Option<Decision>,
     ) -> Result<Option<LimitState>, StoreError> {
-        Ok(self.admit_leasing(client_id, now_ms, create, rules, expected, None)?.map(|(state, _)| state))
+        let admission = Admission { charge: true, count_request: true, expected };
+        Ok(self.admit_leasing(client_id, now_ms, create, rules, admission, None)?.map(|(state, _)| state))
     }
 
     /// [`ClientTable::admit`], and with `lease`, when the request is admitted far from the
@@ -271,11 +291,12 @@ impl<'a> ClientTable<'a> {
         now_ms: u64,
         create: bool,
         rules: (Option<&BucketRule>, Option<&QuotaRule>),
-        expected: Option<Decision>,
+        admission: Admission,
         lease: Option<Option<(u64, u64)>>,
     ) -> Result<Option<(LimitState, Option<Lease>)>, StoreError> {
+        let Admission { charge, count_request, expected } = admission;
         let leftover = lease.flatten();
-        let lease = lease.is_some();
+        let lease = lease.is_some() && charge;
         let (rate, quota) = rules;
         self.modify(client_id, now_ms, Missing::fresh_if(create), |record| {
             let mut state = LimitState::default();
@@ -285,7 +306,8 @@ impl<'a> ClientTable<'a> {
                 let bucket = record
                     .bucket
                     .map_or_else(|| Bucket::full(rule, now_ms), |b| give_back(b, rule, now_ms, leftover));
-                let (mut after, decision) = bucket.take(rule, now_ms);
+                let (mut after, decision) =
+                    if charge { bucket.take(rule, now_ms) } else { (bucket, bucket.peek(rule, now_ms)) };
                 let extra = if lease && decision.allowed { lease_size(after.tokens) } else { 0 };
                 after.tokens -= extra;
                 record.bucket = Some(after);
@@ -300,7 +322,9 @@ impl<'a> ClientTable<'a> {
             }
             state.backoff_until_ms = (record.backoff_until_ms > now_ms).then_some(record.backoff_until_ms);
             shared.backoff_until_ms = state.backoff_until_ms;
-            record.usage.requests = record.usage.requests.saturating_add(1);
+            if count_request {
+                record.usage.requests = record.usage.requests.saturating_add(1);
+            }
             match (state.rate, expected) {
                 (Some((_, d)), _) if !d.allowed => record.usage.count(Decision::RateLimited),
                 (_, Some(decision)) => record.usage.count(decision),
@@ -322,6 +346,37 @@ impl<'a> ClientTable<'a> {
                     .min(now_ms.saturating_add(LEASE_MS)),
             });
             (state, lease)
+        })
+    }
+
+    /// Takes one IdP call from the client's bucket for unproven credentials.
+    pub fn spend_unproven(
+        &self,
+        client_id: &str,
+        now_ms: u64,
+        create: bool,
+        rule: &BucketRule,
+    ) -> Result<Option<BucketDecision>, StoreError> {
+        self.modify(client_id, now_ms, Missing::fresh_if(create), |record| {
+            let bucket = record.unproven.unwrap_or_else(|| Bucket::full(rule, now_ms));
+            let (after, decision) = bucket.take(rule, now_ms);
+            record.unproven = Some(after);
+            decision
+        })
+    }
+
+    /// Gives back the quota unit of a call (spent at `spent_ms`) that issued no token.
+    pub fn give_back_quota(
+        &self,
+        client_id: &str,
+        now_ms: u64,
+        rule: &QuotaRule,
+        spent_ms: u64,
+    ) -> Result<Option<()>, StoreError> {
+        self.modify(client_id, now_ms, Missing::Skip, |record| {
+            if let Some(window) = record.quota {
+                record.quota = Some(window.give_back(rule, spent_ms, now_ms));
+            }
         })
     }
 
@@ -426,7 +481,7 @@ impl<'a> ClientTable<'a> {
     /// Takes in `record` (a guest's, on promotion) unless the client already has one here.
     pub fn adopt(&self, record: ClientRecord, now_ms: u64) -> Result<(), StoreError> {
         let id = record.client_id.clone();
-        self.modify(&id, now_ms, Missing::Create(Some(record)), |_| ()).map(|_| ())
+        self.modify(&id, now_ms, Missing::Create(Some(Box::new(record))), |_| ()).map(|_| ())
     }
 
     /// Empties the client's slot.
@@ -492,7 +547,7 @@ impl<'a> ClientTable<'a> {
                         .into_iter()
                         .min_by_key(|(_, _, r)| r.as_ref().map_or(0, |r| r.last_seen_ms.saturating_add(1)))
                         .ok_or(StoreError::CasMismatch)?;
-                    let record = seed.clone().unwrap_or_else(|| ClientRecord::new(client_id, now_ms));
+                    let record = seed.as_deref().cloned().unwrap_or_else(|| ClientRecord::new(client_id, now_ms));
                     (key, cas, record)
                 }
             };
@@ -529,6 +584,8 @@ mod tests {
     const RATE: BucketRule = BucketRule { max_tokens: 5, tokens_per_fill: 5, fill_interval_ms: 60_000 };
     const QUOTA: QuotaRule = QuotaRule { tokens: 2, window_ms: 86_400_000 };
 
+    const CHARGE: Admission = Admission { charge: true, count_request: true, expected: None };
+
     /// 10,000 tokens, 10 more every second.
     const BIG: BucketRule = BucketRule { max_tokens: 10_000, tokens_per_fill: 10, fill_interval_ms: 1_000 };
 
@@ -548,7 +605,7 @@ mod tests {
     fn a_lease_is_taken_in_the_same_write_and_its_leftover_given_back_on_the_same_fill() {
         with_table(|table| {
             let (state, lease) =
-                table.admit_leasing("c1", 0, true, (Some(&BIG), None), None, Some(None)).unwrap().unwrap();
+                table.admit_leasing("c1", 0, true, (Some(&BIG), None), CHARGE, Some(None)).unwrap().unwrap();
             let lease = lease.unwrap();
             // This request sees what a single bucket would say; the shared record holds the rest.
             assert_eq!(state.rate.unwrap().1.remaining, 9_999);
@@ -565,7 +622,7 @@ mod tests {
     fn a_leftover_from_before_a_fill_is_dropped_never_over_admitting() {
         with_table(|table| {
             let (_, lease) =
-                table.admit_leasing("c1", 0, true, (Some(&BIG), None), None, Some(None)).unwrap().unwrap();
+                table.admit_leasing("c1", 0, true, (Some(&BIG), None), CHARGE, Some(None)).unwrap().unwrap();
             let lease = lease.unwrap();
             let tally = HitTally { hits: 0, last_seen_ms: 0 };
             table.settle("c1", true, &tally, lease.leftover(), Some(&BIG), 1_500).unwrap();
@@ -579,13 +636,13 @@ mod tests {
         with_table(|table| {
             for _ in 0..5 {
                 let (_, lease) = table
-                    .admit_leasing("c1", 0, true, (Some(&RATE), None), None, Some(None))
+                    .admit_leasing("c1", 0, true, (Some(&RATE), None), CHARGE, Some(None))
                     .unwrap()
                     .unwrap();
                 assert_eq!(lease, None, "a small bucket is taken one request at a time");
             }
             let (state, lease) =
-                table.admit_leasing("c1", 0, true, (Some(&RATE), None), None, Some(None)).unwrap().unwrap();
+                table.admit_leasing("c1", 0, true, (Some(&RATE), None), CHARGE, Some(None)).unwrap().unwrap();
             assert!(!state.rate.unwrap().1.allowed);
             assert_eq!(lease, None);
         });
@@ -597,6 +654,7 @@ mod tests {
             client_id: "c1".into(),
             last_seen_ms: 7,
             bucket: Some(Bucket { tokens: 3, last_fill_ms: 5 }),
+            unproven: Some(Bucket { tokens: 8, last_fill_ms: 6 }),
             quota: Some(QuotaWindow { start_ms: 0, used: 9 }),
             backoff_until_ms: 1_234,
             usage: Usage { requests: 12, hits: 9, issued_window: 2, backoff: 4, ..Usage::default() },

@@ -15,7 +15,7 @@ use crate::request::TokenRequest;
 use crate::seal::SealKey;
 
 /// Domain separation: a new canonical form gets a new tag, never a silent collision.
-const TAG: &[u8] = b"tokengate/fingerprint/v2";
+const TAG: &[u8] = b"tokengate/fingerprint/v3";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
@@ -49,6 +49,12 @@ fn canonical_form(request: &TokenRequest, upstream: &Upstream) -> Vec<u8> {
     field(&mut out, "grant_type", &request.grant_type);
     field(&mut out, "client_id", request.client_id.as_deref().unwrap_or_default());
     field(&mut out, "client_secret", request.client_secret.as_deref().unwrap_or_default());
+    // How the client authenticated, and a Basic header as sent (raw or form-encoded
+    // credentials that read alike may differ to the IdP).
+    match &request.basic {
+        Some(decoded) => field_bytes(&mut out, b"client_secret_basic", decoded),
+        None => field(&mut out, "client_secret_post", ""),
+    }
     // `SortedMap` order: parameters sorted by name, whatever order they came in.
     for (name, value) in &request.params {
         if name == "scope" {
@@ -86,7 +92,11 @@ impl Fingerprint {
 
 /// Length-prefixed, so no choice of names and values can make two forms read alike.
 fn field(out: &mut Vec<u8>, name: &str, value: &str) {
-    for part in [name.as_bytes(), value.as_bytes()] {
+    field_bytes(out, name.as_bytes(), value.as_bytes());
+}
+
+fn field_bytes(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    for part in [name, value] {
         out.extend_from_slice(&(part.len() as u64).to_be_bytes());
         out.extend_from_slice(part);
     }
@@ -125,6 +135,7 @@ mod tests {
         let head = RequestHead {
             content_type: Some("application/x-www-form-urlencoded".into()),
             authorization: None,
+            dpop: None,
         };
         Fingerprint::of(&TokenRequest::parse(&head, body.as_bytes()).unwrap(), &upstream())
     }
@@ -146,7 +157,8 @@ mod tests {
 
     #[test]
     fn same_json_and_form_request_share_a_key() {
-        let head = RequestHead { content_type: Some("application/json".into()), authorization: None };
+        let head =
+            RequestHead { content_type: Some("application/json".into()), authorization: None, dpop: None };
         let json =
             r#"{"grant_type":"client_credentials","client_id":"c1","client_secret":"s1","audience":"a"}"#;
         let r = TokenRequest::parse(&head, json.as_bytes()).unwrap();
@@ -170,6 +182,7 @@ mod tests {
             &RequestHead {
                 content_type: Some("application/x-www-form-urlencoded".into()),
                 authorization: None,
+                dpop: None,
             },
             BASE.as_bytes(),
         )

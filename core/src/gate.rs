@@ -15,7 +15,7 @@ use crate::backoff::{IdpRecord, IdpState, RateLimitHeaders, deadline_ms, seconds
 use crate::cache::{
     CacheEntry, LocalHit, LocalIndex, NegativeEntry, NegativeTable, RequestDigest, TokenTable, render_token,
 };
-use crate::clients::{ClientTable, LimitState, Standing};
+use crate::clients::{Admission, ClientTable, LimitState, Standing};
 use crate::config::{BackoffScope, Config, QuotaRule};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -24,7 +24,7 @@ use crate::fingerprint::{Fingerprint, Identity};
 use crate::flight::{Begin, CallOutcome, FlightState, FlightTable};
 use crate::hit_tally::PendingHits;
 use crate::host::{Host, IdpCall, Metric, StoreError};
-use crate::limits::{QuotaDecision, seconds_until};
+use crate::limits::QuotaDecision;
 use crate::rate_limit_service::Verdict;
 use crate::request::{RequestError, RequestHead, RequestKind, TokenRequest};
 use crate::response::{CacheStatus, Decision, ErrorCode, Header, Response};
@@ -79,6 +79,10 @@ pub struct PendingCall {
     /// Rate-limit headers for the answer.
     pub limit_headers: Vec<Header>,
     pub client_id: Option<String>,
+    /// When a quota unit was spent for this call (given back if no token is issued).
+    pub quota_spent_ms: Option<u64>,
+    /// Charge the client's bucket when a token is issued (the credentials are proven then).
+    pub charge_on_token: bool,
 }
 
 /// An IdP call for a cache key, dispatched by the worker's root context.
@@ -93,6 +97,8 @@ pub struct KeyedCall {
     pub started_ms: u64,
     /// Promoted to a trusted client when the IdP issues it a token.
     pub client_id: Option<String>,
+    /// When a quota unit was spent for this call (given back if no token is issued).
+    pub quota_spent_ms: Option<u64>,
 }
 
 /// A request waiting for the outcome of its key's IdP call.
@@ -108,6 +114,9 @@ pub struct Waiter {
     pub owner: bool,
     pub limit_headers: Vec<Header>,
     pub client_id: Option<String>,
+    /// Credentials not yet proven: the request is charged to its client's bucket only
+    /// when a token comes (refused then if the bucket is empty).
+    pub charge_on_token: bool,
     /// The call to dispatch, when this request owns it.
     pub call: Option<KeyedCall>,
 }
@@ -201,7 +210,7 @@ impl<'a> Gate<'a> {
         }?;
         self.host.add(Metric::Requests, 1);
         let client_id = client_id.as_deref();
-        let limits = self.admit(client_id, now, Some(Decision::Hit));
+        let limits = self.admit(client_id, now, Some(Decision::Hit), true);
         if limits.rate.is_some_and(|(_, d)| !d.allowed) {
             return Some(respond(self.rate_limited(client_id, &limits, now)));
         }
@@ -259,12 +268,22 @@ impl<'a> Gate<'a> {
         )
     }
 
+    /// The answer to another method than `POST` on a token path: refused, never passed on.
+    pub fn wrong_method(&self) -> Response {
+        self.host.add(Metric::Requests, 1);
+        let mut response = refused(RequestError::bad("token requests use POST"));
+        response.push_header("allow", "POST".to_owned());
+        self.conclude(None, Decision::BadRequest, response, true)
+    }
+
     /// Handles a complete token request (`body` is all of it).
     pub fn handle(&self, head: &RequestHead, body: &[u8]) -> Plan {
         if body.len() > self.config.max_body_bytes {
             return respond(self.too_large());
         }
-        let digest = self.local.map(|index| index.borrow().digest(head, body));
+        // A DPoP request is never answered from a cache, this worker's index included.
+        let digest =
+            self.local.filter(|_| head.dpop.is_none()).map(|index| index.borrow().digest(head, body));
         let now = self.host.now_ms();
         if let Some(plan) = digest.and_then(|d| self.local_hit(&d, now)) {
             return plan;
@@ -272,11 +291,13 @@ impl<'a> Gate<'a> {
         self.host.add(Metric::Requests, 1);
         let request = match TokenRequest::parse(head, body) {
             Ok(request) => request,
-            Err(e) => return respond(self.conclude(None, Decision::BadRequest, refused(e), true)),
+            Err(e) => return respond(self.bad_request(e, now)),
         };
         let client_id = request.client_id.as_deref();
         if request.kind() == RequestKind::Forward {
-            let limits = self.admit(client_id, now, None);
+            // Forwarded credentials are never proven beforehand (a refresh token or an
+            // assertion is new each time): the bucket is read now and charged for a token.
+            let limits = self.admit(client_id, now, None, false);
             let limit_headers = limits.headers(now);
             if limits.rate.is_some_and(|(_, d)| !d.allowed) {
                 return respond(self.rate_limited(client_id, &limits, now));
@@ -285,6 +306,12 @@ impl<'a> Gate<'a> {
             if let Some(until) = self.backoff_deadline(limits.backoff_until_ms, &idp, now) {
                 return respond(self.backoff_refusal(client_id, until, &limit_headers, &idp, now));
             }
+            let quota_spent_ms = match self.spend_forwarded_call(client_id, &limits, now) {
+                Ok(spent) => spent,
+                Err((refusal, decision)) => {
+                    return respond(self.conclude(client_id, decision, refusal, false));
+                }
+            };
             let call = self.idp_call(head, body, None);
             self.host.add(Metric::IdpCalls, 1);
             return match self.host.dispatch(&call) {
@@ -293,11 +320,16 @@ impl<'a> Gate<'a> {
                         token,
                         limit_headers,
                         client_id: client_id.map(str::to_owned),
+                        quota_spent_ms,
+                        charge_on_token: self.global_rate.is_none(),
                     }),
                     background: None,
                 },
                 Err(_) => {
                     self.host.add(Metric::IdpErrors, 1);
+                    if let (Some(id), Some(spent)) = (client_id, quota_spent_ms) {
+                        self.give_back_quota(id, spent, now);
+                    }
                     let r = with_headers(unavailable(CacheStatus::Bypass), &limit_headers);
                     respond(self.conclude(client_id, Decision::Bypass, r, true))
                 }
@@ -318,8 +350,11 @@ impl<'a> Gate<'a> {
             (None, Some(_)) => Some(Decision::Negative),
             (None, None) => None,
         };
+        // Proven credentials (a hit, or a key the IdP issued a token for in the window) are
+        // charged now; a remembered refusal never is, and unproven ones when a token comes.
+        let proven = hit.is_some() || (negative.is_none() && self.proven(&fp, now));
         // Hits and remembered refusals are counted with the admission: one write.
-        let limits = self.admit(client_id, now, expected);
+        let limits = self.admit(client_id, now, expected, proven);
         let limit_headers = limits.headers(now);
         if limits.rate.is_some_and(|(_, d)| !d.allowed) {
             return respond(self.rate_limited(client_id, &limits, now));
@@ -383,6 +418,7 @@ impl<'a> Gate<'a> {
                         owner: false,
                         limit_headers,
                         client_id: client_id.map(str::to_owned),
+                        charge_on_token: !proven && self.global_rate.is_none(),
                         call: None,
                     })),
                     background: None,
@@ -392,7 +428,19 @@ impl<'a> Gate<'a> {
             Begin::Uncoordinated => None,
         };
         let mut headers = limit_headers;
-        let spent = self.spend_quota(client_id, now);
+        // A spent quota first: a call it refuses costs no unproven call.
+        let quota_peek = limits.quota.filter(|(_, d)| !d.allowed);
+        let spent = match quota_peek {
+            Some(refused) => Some(refused),
+            None if !proven => match self.unproven_call(client_id, &headers, now) {
+                Some(refusal) => {
+                    self.refuse_flight(&identity, generation, &refusal);
+                    return respond(self.conclude(client_id, Decision::RateLimited, refusal, false));
+                }
+                None => self.spend_quota(client_id, now),
+            },
+            None => self.spend_quota(client_id, now),
+        };
         if let Some((rule, decision)) = spent {
             // The quota header shows what is left after this call.
             headers.retain(|(n, _)| n != "auth0-client-quota-limit");
@@ -400,7 +448,8 @@ impl<'a> Gate<'a> {
                 LimitState { rate: None, quota: Some((rule, decision)), backoff_until_ms: None }.headers(now),
             );
             if !decision.allowed {
-                let refusal = self.quota_refusal(&identity, generation, &rule, &decision, now);
+                let refusal = proof::quota_refusal(&rule, &decision, now);
+                self.refuse_flight(&identity, generation, &refusal);
                 let (response, decided) = match stale_token(cached.as_ref(), &key, now) {
                     Some(token) => (Response::json(200, token, CacheStatus::Stale), Decision::Stale),
                     None => (refusal, Decision::QuotaRejected),
@@ -415,6 +464,7 @@ impl<'a> Gate<'a> {
             call: self.idp_call(head, body, Some(&fp)),
             started_ms: now,
             client_id: client_id.map(str::to_owned),
+            quota_spent_ms: spent.map(|_| now),
         };
         Plan {
             outcome: Outcome::Wait(Box::new(Waiter {
@@ -425,6 +475,7 @@ impl<'a> Gate<'a> {
                 owner: true,
                 limit_headers: headers,
                 client_id: client_id.map(str::to_owned),
+                charge_on_token: !proven && self.global_rate.is_none(),
                 call: Some(call),
             })),
             background: None,
@@ -576,8 +627,14 @@ impl<'a> Gate<'a> {
 
     /// Counts the request for its client (and the decision already known, if any), taking
     /// from its rate-limit bucket.
-    fn admit(&self, client_id: Option<&str>, now: u64, expected: Option<Decision>) -> LimitState {
-        let limits = self.admit_locally(client_id, now, expected);
+    fn admit(
+        &self,
+        client_id: Option<&str>,
+        now: u64,
+        expected: Option<Decision>,
+        charge: bool,
+    ) -> LimitState {
+        let limits = self.admit_locally(client_id, now, expected, charge);
         match self.global_rate {
             // The service decided the rate limit; the local bucket is the fallback only.
             Some(verdict) => LimitState { rate: verdict.rate, ..limits },
@@ -587,14 +644,20 @@ impl<'a> Gate<'a> {
 
     /// [`Gate::admit`] on the client's shared record; its bucket is left alone when the
     /// rate-limit service decided.
-    fn admit_locally(&self, client_id: Option<&str>, now: u64, expected: Option<Decision>) -> LimitState {
+    fn admit_locally(
+        &self,
+        client_id: Option<&str>,
+        now: u64,
+        expected: Option<Decision>,
+        charge: bool,
+    ) -> LimitState {
         let Some(id) = client_id else {
             return LimitState::default();
         };
         let local_rate = self.config.rate_limit.as_ref().filter(|_| self.global_rate.is_none());
         let rate = local_rate.and_then(|l| l.for_client(id));
         let quota = self.config.quota.as_ref().and_then(|l| l.for_client(id));
-        let pending = self.pending_hits.filter(|_| expected == Some(Decision::Hit));
+        let pending = self.pending_hits.filter(|_| charge && expected == Some(Decision::Hit));
         if let Some(pending) = pending {
             let mut pending = pending.borrow_mut();
             // A hit under no limit needs no shared counter now: it is counted on the next flush.
@@ -608,8 +671,9 @@ impl<'a> Gate<'a> {
         }
         // A new lease gives back the previous one's leftover in the same write.
         let lease = pending.filter(|p| p.borrow().has_room(id)).map(|p| p.borrow_mut().end_lease(id));
+        let admission = Admission { charge, count_request: true, expected };
         let admitted = self.on_client(id, |table, create| {
-            table.admit_leasing(id, now, create, (rate, quota), expected, lease)
+            table.admit_leasing(id, now, create, (rate, quota), admission, lease)
         });
         let Some((limits, lease)) = admitted else {
             return LimitState::default();
@@ -629,38 +693,25 @@ impl<'a> Gate<'a> {
         Some((rule, decision))
     }
 
-    /// The 429 for a spent quota, also recorded as the call's outcome for its waiters.
-    fn quota_refusal(
-        &self,
-        identity: &Identity,
-        generation: Option<u64>,
-        rule: &QuotaRule,
-        decision: &QuotaDecision,
-        now: u64,
-    ) -> Response {
-        let mut r = Response::oauth_error(
-            429,
-            ErrorCode::TooManyRequests,
-            &format!("token quota of {} per window spent for this client", rule.tokens),
-            CacheStatus::Bypass,
-        );
-        r.push_header("retry-after", seconds_until(now, decision.reset_ms).max(1).to_string());
-        if let Some(generation) = generation {
-            let outcome = CallOutcome {
-                status: r.status,
-                cached: false,
-                unreachable: false,
-                headers: r
-                    .headers
-                    .iter()
-                    .filter(|(n, _)| n == "content-type" || n == "retry-after")
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect(),
-                body: self.seal_body(identity, &r.body),
-            };
-            let _ = self.flights().finish(&identity.fingerprint, generation, outcome);
-        }
-        r
+    /// Records a refusal given instead of the key's call as the call's outcome, so the
+    /// requests waiting for it get the same answer.
+    fn refuse_flight(&self, identity: &Identity, generation: Option<u64>, refusal: &Response) {
+        let Some(generation) = generation else {
+            return;
+        };
+        let outcome = CallOutcome {
+            status: refusal.status,
+            cached: false,
+            unreachable: false,
+            headers: refusal
+                .headers
+                .iter()
+                .filter(|(n, _)| n == "content-type" || n == "retry-after")
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: self.seal_body(identity, &refusal.body),
+        };
+        let _ = self.flights().finish(&identity.fingerprint, generation, outcome);
     }
 
     /// A client the IdP just issued a token: counted, and a guest becomes a trusted
@@ -712,10 +763,11 @@ impl<'a> Gate<'a> {
         let Ok(Begin::Owner { generation }) = self.flights().begin(&fp, now, deadline_ms) else {
             return None;
         };
-        if let Some((rule, decision)) = self.spend_quota(client_id, now)
+        let spent = self.spend_quota(client_id, now);
+        if let Some((rule, decision)) = spent
             && !decision.allowed
         {
-            self.quota_refusal(identity, Some(generation), &rule, &decision, now);
+            self.refuse_flight(identity, Some(generation), &proof::quota_refusal(&rule, &decision, now));
             return None;
         }
         Some(KeyedCall {
@@ -725,6 +777,7 @@ impl<'a> Gate<'a> {
             call: self.idp_call(head, body, Some(&fp)),
             started_ms: now,
             client_id: client_id.map(str::to_owned),
+            quota_spent_ms: spent.map(|_| now),
         })
     }
 
@@ -757,6 +810,9 @@ impl<'a> Gate<'a> {
         if let Some(authorization) = &head.authorization {
             headers.push(("authorization".to_owned(), authorization.clone()));
         }
+        if let Some(proof) = &head.dpop {
+            headers.push(("dpop".to_owned(), proof.clone()));
+        }
         if let (Some(name), Some(fp)) = (&up.key_header, cache_key) {
             headers.push((name.clone(), fp.to_hex()));
         }
@@ -769,17 +825,18 @@ impl<'a> Gate<'a> {
     pub fn finish_call(&self, call: &KeyedCall, reply: Option<&IdpReply>) -> CallOutcome {
         let now = self.host.now_ms();
         self.host.add(Metric::IdpCalls, 1);
+        let unreachable = || {
+            self.host.add(Metric::IdpErrors, 1);
+            if let (Some(id), Some(spent)) = (call.client_id.as_deref(), call.quota_spent_ms) {
+                self.give_back_quota(id, spent, now);
+            }
+            unreachable_outcome()
+        };
         let outcome = match reply {
             // Envoy answers for an IdP it cannot reach with a plain-text 5xx ("no healthy
             // upstream", "upstream connect error"): that is an unreachable IdP, not its answer.
-            None => {
-                self.host.add(Metric::IdpErrors, 1);
-                unreachable_outcome()
-            }
-            Some(r) if r.status >= 500 && !is_json(&r.body) => {
-                self.host.add(Metric::IdpErrors, 1);
-                unreachable_outcome()
-            }
+            None => unreachable(),
+            Some(r) if r.status >= 500 && !is_json(&r.body) => unreachable(),
             Some(r) => {
                 let backoff = self.observe_idp(r, call.client_id.as_deref(), now);
                 let identity = Identity { fingerprint: call.fingerprint, seal_key: call.seal_key };
@@ -795,8 +852,14 @@ impl<'a> Gate<'a> {
                 if r.status >= 500 || r.status == 429 {
                     self.host.add(Metric::IdpErrors, 1);
                 }
-                if let (true, Some(id)) = (cached, call.client_id.as_deref()) {
-                    self.issued(id, now);
+                let issued = r.status == 200 && has_access_token(&r.body);
+                if issued {
+                    self.prove(&call.fingerprint, call.client_id.as_deref(), now);
+                }
+                match (issued, call.client_id.as_deref(), call.quota_spent_ms) {
+                    (true, Some(id), _) => self.issued(id, now),
+                    (false, Some(id), Some(spent)) => self.give_back_quota(id, spent, now),
+                    _ => {}
                 }
                 if let Some(negative) = NegativeEntry::from_refusal(
                     call.fingerprint,
@@ -831,8 +894,7 @@ impl<'a> Gate<'a> {
         let cached = self.tokens().get(&waiter.fingerprint).ok().flatten();
         let servable = cached.as_ref().filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms));
         if let Some(token) = servable.and_then(|e| e.render(&waiter.seal_key, now)) {
-            let response = with_headers(Response::json(200, token, label), &waiter.limit_headers);
-            return Some(self.conclude(waiter.client_id.as_deref(), Decision::of(label), response, false));
+            return Some(self.answer_token(waiter, Response::json(200, token, label), now));
         }
         let outcome = match known {
             Some(outcome) => Some(outcome.clone()),
@@ -852,6 +914,9 @@ impl<'a> Gate<'a> {
             None if now >= waiter.deadline_ms => failure_response(None, Vec::new(), stale, label),
             None => return None,
         };
+        if response.status == 200 {
+            return Some(self.answer_token(waiter, response, now));
+        }
         let decision = Decision::of(response.cache_status());
         Some(self.conclude(
             waiter.client_id.as_deref(),
@@ -859,6 +924,23 @@ impl<'a> Gate<'a> {
             with_headers(response, &waiter.limit_headers),
             false,
         ))
+    }
+
+    /// A waiter's answer with a token: a request with unproven credentials is charged to
+    /// its client's bucket now, and refused if the bucket is empty.
+    fn answer_token(&self, waiter: &Waiter, response: Response, now: u64) -> Response {
+        let decision = Decision::of(response.cache_status());
+        let client_id = waiter.client_id.as_deref();
+        match client_id.filter(|_| waiter.charge_on_token) {
+            Some(id) => {
+                let limits = self.charge(id, now, decision);
+                if limits.rate.is_some_and(|(_, d)| !d.allowed) {
+                    return self.rate_limit_refusal(client_id, &limits, now, true);
+                }
+                self.conclude(client_id, decision, with_headers(response, &limits.headers(now)), true)
+            }
+            None => self.conclude(client_id, decision, with_headers(response, &waiter.limit_headers), false),
+        }
     }
 
     /// The outcome of the waiter's call from the flight record. A record that moved on to
@@ -890,11 +972,30 @@ impl<'a> Gate<'a> {
             }
         };
         let client_id = pending.client_id.as_deref();
-        // Tokens from forwarded grants are issued (and billed) too.
-        if let (Some(id), true) = (client_id, response.status == 200 && has_access_token(&response.body)) {
-            self.issued(id, now);
+        // Tokens from forwarded grants are issued (and billed) too: they keep their quota
+        // unit and are charged to the bucket; a call without a token gives its unit back.
+        let issued = response.status == 200 && has_access_token(&response.body);
+        let Some(id) = client_id else {
+            return self.conclude(None, Decision::Bypass, response, true);
+        };
+        if !issued {
+            if let Some(spent) = pending.quota_spent_ms {
+                self.give_back_quota(id, spent, now);
+            }
+            return self.conclude(
+                client_id,
+                Decision::Bypass,
+                with_headers(response, &pending.limit_headers),
+                true,
+            );
         }
-        self.conclude(client_id, Decision::Bypass, with_headers(response, &pending.limit_headers), true)
+        self.issued(id, now);
+        let headers = match pending.charge_on_token {
+            // The token is issued and billed: it is delivered even from an empty bucket.
+            true => self.charge(id, now, Decision::Bypass).headers(now),
+            false => pending.limit_headers.clone(),
+        };
+        self.conclude(client_id, Decision::Bypass, with_headers(response, &headers), true)
     }
 }
 
@@ -1022,6 +1123,7 @@ fn unavailable(label: CacheStatus) -> Response {
 }
 
 mod global_rate;
+mod proof;
 
 #[cfg(test)]
 mod tests;

@@ -43,6 +43,10 @@ impl CacheEntry {
         if string_member(&members, "access_token").is_none_or(|t| t.is_empty()) {
             return None;
         }
+        // A sender-constrained token is bound to one client's key: never anyone else's.
+        if string_member(&members, "token_type").is_some_and(|t| t.eq_ignore_ascii_case("dpop")) {
+            return None;
+        }
         let (_, expires_in) = members.iter().find(|(n, _)| n == "expires_in")?;
         // from_slice, not from_str: every JSON read in the module uses one reader type, so
         // serde_json's parser is compiled once (each reader type is a copy in the .wasm).

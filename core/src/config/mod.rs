@@ -14,9 +14,11 @@ use crate::sorted::SortedMap;
 
 pub use duration::parse_duration_ms;
 
+use crate::request::{needs_normalizing, normalize_path};
+
 /// The longest `upstream.max_backoff` accepted.
 const MAX_BACKOFF_LIMIT_MS: u64 = 3_600_000;
-use raw::{RawBucket, RawConfig, RawLimits, RawQuota, RawRateLimitService};
+use raw::{RawBucket, RawConfig, RawLimits, RawQuota, RawRateLimit, RawRateLimitService};
 
 /// Largest accepted `max_body_bytes`: Envoy's default per-connection buffer limit (1 MiB).
 pub const MAX_BODY_BYTES_LIMIT: u64 = 1 << 20;
@@ -36,6 +38,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Per-client request rate limit; `None` = off.
     pub rate_limit: Option<Limits<BucketRule>>,
+    /// IdP calls for credentials not yet proven (with `rate_limit`; `None` = off).
+    pub unproven: Option<UnprovenLimits>,
     /// Envoy's global rate-limit service, asked first for every request with a client id;
     /// `rate_limit` is then the fallback while the service cannot answer. `None` = off.
     pub rate_limit_service: Option<RateLimitService>,
@@ -111,6 +115,26 @@ pub struct BucketRule {
     pub tokens_per_fill: u64,
     pub fill_interval_ms: u64,
 }
+
+/// Limits on the IdP calls that unproven credentials cause: a secret the IdP has not yet
+/// issued a token for (guessing, typos, a cold client), or a forwarded grant. Someone who
+/// knows a client id but not its secret spends these, never the client's own bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnprovenLimits {
+    /// Per client id (`rate_limit.unproven`); requests coalesced onto one call spend once.
+    pub per_client: BucketRule,
+    /// Shared by every client id the IdP has never issued a token to and the
+    /// configuration does not name (`rate_limit.unknown_clients`): what a flood of
+    /// invented ids can make the IdP do.
+    pub unknown_clients: BucketRule,
+}
+
+/// `rate_limit.unproven` when not set: 10 IdP calls a minute per client id.
+pub const DEFAULT_UNPROVEN: BucketRule =
+    BucketRule { max_tokens: 10, tokens_per_fill: 10, fill_interval_ms: 60_000 };
+/// `rate_limit.unknown_clients` when not set: 60 IdP calls a minute for all unknown ids.
+pub const DEFAULT_UNKNOWN_CLIENTS: BucketRule =
+    BucketRule { max_tokens: 60, tokens_per_fill: 60, fill_interval_ms: 60_000 };
 
 /// At most `tokens` IdP calls per fixed window aligned to the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +220,7 @@ impl Config {
             .token_paths
             .iter()
             .enumerate()
-            .map(|(i, p)| request_path(&format!("token_paths[{i}]"), p))
+            .map(|(i, p)| request_path(&format!("token_paths[{i}]"), p).map(|p| normalize_path(&p)))
             .collect::<Result<Vec<_>, _>>()?;
         if raw.max_body_bytes == 0 || raw.max_body_bytes > MAX_BODY_BYTES_LIMIT {
             return Err(refuse("max_body_bytes", format!("must be between 1 and {MAX_BODY_BYTES_LIMIT}")));
@@ -248,12 +272,29 @@ impl Config {
             refresh_ahead_ratio: c.refresh_ahead_ratio,
             negative_ttl_ms: duration("cache.negative_ttl", &c.negative_ttl)?,
         };
-        let rate_limit = raw.rate_limit.map(|l| limits("rate_limit", l, bucket_rule)).transpose()?;
+        let (rate_limit, unproven) = match raw.rate_limit {
+            None => (None, None),
+            Some(RawRateLimit { default, clients, unproven, unknown_clients }) => {
+                let per_client = limits("rate_limit", RawLimits { default, clients }, bucket_rule)?;
+                let bucket = |field: &str, raw: Option<RawBucket>, default: BucketRule| {
+                    raw.map_or(Ok(default), |r| bucket_rule(field, r))
+                };
+                let unproven = UnprovenLimits {
+                    per_client: bucket("rate_limit.unproven", unproven, DEFAULT_UNPROVEN)?,
+                    unknown_clients: bucket(
+                        "rate_limit.unknown_clients",
+                        unknown_clients,
+                        DEFAULT_UNKNOWN_CLIENTS,
+                    )?,
+                };
+                (Some(per_client), Some(unproven))
+            }
+        };
         let rate_limit_service = raw.rate_limit_service.map(rate_limit_service).transpose()?;
         let quota = raw.quota.map(|l| limits("quota", l, quota_rule)).transpose()?;
         let usage_path = raw.usage_path.as_deref().map(|p| request_path("usage_path", p)).transpose()?;
         if let Some(path) = &usage_path
-            && token_paths.contains(path)
+            && token_paths.contains(&normalize_path(path))
         {
             return Err(refuse("usage_path", "must differ from every token path"));
         }
@@ -267,6 +308,7 @@ impl Config {
             upstream,
             cache,
             rate_limit,
+            unproven,
             rate_limit_service,
             quota,
             usage_path,
@@ -279,11 +321,33 @@ impl Config {
         method == "GET" && self.usage_path.as_deref() == Some(path)
     }
 
-    /// Whether tokengate handles a request with this method and `:path`.
-    pub fn is_token_request(&self, method: &str, path: &str) -> bool {
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
-        method == "POST" && self.token_paths.iter().any(|p| p == path)
+    /// How tokengate treats a request with this method and `:path`: a path that normalizes
+    /// to a token path is a token request whatever its spelling (see `request::path`).
+    pub fn route(&self, method: &str, path: &str) -> Route {
+        let token_path = if needs_normalizing(path) {
+            let normal = normalize_path(path);
+            self.token_paths.contains(&normal)
+        } else {
+            let plain = path.split(['?', '#']).next().unwrap_or_default();
+            self.token_paths.iter().any(|p| p == plain)
+        };
+        match (token_path, method == "POST") {
+            (false, _) => Route::Other,
+            (true, true) => Route::Token,
+            (true, false) => Route::TokenWrongMethod,
+        }
     }
+}
+
+/// What a request is to tokengate (see [`Config::route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Passes through untouched.
+    Other,
+    /// A `POST` to a token path: handled.
+    Token,
+    /// Another method on a token path: refused, never passed through.
+    TokenWrongMethod,
 }
 
 fn limits<R, T>(

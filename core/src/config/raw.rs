@@ -14,7 +14,7 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     #[serde(default)]
     pub cache: RawCache,
-    pub rate_limit: Option<RawLimits<RawBucket>>,
+    pub rate_limit: Option<RawRateLimit>,
     pub rate_limit_service: Option<RawRateLimitService>,
     pub quota: Option<RawLimits<RawQuota>>,
     pub usage_path: Option<String>,
@@ -87,6 +87,18 @@ pub struct RawLimits<T> {
     /// In document order, repeats included (validation refuses them): no map code for it.
     #[serde(default = "Vec::new", deserialize_with = "crate::json_object::entries")]
     pub clients: Vec<(String, T)>,
+}
+
+/// `rate_limit`: the per-client buckets, and the buckets for IdP calls that credentials not
+/// yet proven cause (see `Config::unproven`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub default: Option<RawBucket>,
+    #[serde(default = "Vec::new", deserialize_with = "crate::json_object::entries")]
+    pub clients: Vec<(String, RawBucket)>,
+    pub unproven: Option<RawBucket>,
+    pub unknown_clients: Option<RawBucket>,
 }
 
 #[derive(Debug, Deserialize)]

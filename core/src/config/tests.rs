@@ -142,11 +142,14 @@ fn spec_example_is_accepted() {
 #[test]
 fn token_path_matching_ignores_the_query_and_needs_post() {
     let c = Config::from_json(MINIMAL.as_bytes()).unwrap();
-    assert!(c.is_token_request("POST", "/oauth/token"));
-    assert!(c.is_token_request("POST", "/oauth/token?x=1"));
-    assert!(!c.is_token_request("GET", "/oauth/token"));
-    assert!(!c.is_token_request("POST", "/oauth/token/x"));
-    assert!(!c.is_token_request("POST", "/oauth"));
+    assert_eq!(c.route("POST", "/oauth/token"), Route::Token);
+    assert_eq!(c.route("POST", "/oauth/token?x=1"), Route::Token);
+    assert_eq!(c.route("POST", "/OAUTH/TOKEN/"), Route::Token);
+    assert_eq!(c.route("POST", "/oauth%2Ftoken"), Route::Token);
+    assert_eq!(c.route("GET", "/oauth/token"), Route::TokenWrongMethod);
+    assert_eq!(c.route("PUT", "//oauth/token;x=1"), Route::TokenWrongMethod);
+    assert_eq!(c.route("POST", "/oauth/token/x"), Route::Other);
+    assert_eq!(c.route("POST", "/oauth"), Route::Other);
 }
 
 fn assert_field(e: ConfigError, field: &str, reason_part: &str) {

@@ -43,6 +43,32 @@ impl Bucket {
         }
     }
 
+    /// The bucket as a shared-data value (tokens, last fill; little-endian).
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.tokens.to_le_bytes());
+        out[8..].copy_from_slice(&self.last_fill_ms.to_le_bytes());
+        out
+    }
+
+    /// `None` for bytes that are not a bucket (a value just created empty).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Bucket> {
+        let mut r = crate::record::Reader(bytes);
+        Some(Bucket { tokens: r.u64()?, last_fill_ms: r.u64()? })
+    }
+
+    /// What [`Bucket::take`] would decide, taking nothing: for requests charged only once
+    /// their credentials are proven.
+    pub fn peek(self, rule: &BucketRule, now_ms: u64) -> BucketDecision {
+        let bucket = self.refilled(rule, now_ms);
+        let next_fill_ms = if bucket.tokens >= rule.max_tokens {
+            now_ms
+        } else {
+            bucket.last_fill_ms.saturating_add(rule.fill_interval_ms)
+        };
+        BucketDecision { allowed: bucket.tokens > 0, remaining: bucket.tokens, next_fill_ms }
+    }
+
     /// Takes one token if there is one.
     pub fn take(self, rule: &BucketRule, now_ms: u64) -> (Bucket, BucketDecision) {
         let bucket = self.refilled(rule, now_ms);

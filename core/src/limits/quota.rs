@@ -37,6 +37,17 @@ impl QuotaWindow {
         (after, after.decision(rule, allowed))
     }
 
+    /// Gives back a unit spent at `spent_ms` for a call that issued no token, while the
+    /// window it was spent in is still the current one.
+    pub fn give_back(self, rule: &QuotaRule, spent_ms: u64, now_ms: u64) -> QuotaWindow {
+        let window = self.current(rule, now_ms);
+        if window.start_ms == window_start(rule, spent_ms) {
+            QuotaWindow { used: window.used.saturating_sub(1), ..window }
+        } else {
+            window
+        }
+    }
+
     /// The quota as it stands, without spending (for headers on hits).
     pub fn peek(self, rule: &QuotaRule, now_ms: u64) -> QuotaDecision {
         let window = self.current(rule, now_ms);
@@ -59,6 +70,21 @@ mod tests {
     use super::*;
 
     const DAY: u64 = 86_400_000;
+
+    #[test]
+    fn a_unit_given_back_in_its_window_is_spendable_again_but_not_in_the_next() {
+        let rule = QuotaRule { tokens: 1, window_ms: DAY };
+        let now = 19_000 * DAY + 5_000;
+        let (w, d) = QuotaWindow { start_ms: 0, used: 0 }.spend(&rule, now);
+        assert!(d.allowed);
+        assert!(!w.peek(&rule, now).allowed);
+        let w = w.give_back(&rule, now, now + 10);
+        assert!(w.peek(&rule, now + 10).allowed);
+        // Spent yesterday, given back today: today's window is untouched.
+        let (w, _) = QuotaWindow { start_ms: 0, used: 0 }.spend(&rule, now);
+        let (w, _) = w.spend(&rule, now + DAY);
+        assert_eq!(w.give_back(&rule, now, now + DAY).used, 1);
+    }
 
     #[test]
     fn windows_align_to_the_epoch() {

@@ -45,9 +45,20 @@ fn check_encoding(body: &[u8]) -> Result<(), RequestError> {
             let decoded: Vec<u8> = percent_decode_plus(part);
             match std::str::from_utf8(&decoded) {
                 Ok(text) if !text.chars().any(char::is_control) => {}
-                _ => {
-                    return Err(RequestError::bad("form body decodes to text that is not clean UTF-8"));
+                // The name only: a value may be a secret.
+                Ok(_) => {
+                    let name = String::from_utf8_lossy(&percent_decode_plus(
+                        segment.split(|b| *b == b'=').next().unwrap_or_default(),
+                    ))
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(64)
+                    .collect::<String>();
+                    return Err(RequestError::bad(format!(
+                        "form parameter {name:?} has a control character (a tab, newline or the like)"
+                    )));
                 }
+                Err(_) => return Err(RequestError::bad("form body decodes to bytes that are not UTF-8")),
             }
         }
     }

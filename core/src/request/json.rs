@@ -40,8 +40,10 @@ impl<'de> Visitor<'de> for PairsVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         while let Some(name) = map.next_key::<String>()? {
-            let value = map.next_value::<ScalarText>()?.0;
-            pairs.push((name, value));
+            // `null` is an absent parameter: Auth0's own SDKs send `"organization": null`.
+            if let Some(value) = map.next_value::<Option<ScalarText>>()? {
+                pairs.push((name, value.0));
+            }
         }
         Ok(pairs)
     }
@@ -114,6 +116,11 @@ mod tests {
             ]
         );
         assert_eq!(pairs("  {}  "), vec![]);
+        assert_eq!(
+            pairs(r#"{"client_id":"a","organization":null}"#),
+            vec![("client_id".into(), "a".into())],
+            "null is an absent parameter"
+        );
         assert_eq!(pairs(r#"{"e":"\u00e9"}"#), vec![("e".into(), "é".into())]);
     }
 
@@ -124,7 +131,6 @@ mod tests {
             "\"x\"",
             "5",
             "null",
-            r#"{"a":null}"#,
             r#"{"a":[1]}"#,
             r#"{"a":{"b":"c"}}"#,
             r#"{"a":"b"} x"#,

@@ -6,19 +6,24 @@ mod basic;
 mod content_type;
 mod form;
 mod json;
+mod path;
 
 use crate::sorted::SortedMap;
 
-pub use basic::parse_basic;
+pub use basic::{BasicCredentials, parse_basic};
 pub use content_type::{BodyFormat, body_format};
 pub use form::parse_form;
 pub use json::parse_json;
+pub use path::{needs_normalizing, normalize_path};
 
 /// The request headers tokengate reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestHead {
     pub content_type: Option<String>,
     pub authorization: Option<String>,
+    /// A DPoP proof (RFC 9449): the token will be bound to the client's key, so the request
+    /// is forwarded with it and never answered from, nor stored in, the cache.
+    pub dpop: Option<String>,
 }
 
 /// A request refused before it reaches the IdP.
@@ -27,17 +32,20 @@ pub struct RequestError {
     /// 400, or 413 for a body over `max_body_bytes`.
     pub status: u16,
     pub description: String,
+    /// The client id, when it was read before the request was refused (for its headers).
+    pub client_id: Option<String>,
 }
 
 impl RequestError {
     pub fn bad(description: impl Into<String>) -> RequestError {
-        RequestError { status: 400, description: description.into() }
+        RequestError { status: 400, description: description.into(), client_id: None }
     }
 
     pub fn too_large(max_body_bytes: usize) -> RequestError {
         RequestError {
             status: 413,
             description: format!("the request body is larger than {max_body_bytes} bytes"),
+            client_id: None,
         }
     }
 }
@@ -47,7 +55,8 @@ impl RequestError {
 pub enum RequestKind {
     /// `client_credentials` with a client secret: rate limit, quota, cache, coalescing.
     Cacheable,
-    /// Any other grant, or `client_assertion`: forwarded to the IdP, never cached.
+    /// Any other grant, `client_assertion`, or a DPoP proof: forwarded to the IdP, never
+    /// cached.
     Forward,
 }
 
@@ -61,9 +70,16 @@ pub struct TokenRequest {
     pub client_secret: Option<String>,
     /// Every body parameter but `client_id` and `client_secret`, by name.
     pub params: SortedMap<String>,
+    /// The decoded Basic header when the client authenticated with one (client_secret_basic):
+    /// part of the cache key as sent.
+    pub basic: Option<Vec<u8>>,
+    /// Sent with a DPoP proof.
+    pub dpop: bool,
 }
 
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+/// Longer client ids are refused: they would be stored and listed in full.
+pub const MAX_CLIENT_ID_BYTES: usize = 256;
 
 impl TokenRequest {
     /// Reads a token request from its headers and complete body.
@@ -84,9 +100,9 @@ impl TokenRequest {
         }
         let body_id = params.remove("client_id").filter(|id| !id.is_empty());
         let body_secret = params.remove("client_secret");
-        let (client_id, client_secret) = match parse_basic(head.authorization.as_deref())? {
-            None => (body_id, body_secret),
-            Some((basic_id, basic_secret)) => {
+        let (client_id, client_secret, basic) = match parse_basic(head.authorization.as_deref())? {
+            None => (body_id, body_secret, None),
+            Some(BasicCredentials { client_id: basic_id, client_secret: basic_secret, decoded }) => {
                 if body_id.as_ref().is_some_and(|id| *id != basic_id) {
                     return Err(RequestError::bad(
                         "client_id in the body differs from the Basic authorization header",
@@ -97,23 +113,25 @@ impl TokenRequest {
                         "client_secret in the body differs from the Basic authorization header",
                     ));
                 }
-                (Some(basic_id), Some(basic_secret))
+                (Some(basic_id), Some(basic_secret), Some(decoded))
             }
         };
-        let grant_type = params
-            .remove("grant_type")
-            .filter(|g| !g.is_empty())
-            .ok_or_else(|| RequestError::bad("missing grant_type"))?;
+        if client_id.as_ref().is_some_and(|id| id.len() > MAX_CLIENT_ID_BYTES) {
+            return Err(RequestError::bad(format!("client_id is longer than {MAX_CLIENT_ID_BYTES} bytes")));
+        }
+        let grant_type = params.remove("grant_type").filter(|g| !g.is_empty()).ok_or_else(|| {
+            RequestError { client_id: client_id.clone(), ..RequestError::bad("missing grant_type") }
+        })?;
         if grant_type == GRANT_CLIENT_CREDENTIALS && client_id.is_none() {
             return Err(RequestError::bad("missing client_id"));
         }
-        Ok(TokenRequest { grant_type, client_id, client_secret, params })
+        Ok(TokenRequest { grant_type, client_id, client_secret, params, basic, dpop: head.dpop.is_some() })
     }
 
     pub fn kind(&self) -> RequestKind {
         let has_secret = self.client_secret.as_ref().is_some_and(|s| !s.is_empty());
         let has_assertion = self.params.contains_key("client_assertion");
-        if self.grant_type == GRANT_CLIENT_CREDENTIALS && has_secret && !has_assertion {
+        if self.grant_type == GRANT_CLIENT_CREDENTIALS && has_secret && !has_assertion && !self.dpop {
             RequestKind::Cacheable
         } else {
             RequestKind::Forward

@@ -7,13 +7,14 @@ const FORM: &str = "application/x-www-form-urlencoded";
 const JSON: &str = "application/json";
 
 fn head(content_type: &str) -> RequestHead {
-    RequestHead { content_type: Some(content_type.into()), authorization: None }
+    RequestHead { content_type: Some(content_type.into()), authorization: None, dpop: None }
 }
 
 fn basic_head(content_type: &str, id: &str, secret: &str) -> RequestHead {
     RequestHead {
         content_type: Some(content_type.into()),
         authorization: Some(format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))),
+        dpop: None,
     }
 }
 
@@ -138,7 +139,8 @@ fn malformed_bodies_are_refused_with_400() {
         (Some(JSON), b"{\"a\":{\"b\":{\"c\":{}}}}"),
     ];
     for (content_type, body) in cases {
-        let head = RequestHead { content_type: content_type.map(str::to_owned), authorization: None };
+        let head =
+            RequestHead { content_type: content_type.map(str::to_owned), authorization: None, dpop: None };
         let e = TokenRequest::parse(&head, body).unwrap_err();
         assert_eq!(e.status, 400, "{content_type:?} {body:?}");
     }
@@ -146,6 +148,49 @@ fn malformed_bodies_are_refused_with_400() {
 
 #[test]
 fn malformed_basic_header_is_refused() {
-    let head = RequestHead { content_type: Some(FORM.into()), authorization: Some("Basic %%%".into()) };
+    let head =
+        RequestHead { content_type: Some(FORM.into()), authorization: Some("Basic %%%".into()), dpop: None };
     assert_eq!(parse(&head, "grant_type=client_credentials").unwrap_err().status, 400);
+}
+
+#[test]
+fn a_dpop_proof_makes_a_cacheable_request_forwarded() {
+    let body = "grant_type=client_credentials&client_id=c1&client_secret=s1";
+    let dpop = RequestHead { dpop: Some("eyJ.proof".into()), ..head(FORM) };
+    assert_eq!(parse(&head(FORM), body).unwrap().kind(), RequestKind::Cacheable);
+    assert_eq!(parse(&dpop, body).unwrap().kind(), RequestKind::Forward);
+}
+
+#[test]
+fn a_client_id_over_256_bytes_is_refused() {
+    let ok = format!("grant_type=client_credentials&client_id={}&client_secret=s", "a".repeat(256));
+    assert!(parse(&head(FORM), &ok).is_ok());
+    let long = format!("grant_type=client_credentials&client_id={}&client_secret=s", "a".repeat(257));
+    let e = parse(&head(FORM), &long).unwrap_err();
+    assert_eq!(e.status, 400);
+    assert!(e.description.contains("256"), "{}", e.description);
+    let basic = basic_head(FORM, &"b".repeat(300), "s");
+    assert_eq!(parse(&basic, "grant_type=client_credentials").unwrap_err().status, 400);
+}
+
+#[test]
+fn json_null_is_an_absent_parameter_as_auth0_sdks_send_it() {
+    let body = r#"{"grant_type":"client_credentials","client_id":"c1","client_secret":"s1","audience":"a","organization":null}"#;
+    let r = parse(&head(JSON), body).unwrap();
+    assert!(!r.params.contains_key("organization"));
+    assert_eq!(r.kind(), RequestKind::Cacheable);
+}
+
+#[test]
+fn a_tab_in_a_form_value_is_named_as_such_without_the_value() {
+    let e =
+        parse(&head(FORM), "grant_type=client_credentials&client_id=c1&client_secret=se%09cret").unwrap_err();
+    assert!(e.description.contains("client_secret") && e.description.contains("tab"), "{}", e.description);
+    assert!(!e.description.contains("se\tcret") && !e.description.contains("%09"), "{}", e.description);
+}
+
+#[test]
+fn a_missing_grant_type_keeps_the_client_id_for_the_headers() {
+    let e = parse(&head(FORM), "client_id=c1&client_secret=s1").unwrap_err();
+    assert_eq!(e.client_id.as_deref(), Some("c1"));
 }

@@ -1,0 +1,65 @@
+//! Proven credentials: cache keys the IdP issued a token for, remembered for the client's
+//! issuance window (the quota window, else a day). A request whose key is here is charged
+//! to its client's bucket at once, like a hit; every other one is charged only when the
+//! IdP's token arrives, so requests with a wrong secret never spend the real client's
+//! limits. Only the IdP can add a key here; a table of its own, so floods never evict it.
+
+use crate::cache::SlotEntry;
+use crate::fingerprint::Fingerprint;
+use crate::record::Reader;
+
+const FORMAT_VERSION: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvenEntry {
+    pub fingerprint: Fingerprint,
+    pub expires_at_ms: u64,
+}
+
+impl ProvenEntry {
+    pub fn live(&self, now_ms: u64) -> bool {
+        self.expires_at_ms > now_ms
+    }
+}
+
+impl SlotEntry for ProvenEntry {
+    const KIND: &'static str = "proven";
+
+    fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
+    }
+
+    fn expires_at_ms(&self) -> u64 {
+        self.expires_at_ms
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + 32 + 8);
+        out.push(FORMAT_VERSION);
+        out.extend_from_slice(&self.fingerprint.0);
+        out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<ProvenEntry> {
+        let mut r = Reader(bytes);
+        if r.u8()? != FORMAT_VERSION {
+            return None;
+        }
+        let fingerprint = Fingerprint(r.take(32)?.try_into().ok()?);
+        Some(ProvenEntry { fingerprint, expires_at_ms: r.u64()? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_expiry() {
+        let e = ProvenEntry { fingerprint: Fingerprint([7; 32]), expires_at_ms: 10 };
+        assert_eq!(ProvenEntry::decode(&e.encode()), Some(e.clone()));
+        assert!(e.live(9) && !e.live(10));
+        assert_eq!(ProvenEntry::decode(&[2]), None);
+    }
+}

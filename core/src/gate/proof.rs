@@ -1,0 +1,165 @@
+//! Who pays for a request (SPEC "Per-client request rate limit"): knowing a client id is
+//! not enough to spend that client's limits. Credentials are proven when the IdP issued a
+//! token for their exact cache key (kept in the `proven` table for the issuance window);
+//! proven requests are charged to the client's bucket at once, unproven ones only when the
+//! IdP's token comes. The IdP calls unproven credentials cause spend buckets of their own:
+//! one per client id (`rate_limit.unproven`) and one shared by client ids the IdP never
+//! issued a token to (`rate_limit.unknown_clients`). A quota unit is spent per call and
+//! given back when the call issues no token.
+
+use crate::cache::{ProvenEntry, SlotTable};
+use crate::clients::{Admission, LimitState, Standing};
+use crate::config::{BucketRule, QuotaRule};
+use crate::fingerprint::Fingerprint;
+use crate::limits::{Bucket, BucketDecision, QuotaDecision, seconds_until};
+use crate::request::RequestError;
+use crate::response::{CacheStatus, Decision, ErrorCode, Header, Response};
+use crate::store::Change;
+
+use super::{Gate, refused, with_headers};
+
+/// A refusal and the decision it is counted as.
+pub type Refusal = (Response, Decision);
+
+impl Gate<'_> {
+    fn proven_keys(&self) -> SlotTable<'_, ProvenEntry> {
+        SlotTable::new(self.host, self.key_prefix, self.config.cache.max_entries)
+    }
+
+    /// Whether the IdP issued a token for this cache key within the issuance window.
+    pub(super) fn proven(&self, fp: &Fingerprint, now: u64) -> bool {
+        matches!(self.proven_keys().get(fp), Ok(Some(entry)) if entry.live(now))
+    }
+
+    /// The IdP issued a token for this key: its credentials are proven for the window.
+    pub(super) fn prove(&self, fp: &Fingerprint, client_id: Option<&str>, now: u64) {
+        let window_ms = client_id.map_or(super::DAY_MS, |id| self.issuance_window_ms(id));
+        let entry = ProvenEntry { fingerprint: *fp, expires_at_ms: now.saturating_add(window_ms) };
+        let _ = self.proven_keys().put(&entry, now);
+    }
+
+    /// Charges a request whose credentials were just proven (a token came) to its
+    /// client's bucket; the request itself was counted when it arrived.
+    pub(super) fn charge(&self, client_id: &str, now: u64, decision: Decision) -> LimitState {
+        let rate = self.config.rate_limit.as_ref().and_then(|l| l.for_client(client_id));
+        let quota = self.config.quota.as_ref().and_then(|l| l.for_client(client_id));
+        let admission = Admission { charge: true, count_request: false, expected: Some(decision) };
+        self.on_client(client_id, |table, create| {
+            table.admit_leasing(client_id, now, create, (rate, quota), admission, None)
+        })
+        .map(|(limits, _)| limits)
+        .unwrap_or_default()
+    }
+
+    /// Gives back the quota unit a call spent at `spent_ms` and issued no token for.
+    pub(super) fn give_back_quota(&self, client_id: &str, spent_ms: u64, now: u64) {
+        let Some(rule) = self.config.quota.as_ref().and_then(|l| l.for_client(client_id)) else {
+            return;
+        };
+        self.on_client(client_id, |table, _| table.give_back_quota(client_id, now, rule, spent_ms));
+    }
+
+    /// Spends what an IdP call for unproven credentials costs: the client id's unproven
+    /// bucket, and for an id the IdP never issued a token to, the shared one. `Some` is
+    /// the 429 when either is empty.
+    pub(super) fn unproven_call(
+        &self,
+        client_id: Option<&str>,
+        headers: &[Header],
+        now: u64,
+    ) -> Option<Response> {
+        let limits = self.config.unproven?;
+        if let Some(id) = client_id {
+            let decision =
+                self.on_client(id, |table, create| table.spend_unproven(id, now, create, &limits.per_client));
+            if let Some(d) = decision.filter(|d| !d.allowed) {
+                return Some(unproven_refusal(&d, headers, now, "for this client"));
+            }
+        }
+        if client_id.is_none_or(|id| !self.known(id)) {
+            let decision = self.take_unknown_clients(&limits.unknown_clients, now);
+            if let Some(d) = decision.filter(|d| !d.allowed) {
+                return Some(unproven_refusal(&d, headers, now, "for client ids not yet known"));
+            }
+        }
+        None
+    }
+
+    /// Configured, or issued a token by the IdP (a trusted client record).
+    fn known(&self, client_id: &str) -> bool {
+        self.configured(client_id) || matches!(self.clients(Standing::Trusted).get(client_id), Ok(Some(_)))
+    }
+
+    /// One call from the bucket shared by unknown client ids; `None` when the store failed.
+    fn take_unknown_clients(&self, rule: &BucketRule, now: u64) -> Option<BucketDecision> {
+        let key = format!("{}:unknown-clients", self.key_prefix);
+        self.store
+            .update(&key, &[], |bytes| {
+                let bucket = Bucket::from_bytes(bytes).unwrap_or_else(|| Bucket::full(rule, now));
+                let (after, decision) = bucket.take(rule, now);
+                Change::Write(after.to_bytes().to_vec(), decision)
+            })
+            .ok()
+    }
+
+    /// What a forwarded call costs before it is made: refused while the quota is spent,
+    /// then an unproven call, then a quota unit. `Ok` holds when the unit was spent.
+    pub(super) fn spend_forwarded_call(
+        &self,
+        client_id: Option<&str>,
+        limits: &LimitState,
+        now: u64,
+    ) -> Result<Option<u64>, Refusal> {
+        let headers = limits.headers(now);
+        let quota_refused = |rule: &QuotaRule, d: &QuotaDecision| {
+            (with_headers(quota_refusal(rule, d, now), &headers), Decision::QuotaRejected)
+        };
+        if let Some((rule, d)) = limits.quota.filter(|(_, d)| !d.allowed) {
+            return Err(quota_refused(&rule, &d));
+        }
+        if let Some(refusal) = self.unproven_call(client_id, &headers, now) {
+            return Err((refusal, Decision::RateLimited));
+        }
+        match self.spend_quota(client_id, now) {
+            Some((rule, d)) if !d.allowed => Err(quota_refused(&rule, &d)),
+            Some(_) => Ok(Some(now)),
+            None => Ok(None),
+        }
+    }
+
+    /// The `400` for a request that does not parse, with its client's rate-limit headers
+    /// when the client id was read (nothing is charged).
+    pub(super) fn bad_request(&self, e: RequestError, now: u64) -> Response {
+        let client_id = e.client_id.clone();
+        let headers = match client_id.as_deref() {
+            Some(id) => self.admit(Some(id), now, Some(Decision::BadRequest), false).headers(now),
+            None => Vec::new(),
+        };
+        self.conclude(client_id.as_deref(), Decision::BadRequest, with_headers(refused(e), &headers), true)
+    }
+}
+
+/// The 429 for a spent quota.
+pub(super) fn quota_refusal(rule: &QuotaRule, decision: &QuotaDecision, now: u64) -> Response {
+    let mut r = Response::oauth_error(
+        429,
+        ErrorCode::TooManyRequests,
+        &format!("token quota of {} per window spent for this client", rule.tokens),
+        CacheStatus::Bypass,
+    );
+    r.push_header("retry-after", seconds_until(now, decision.reset_ms).max(1).to_string());
+    r
+}
+
+fn unproven_refusal(decision: &BucketDecision, headers: &[Header], now: u64, whom: &str) -> Response {
+    let mut r = Response::oauth_error(
+        429,
+        ErrorCode::TooManyRequests,
+        &format!(
+            "too many token requests with credentials the identity provider has not yet accepted {whom}"
+        ),
+        CacheStatus::Bypass,
+    );
+    r.push_header("retry-after", seconds_until(now, decision.next_fill_ms).max(1).to_string());
+    with_headers(r, headers)
+}
