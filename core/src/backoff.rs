@@ -27,6 +27,8 @@ pub struct RateLimitHeaders {
     pub remaining: Option<u64>,
     pub reset_s: Option<u64>,
     pub retry_after_s: Option<u64>,
+    /// `retry-after` given as an HTTP-date, in Unix seconds.
+    pub retry_at_s: Option<u64>,
 }
 
 impl RateLimitHeaders {
@@ -38,7 +40,10 @@ impl RateLimitHeaders {
                 "x-ratelimit-limit" => out.limit = number,
                 "x-ratelimit-remaining" => out.remaining = number,
                 "x-ratelimit-reset" => out.reset_s = number,
-                "retry-after" => out.retry_after_s = number,
+                "retry-after" => {
+                    out.retry_after_s = number;
+                    out.retry_at_s = number.is_none().then(|| http_date_s(value)).flatten();
+                }
                 _ => {}
             }
         }
@@ -56,10 +61,37 @@ impl RateLimitHeaders {
 /// `max_backoff_ms` (a reset hours away is clamped).
 pub fn deadline_ms(headers: &RateLimitHeaders, now_ms: u64, max_backoff_ms: u64) -> u64 {
     let from_reset = headers.reset_s.map(|s| s.saturating_mul(1000)).filter(|at| *at > now_ms);
-    let from_retry = headers.retry_after_s.map(|s| now_ms.saturating_add(s.saturating_mul(1000)));
+    let from_retry = headers
+        .retry_after_s
+        .map(|s| now_ms.saturating_add(s.saturating_mul(1000)))
+        .or(headers.retry_at_s.map(|s| s.saturating_mul(1000)));
     let at = from_reset.or(from_retry).unwrap_or(now_ms + 1000);
     let wait = at.saturating_sub(now_ms).clamp(1000, max_backoff_ms.max(1000));
     now_ms + wait
+}
+
+/// An HTTP-date (RFC 9110 §5.6.7) in Unix seconds, in the IMF-fixdate form every sender
+/// must use: `Sun, 06 Nov 1994 08:49:37 GMT` (fixed positions).
+pub fn http_date_s(text: &str) -> Option<u64> {
+    let b = text.trim().as_bytes();
+    if b.len() != 29 || &b[3..5] != b", " || &b[25..] != b" GMT" {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u64> {
+        b[range].iter().try_fold(0u64, |n, d| d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0')))
+    };
+    let (day, year) = (number(5..7)?, number(12..16)?);
+    let (h, m, sec) = (number(17..19)?, number(20..22)?, number(23..25)?);
+    let month = b"JanFebMarAprMayJunJulAugSepOctNovDec".chunks(3).position(|m| m == &b[8..11])? as u64 + 1;
+    if !(1..=31).contains(&day) || year < 1970 || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm), years starting in March.
+    let y = if month <= 2 { year - 1 } else { year };
+    let (era, yoe) = (y / 400, y % 400);
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some(days * 86_400 + h * 3600 + m * 60 + sec)
 }
 
 /// Whole seconds until `until_ms`, at least 1 (a `retry-after` value).
@@ -180,6 +212,27 @@ mod tests {
         let h = headers(&[("x-ratelimit-reset", "1700000003"), ("retry-after", "30")]);
         assert_eq!(deadline_ms(&h, NOW, MAX), 1_700_000_003_000);
         assert_eq!(seconds_left(1_700_000_003_000, NOW), 3);
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date() {
+        assert_eq!(http_date_s("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(http_date_s("Tue, 14 Nov 2023 22:13:20 GMT"), Some(1_700_000_000));
+        assert_eq!(http_date_s("Thu, 29 Feb 2024 00:00:00 GMT"), Some(1_709_164_800));
+        for bad in [
+            "",
+            "soon",
+            "Sun, 06 Nov 1994 08:49:37 CET",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sun, 06 Nov 19x4 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+        ] {
+            assert_eq!(http_date_s(bad), None, "{bad}");
+        }
+        // NOW is 1_700_000_000_500 ms: a date 20 s later backs off until then.
+        let h = headers(&[("retry-after", "Tue, 14 Nov 2023 22:13:40 GMT")]);
+        assert_eq!(deadline_ms(&h, NOW, MAX), 1_700_000_020_000);
     }
 
     #[test]

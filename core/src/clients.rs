@@ -518,6 +518,21 @@ impl<'a> ClientTable<'a> {
         missing: Missing,
         mut change: impl FnMut(&mut ClientRecord) -> T,
     ) -> Result<Option<T>, StoreError> {
+        // One copy of the CAS loop in the .wasm for every kind of change.
+        let mut out = None;
+        let written =
+            self.modify_record(client_id, now_ms, &missing, &mut |record| out = Some(change(record)))?;
+        Ok(if written { out } else { None })
+    }
+
+    /// [`ClientTable::modify`]; `false` when the client has no record and none is made.
+    fn modify_record(
+        &self,
+        client_id: &str,
+        now_ms: u64,
+        missing: &Missing,
+        change: &mut dyn FnMut(&mut ClientRecord),
+    ) -> Result<bool, StoreError> {
         let keys = self.slot_keys(client_id);
         for _ in 0..CAS_ATTEMPTS {
             // Where the record lives: a single read when it is in its first slot.
@@ -530,9 +545,9 @@ impl<'a> ClientTable<'a> {
                     break;
                 }
             }
-            let (key, cas, mut record) = match (found, &missing) {
+            let (key, cas, mut record) = match (found, missing) {
                 (Some(found), _) => found,
-                (None, Missing::Skip) => return Ok(None),
+                (None, Missing::Skip) => return Ok(false),
                 (None, Missing::Create(seed)) => {
                     let mut slots = Vec::with_capacity(2);
                     for key in &keys {
@@ -547,14 +562,15 @@ impl<'a> ClientTable<'a> {
                         .into_iter()
                         .min_by_key(|(_, _, r)| r.as_ref().map_or(0, |r| r.last_seen_ms.saturating_add(1)))
                         .ok_or(StoreError::CasMismatch)?;
-                    let record = seed.as_deref().cloned().unwrap_or_else(|| ClientRecord::new(client_id, now_ms));
+                    let record =
+                        seed.as_deref().cloned().unwrap_or_else(|| ClientRecord::new(client_id, now_ms));
                     (key, cas, record)
                 }
             };
             record.last_seen_ms = record.last_seen_ms.max(now_ms);
-            let out = change(&mut record);
+            change(&mut record);
             match self.store.write(key, &record.encode(), cas) {
-                Ok(()) => return Ok(Some(out)),
+                Ok(()) => return Ok(true),
                 Err(StoreError::CasMismatch) => continue,
                 Err(e) => return Err(e),
             }

@@ -245,16 +245,10 @@ impl<'a> Gate<'a> {
                 crate::usage::report(self.config, &self.store, self.key_prefix, self.host.now_ms()),
             )
         };
-        Response {
-            status: 200,
-            headers: vec![
-                ("content-type".into(), content_type.into()),
-                ("cache-control".into(), "no-store".into()),
-            ],
-            body,
-            decision: None,
-            client_id: None,
-        }
+        let mut headers: Vec<Header> =
+            vec![("content-type".into(), content_type.into()), ("cache-control".into(), "no-store".into())];
+        headers.extend(crate::usage::SECURITY_HEADERS.iter().map(|(n, v)| ((*n).into(), (*v).into())));
+        Response { status: 200, headers, body, decision: None, client_id: None }
     }
 
     /// The answer to a body over `max_body_bytes`, sent as soon as it is seen.

@@ -17,6 +17,19 @@ use crate::store::Store;
 /// its own address and refreshes itself.
 pub const PAGE: &str = include_str!("usage_page.html");
 
+/// The page runs only its own inline script and style (by hash) and only talks to its own
+/// origin; no site may frame it, no browser may sniff another type into it.
+pub const SECURITY_HEADERS: [(&str, &str); 3] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; script-src 'sha256-cB1gIgznthcVJZXatGSaSz4r9B50623/QUHpivTynKo='; \
+         style-src 'sha256-uV/5E6JwlT/69x6mHUdcW5Y717mMjQHZBsFvls0ulfA='; connect-src 'self'; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+];
+
 const DAY_MS: u64 = 86_400_000;
 
 /// Largest first; ties in the order given (the keys end with `Reverse(index)`). A heap sort:
@@ -230,6 +243,23 @@ mod tests {
         assert!(!wants_html(Some("application/json"), "/u"));
         assert!(!wants_html(None, "/u"));
         assert!(!wants_html(Some("*/*"), "/u"));
+    }
+
+    /// The policy's hashes are those of the page's one script and one style: editing the
+    /// page without updating them would leave it blank in every browser.
+    #[test]
+    fn the_content_security_policy_allows_exactly_the_pages_script_and_style() {
+        use base64::Engine;
+        use sha2::{Digest, Sha256};
+        let policy = SECURITY_HEADERS[0].1;
+        for tag in ["script", "style"] {
+            let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+            assert_eq!(PAGE.matches(&open).count(), 1, "one inline {tag}");
+            let start = PAGE.find(&open).unwrap() + open.len();
+            let end = PAGE[start..].find(&close).unwrap() + start;
+            let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&PAGE[start..end]));
+            assert!(policy.contains(&format!("{tag}-src 'sha256-{hash}'")), "{tag}: {hash}");
+        }
     }
 
     #[test]

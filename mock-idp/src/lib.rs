@@ -52,6 +52,9 @@ pub struct Fault {
     pub status: Option<u16>,
     /// Read the request, then close the connection without an answer.
     pub refuse: bool,
+    /// With a `429`: `retry-after` as an HTTP-date this many seconds ahead, and no
+    /// `x-ratelimit-*` headers.
+    pub retry_after_date_in: Option<u64>,
 }
 
 /// Auth0's rate-limit headers, sent on every token answer while set (a `429` fault then
@@ -309,7 +312,7 @@ fn answer(request: &Request, shared: &Shared) -> Option<Reply> {
         return None;
     }
     if let Some(status) = fault.status {
-        return Some(fault_reply(status));
+        return Some(fault_reply(status, fault.retry_after_date_in));
     }
     let Some(parsed) = parsed else {
         return Some(token::error(400, "invalid_request", "could not read the request body"));
@@ -327,7 +330,7 @@ fn answer(request: &Request, shared: &Shared) -> Option<Reply> {
     }))
 }
 
-fn fault_reply(status: u16) -> Reply {
+fn fault_reply(status: u16, retry_after_date_in: Option<u64>) -> Reply {
     let code = match status {
         429 => "too_many_requests",
         401 => "access_denied",
@@ -336,6 +339,11 @@ fn fault_reply(status: u16) -> Reply {
         _ => "server_error",
     };
     let mut reply = token::error(status, code, "injected fault");
+    if let (429, Some(seconds)) = (status, retry_after_date_in) {
+        let at = SystemTime::now() + Duration::from_secs(seconds);
+        reply.headers.push(("retry-after".to_owned(), httpdate::fmt_http_date(at)));
+        return reply;
+    }
     if status == 429 {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         reply.headers.extend([
@@ -358,6 +366,7 @@ fn handle_admin(path: &str, request: &Request, shared: &Shared) -> Reply {
                 delay: Duration::from_millis(body["delay_ms"].as_u64().unwrap_or(0)),
                 status: body["status"].as_u64().and_then(|s| u16::try_from(s).ok()),
                 refuse: body["refuse"].as_bool().unwrap_or(false),
+                retry_after_date_in: body["retry_after_date_in"].as_u64(),
             };
             Reply::json(200, &json!({"ok": true}))
         }

@@ -13,6 +13,8 @@ pub struct TokenRequest {
     pub params: HashMap<String, String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+    /// Sent with a `DPoP` proof header.
+    pub dpop: bool,
 }
 
 impl TokenRequest {
@@ -33,6 +35,8 @@ pub fn parse(request: &Request) -> Option<TokenRequest> {
                 Value::String(s) => s,
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
+                // Auth0 reads `null` as an absent parameter (its SDKs send `"organization": null`).
+                Value::Null => continue,
                 _ => return None,
             };
             params.insert(name, text);
@@ -48,7 +52,7 @@ pub fn parse(request: &Request) -> Option<TokenRequest> {
         client_id = Some(id);
         client_secret = Some(secret);
     }
-    Some(TokenRequest { params, client_id, client_secret })
+    Some(TokenRequest { params, client_id, client_secret, dpop: request.header("dpop").is_some() })
 }
 
 fn basic_credentials(header: &str) -> Option<(String, String)> {
@@ -89,7 +93,9 @@ pub fn answer(
     if !assertion && request.client_secret.as_ref() != Some(expected) {
         return error(401, "access_denied", "Unauthorized");
     }
-    let mut body = json!({"access_token": token(), "token_type": "Bearer", "expires_in": expires_in});
+    // A DPoP proof gets a token bound to the client's key (RFC 9449 §5).
+    let token_type = if request.dpop { "DPoP" } else { "Bearer" };
+    let mut body = json!({"access_token": token(), "token_type": token_type, "expires_in": expires_in});
     if let Some(scope) = request.params.get("scope") {
         body["scope"] = json!(scope);
     }

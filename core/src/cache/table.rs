@@ -64,34 +64,53 @@ impl<'a, E: SlotEntry> SlotTable<'a, E> {
     /// Stores `entry`, replacing by the rule above; bounded retries under contention.
     /// `true` when it took a slot that was empty (the table holds one entry more).
     pub fn put(&self, entry: &E, now_ms: u64) -> Result<bool, StoreError> {
-        let keys = self.slot_keys(entry.fingerprint());
-        let value = entry.encode();
-        for _ in 0..CAS_ATTEMPTS {
-            let mut candidates = Vec::with_capacity(2);
-            for key in &keys {
-                let current = self.store.get(key).map_err(StoreError::Host)?;
-                let rank = match &current {
-                    None => Rank::Empty,
-                    Some((bytes, _)) => match E::decode(bytes) {
-                        None => Rank::Empty,
-                        Some(e) if e.fingerprint() == entry.fingerprint() => Rank::Same,
-                        Some(e) if e.expires_at_ms() <= now_ms => Rank::Expired,
-                        Some(e) => Rank::Live(e.expires_at_ms()),
-                    },
-                };
-                candidates.push((rank, key, current.map(|(_, cas)| cas)));
-            }
-            let Some((rank, key, cas)) = candidates.into_iter().min_by_key(|(rank, _, _)| *rank) else {
-                return Ok(false);
-            };
-            match self.store.set(key, &value, cas) {
-                Err(StoreError::CasMismatch) => continue,
-                Err(e) => return Err(e),
-                Ok(()) => return Ok(rank == Rank::Empty),
-            }
-        }
-        Err(StoreError::CasMismatch)
+        let slot_of = |bytes: &[u8]| E::decode(bytes).map(|e| (*e.fingerprint(), e.expires_at_ms()));
+        put_in_slots(
+            self.store,
+            &self.slot_keys(entry.fingerprint()),
+            entry.fingerprint(),
+            &entry.encode(),
+            now_ms,
+            &slot_of,
+        )
     }
+}
+
+/// [`SlotTable::put`] for every kind of entry: one copy of the CAS loop in the .wasm.
+/// `slot_of` reads the fingerprint and expiry of a slot's value.
+fn put_in_slots(
+    store: &dyn SharedStore,
+    keys: &[String; 2],
+    fp: &Fingerprint,
+    value: &[u8],
+    now_ms: u64,
+    slot_of: &dyn Fn(&[u8]) -> Option<(Fingerprint, u64)>,
+) -> Result<bool, StoreError> {
+    for _ in 0..CAS_ATTEMPTS {
+        let mut candidates = Vec::with_capacity(2);
+        for key in keys {
+            let current = store.get(key).map_err(StoreError::Host)?;
+            let rank = match &current {
+                None => Rank::Empty,
+                Some((bytes, _)) => match slot_of(bytes) {
+                    None => Rank::Empty,
+                    Some((other, _)) if other == *fp => Rank::Same,
+                    Some((_, expires_at_ms)) if expires_at_ms <= now_ms => Rank::Expired,
+                    Some((_, expires_at_ms)) => Rank::Live(expires_at_ms),
+                },
+            };
+            candidates.push((rank, key, current.map(|(_, cas)| cas)));
+        }
+        let Some((rank, key, cas)) = candidates.into_iter().min_by_key(|(rank, _, _)| *rank) else {
+            return Ok(false);
+        };
+        match store.set(key, value, cas) {
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+            Ok(()) => return Ok(rank == Rank::Empty),
+        }
+    }
+    Err(StoreError::CasMismatch)
 }
 
 /// Which slot to take: lower is better; among live entries, the one expiring first.

@@ -73,13 +73,13 @@ impl Gate<'_> {
             let decision =
                 self.on_client(id, |table, create| table.spend_unproven(id, now, create, &limits.per_client));
             if let Some(d) = decision.filter(|d| !d.allowed) {
-                return Some(unproven_refusal(&d, headers, now, "for this client"));
+                return Some(unproven_refusal(&d, headers, now));
             }
         }
         if client_id.is_none_or(|id| !self.known(id)) {
             let decision = self.take_unknown_clients(&limits.unknown_clients, now);
             if let Some(d) = decision.filter(|d| !d.allowed) {
-                return Some(unproven_refusal(&d, headers, now, "for client ids not yet known"));
+                return Some(unproven_refusal(&d, headers, now));
             }
         }
         None
@@ -151,13 +151,11 @@ pub(super) fn quota_refusal(rule: &QuotaRule, decision: &QuotaDecision, now: u64
     r
 }
 
-fn unproven_refusal(decision: &BucketDecision, headers: &[Header], now: u64, whom: &str) -> Response {
+fn unproven_refusal(decision: &BucketDecision, headers: &[Header], now: u64) -> Response {
     let mut r = Response::oauth_error(
         429,
         ErrorCode::TooManyRequests,
-        &format!(
-            "too many token requests with credentials the identity provider has not yet accepted {whom}"
-        ),
+        "too many token requests with credentials the identity provider has not accepted yet",
         CacheStatus::Bypass,
     );
     r.push_header("retry-after", seconds_until(now, decision.next_fill_ms).max(1).to_string());

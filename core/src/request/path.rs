@@ -16,16 +16,15 @@ pub fn normalize_path(path: &str) -> String {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     let mut bytes = path.as_bytes().to_vec();
     for _ in 0..DECODE_ROUNDS {
-        match percent_decode(&bytes) {
-            Some(decoded) => bytes = decoded,
-            None => break,
+        if !percent_decode(&mut bytes) {
+            break;
         }
     }
+    bytes.make_ascii_lowercase();
     let mut segments: Vec<&[u8]> = Vec::new();
     for segment in bytes.split(|b| *b == b'/' || *b == b'\\') {
         let segment = segment.split(|b| *b == b';').next().unwrap_or_default();
-        let segment = trim(segment);
-        match segment {
+        match trim(segment) {
             b"" | b"." => {}
             b".." => {
                 segments.pop();
@@ -33,15 +32,15 @@ pub fn normalize_path(path: &str) -> String {
             s => segments.push(s),
         }
     }
-    let mut out = String::with_capacity(path.len());
+    let mut out = Vec::with_capacity(bytes.len() + 1);
     for segment in segments {
-        out.push('/');
-        out.push_str(&String::from_utf8_lossy(segment).to_ascii_lowercase());
+        out.push(b'/');
+        out.extend_from_slice(segment);
     }
     if out.is_empty() {
-        out.push('/');
+        out.push(b'/');
     }
-    out
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether `path` may differ from its normal form: a path without any of these bytes is
@@ -56,28 +55,30 @@ pub fn needs_normalizing(path: &str) -> bool {
             .any(|b| matches!(b, b'%' | b';' | b'\\' | b'.' | b'A'..=b'Z') || b <= b' ' || b >= 0x7f)
 }
 
-/// One round of `%XX` decoding; `None` when there is nothing to decode.
-fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
+/// One round of `%XX` decoding in place; `false` when there was nothing to decode.
+fn percent_decode(bytes: &mut Vec<u8>) -> bool {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut changed = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        let escape =
-            (bytes[i] == b'%').then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?))).flatten();
-        match escape {
+    let (mut read, mut write, mut changed) = (0, 0, false);
+    while read < bytes.len() {
+        let escape = match (bytes[read], bytes.get(read + 1), bytes.get(read + 2)) {
+            (b'%', Some(&hi), Some(&lo)) => hex(hi).zip(hex(lo)),
+            _ => None,
+        };
+        bytes[write] = match escape {
             Some((hi, lo)) => {
-                out.push(hi << 4 | lo);
+                read += 3;
                 changed = true;
-                i += 3;
+                hi << 4 | lo
             }
             None => {
-                out.push(bytes[i]);
-                i += 1;
+                read += 1;
+                bytes[read - 1]
             }
-        }
+        };
+        write += 1;
     }
-    changed.then_some(out)
+    bytes.truncate(write);
+    changed
 }
 
 /// Without leading and trailing spaces and control characters.
