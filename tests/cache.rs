@@ -72,7 +72,7 @@ fn a_wrong_or_missing_secret_never_gets_the_cached_token() {
 }
 
 #[test]
-fn form_json_and_basic_requests_are_answered_and_share_the_cache() {
+fn form_and_json_share_the_cache_and_basic_has_its_own() {
     let stack = Stack::start(plugin_config(json!({})), 3600);
     let form = stack.post_form(&cc_form("c1", "s1", "a"));
     assert_eq!((form.status, cache_status(&form)), (200, "miss"));
@@ -85,10 +85,15 @@ fn form_json_and_basic_requests_are_answered_and_share_the_cache() {
         assert_eq!((r.status, cache_status(&r)), (200, "hit"), "{content_type}");
         assert_eq!(access_token(&r), token);
     }
+    // Basic credentials are keyed on the header as sent (raw and form-encoded secrets can
+    // read alike yet differ to the IdP): their own key, then hits.
     let basic = format!("Basic {}", base64_of("c1:s1"));
     let r = stack.post(Some(FORM), &[("authorization", &basic)], b"grant_type=client_credentials&audience=a");
+    assert_eq!((r.status, cache_status(&r)), (200, "miss"));
+    let basic_token = access_token(&r);
+    let r = stack.post(Some(FORM), &[("authorization", &basic)], b"grant_type=client_credentials&audience=a");
     assert_eq!((r.status, cache_status(&r)), (200, "hit"));
-    assert_eq!(access_token(&r), token);
+    assert_eq!(access_token(&r), basic_token);
 
     // Each works on its own too, as a miss the IdP answers.
     let r = stack.post(
@@ -100,7 +105,7 @@ fn form_json_and_basic_requests_are_answered_and_share_the_cache() {
     let basic = format!("Basic {}", base64_of("c2:s2"));
     let r = stack.post(Some(FORM), &[("authorization", &basic)], b"grant_type=client_credentials&audience=z");
     assert_eq!((r.status, cache_status(&r)), (200, "miss"), "{}", r.text());
-    assert_eq!(stack.idp.token_calls(), 3);
+    assert_eq!(stack.idp.token_calls(), 4);
 }
 
 #[test]

@@ -66,32 +66,38 @@ fn oversize_body_without_content_length_is_refused_while_streaming() {
 }
 
 #[test]
-fn get_and_other_posts_reach_the_route_upstream_untouched() {
+fn other_paths_reach_the_route_upstream_untouched_and_other_methods_on_the_token_path_are_refused() {
     let stack = Stack::start(plugin_config(json!({})), 3600);
-    let get = testbed::request("GET", stack.port(), "/oauth/token?x=1", &[("x-probe", "get")], b"")
-        .expect("answer");
+    let get =
+        testbed::request("GET", stack.port(), "/api/things?x=1", &[("x-probe", "get")], b"").expect("answer");
     assert_eq!(get.status, 200);
     assert_eq!(get.header("x-tokengate-cache"), None);
     let body = cc_form("c1", "s1", "a");
     let other = post(stack.port(), "/api/things", Some(FORM), &[("x-probe", "post")], body.as_bytes());
     assert_eq!(other.status, 200);
     assert_eq!(other.header("x-tokengate-cache"), None);
-    // A PUT to the token path is not a token request either.
-    let put =
-        testbed::request("PUT", stack.port(), "/oauth/token", &[("content-type", FORM)], b"not=parsed%zz")
-            .expect("answer");
-    assert_eq!(put.status, 200);
+    // Another method on the token path would reach the IdP uncounted: refused.
+    for method in ["GET", "PUT"] {
+        let r = testbed::request(
+            method,
+            stack.port(),
+            "/oauth/token?x=1",
+            &[("content-type", FORM)],
+            body.as_bytes(),
+        )
+        .expect("answer");
+        assert_oauth_error(&r, 400, "invalid_request");
+    }
 
     let seen = stack.idp.requests();
-    assert_eq!(seen.len(), 3);
+    assert_eq!(seen.len(), 2);
     let header =
         |i: usize, name: &str| seen[i].headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("GET", "/oauth/token?x=1"));
+    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("GET", "/api/things?x=1"));
     assert_eq!(header(0, "x-probe").as_deref(), Some("get"));
     assert_eq!((seen[1].method.as_str(), seen[1].path.as_str()), ("POST", "/api/things"));
     assert_eq!(seen[1].body, body.as_bytes());
     assert_eq!(header(1, "x-probe").as_deref(), Some("post"));
-    assert_eq!((seen[2].method.as_str(), seen[2].body.as_slice()), ("PUT", b"not=parsed%zz".as_slice()));
 }
 
 #[test]

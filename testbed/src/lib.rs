@@ -38,6 +38,21 @@ pub fn envoy_binary() -> PathBuf {
     }
 }
 
+/// The official Auth0 Python SDK the tests drive tokengate with (PyPI `auth0-python`).
+pub const AUTH0_PYTHON_VERSION: &str = "4.13.0";
+/// A Node.js OAuth client the tests drive tokengate with (npm `simple-oauth2`).
+pub const SIMPLE_OAUTH2_VERSION: &str = "5.1.0";
+
+/// Where `cargo xtask test` installs `auth0-python` (`pip install --target`).
+pub fn auth0_python_dir() -> PathBuf {
+    workspace_root().join(".tools").join(format!("auth0-python-{AUTH0_PYTHON_VERSION}"))
+}
+
+/// Where `cargo xtask test` installs `simple-oauth2` (`npm install --prefix`).
+pub fn simple_oauth2_dir() -> PathBuf {
+    workspace_root().join(".tools").join(format!("simple-oauth2-{SIMPLE_OAUTH2_VERSION}"))
+}
+
 /// The release `.wasm`: `$TOKENGATE_WASM`, else `target/wasm32-wasip1/release/tokengate.wasm`.
 pub fn wasm_path() -> PathBuf {
     match std::env::var_os("TOKENGATE_WASM") {

@@ -65,3 +65,28 @@ pub fn run(envoy_version: &str) -> Result<PathBuf, String> {
     println!("{}", version.trim());
     Ok(binary)
 }
+
+/// The real OAuth clients the integration tests drive tokengate with (`tests/clients.rs`):
+/// Auth0's Python SDK (pip) and simple-oauth2 (npm), pinned, under `.tools/`. Only
+/// `cargo xtask test` needs them.
+pub fn test_clients() -> Result<(), String> {
+    cmd::step("setup (OAuth client libraries for the tests)");
+    let python_dir = testbed::auth0_python_dir();
+    if python_dir.join("auth0").exists() {
+        println!("auth0-python {}: already installed", testbed::AUTH0_PYTHON_VERSION);
+    } else {
+        let dir = python_dir.display().to_string();
+        let package = format!("auth0-python=={}", testbed::AUTH0_PYTHON_VERSION);
+        let python = if cmd::output("python3", &["--version"]).is_ok() { "python3" } else { "python" };
+        cmd::run(python, &["-m", "pip", "install", "--quiet", "--target", &dir, &package], &[])?;
+    }
+    let node_dir = testbed::simple_oauth2_dir();
+    if node_dir.join("node_modules/simple-oauth2").exists() {
+        println!("simple-oauth2 {}: already installed", testbed::SIMPLE_OAUTH2_VERSION);
+    } else {
+        let dir = node_dir.display().to_string();
+        let package = format!("simple-oauth2@{}", testbed::SIMPLE_OAUTH2_VERSION);
+        cmd::run("npm", &["install", "--silent", "--no-save", "--prefix", &dir, &package], &[])?;
+    }
+    Ok(())
+}

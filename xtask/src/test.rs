@@ -7,6 +7,7 @@ const FUZZ_SECONDS: u64 = 10;
 
 pub fn run(envoy_version: &str) -> Result<(), String> {
     let envoy = setup::run(envoy_version)?;
+    setup::test_clients()?;
     cmd::step("fmt");
     cmd::run("cargo", &["fmt", "--all", "--", "--check"], &[])?;
     cmd::step("clippy (native)");
