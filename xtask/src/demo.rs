@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: a mock IdP and Envoy with tokengate on loopback, a few requests
 //! to show miss -> hit -> wrong secret -> 429 for a client over its rate limit, then Envoy
-//! left running until Ctrl-C.
+//! left running until Ctrl-C, `kill` or a closed terminal (see `signals`).
 
 use std::net::TcpListener;
 
@@ -17,6 +17,7 @@ const NOISY_CLIENT: &str = "noisy-client";
 const NOISY_SECRET: &str = "noisy-secret";
 
 pub fn run(no_wait: bool) -> Result<(), String> {
+    let stop = crate::signals::StopSignal::install()?;
     build::run()?;
     cmd::step("start the mock IdP and Envoy");
     let idp = MockIdp::start(Config {
@@ -68,9 +69,11 @@ pub fn run(no_wait: bool) -> Result<(), String> {
     if no_wait {
         return Ok(());
     }
-    println!("Envoy keeps running; Ctrl-C stops it and the mock IdP.");
-    while envoy.running() {
-        std::thread::sleep(std::time::Duration::from_millis(500));
+    println!("Envoy keeps running; Ctrl-C (or closing the terminal) stops it and the mock IdP.");
+    // Returning drops Envoy and the mock IdP: both are stopped.
+    if stop.wait(|| envoy.running()) {
+        println!("stopping Envoy and the mock IdP");
+        return Ok(());
     }
     Err(format!("Envoy exited:\n{}", envoy.log()))
 }

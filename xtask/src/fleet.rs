@@ -13,6 +13,7 @@ use testbed::{
 use crate::{build, cmd};
 
 pub fn run(no_wait: bool) -> Result<(), String> {
+    let stop = crate::signals::StopSignal::install()?;
     build::run()?;
     let mut tiered = None;
     for with_tier in [true, false] {
@@ -60,7 +61,7 @@ pub fn run(no_wait: bool) -> Result<(), String> {
          -d grant_type=client_credentials -d client_id={CLIENT} -d client_secret={SECRET} -d audience=https://api-0\n\
          Ctrl-C stops it."
     );
-    loop {
-        std::thread::park();
-    }
+    stop.wait(|| true);
+    println!("stopping the fleet");
+    Ok(())
 }

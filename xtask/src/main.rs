@@ -7,6 +7,7 @@ mod demo;
 mod fleet;
 mod fuzz;
 mod setup;
+mod signals;
 mod test;
 mod trim;
 
