@@ -249,8 +249,12 @@ impl HttpContext for TokenFilter {
                 .with_pending_hits(&self.pending_hits)
                 .flush_hits();
             let due_ms = EnvoyHost.now_ms() + 2 * TICK.as_millis() as u64 + 5;
-            let report =
-                ReportRequest { due_ms, accept: header("accept").map(str::to_owned), path: path.to_owned() };
+            let report = ReportRequest {
+                due_ms,
+                accept: header("accept").map(str::to_owned),
+                accept_encoding: header("accept-encoding").map(str::to_owned),
+                path: path.to_owned(),
+            };
             self.hub.borrow_mut().reports.push((self.context_id, report));
             self.phase = Phase::Waiting;
             return Action::Pause;

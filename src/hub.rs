@@ -30,6 +30,7 @@ pub struct ReportRequest {
     /// When every worker has ticked (and flushed its hits) since the request came.
     pub due_ms: u64,
     pub accept: Option<String>,
+    pub accept_encoding: Option<String>,
     pub path: String,
 }
 

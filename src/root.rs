@@ -119,7 +119,10 @@ impl TokengateRoot {
             due
         };
         for (context_id, report) in due {
-            self.answer_stream(context_id, &gate.usage(report.accept.as_deref(), &report.path));
+            self.answer_stream(
+                context_id,
+                &gate.usage(report.accept.as_deref(), report.accept_encoding.as_deref(), &report.path),
+            );
         }
     }
 

@@ -146,8 +146,20 @@ fn the_access_log_shows_the_decision_and_client_but_no_secret() {
 fn the_usage_page_renders_each_clients_row_in_a_browser() {
     let stack = start();
     drive_mix(&stack);
-    let page = testbed::request("GET", stack.port(), USAGE, &[("accept", "text/html")], b"").unwrap();
+    let browser = [("accept", "text/html,*/*;q=0.8"), ("accept-encoding", "gzip, deflate")];
+    let page = testbed::request("GET", stack.port(), USAGE, &browser, b"").unwrap();
     assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(page.header("content-encoding"), Some("gzip"));
+    assert_eq!(page.body[..2], [0x1f, 0x8b], "gzip bytes");
+    // The page may run only its own script and style, and no site may frame it.
+    let policy = page.header("content-security-policy").unwrap();
+    assert!(policy.starts_with("default-src 'none'; script-src 'sha256-"), "{policy}");
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    // Without gzip (curl without --compressed), the JSON.
+    let plain = testbed::request("GET", stack.port(), USAGE, &[("accept", "text/html")], b"").unwrap();
+    assert_eq!(plain.header("content-type"), Some("application/json"));
+    assert_eq!(plain.header("x-content-type-options"), Some("nosniff"));
 
     let chromium = std::path::Path::new("/usr/bin/chromium");
     assert!(chromium.exists(), "Chromium is missing: `cargo xtask setup` installs it");

@@ -236,17 +236,17 @@ impl<'a> Gate<'a> {
     }
 
     /// The usage report for a `GET` on `usage_path`: JSON, or the page for a browser.
-    pub fn usage(&self, accept: Option<&str>, path: &str) -> Response {
-        let (content_type, body) = if crate::usage::wants_html(accept, path) {
-            ("text/html; charset=utf-8", crate::usage::PAGE.as_bytes().to_vec())
+    pub fn usage(&self, accept: Option<&str>, accept_encoding: Option<&str>, path: &str) -> Response {
+        let mut headers: Vec<Header> = vec![("cache-control".into(), "no-store".into())];
+        let body = if crate::usage::wants_html(accept, accept_encoding, path) {
+            headers.push(("content-type".into(), "text/html; charset=utf-8".into()));
+            headers.push(("content-encoding".into(), "gzip".into()));
+            crate::usage::PAGE_GZIP.to_vec()
         } else {
-            (
-                "application/json",
-                crate::usage::report(self.config, &self.store, self.key_prefix, self.host.now_ms()),
-            )
+            headers.push(("content-type".into(), "application/json".into()));
+            crate::usage::report(self.config, &self.store, self.key_prefix, self.host.now_ms())
         };
-        let mut headers: Vec<Header> =
-            vec![("content-type".into(), content_type.into()), ("cache-control".into(), "no-store".into())];
+        headers.push(("vary".into(), "accept, accept-encoding".into()));
         headers.extend(crate::usage::SECURITY_HEADERS.iter().map(|(n, v)| ((*n).into(), (*v).into())));
         Response { status: 200, headers, body, decision: None, client_id: None }
     }
@@ -628,7 +628,7 @@ impl<'a> Gate<'a> {
         expected: Option<Decision>,
         charge: bool,
     ) -> LimitState {
-        let limits = self.admit_locally(client_id, now, expected, charge);
+        let limits = self.admit_locally(client_id, now, Admission { charge, count_request: true, expected });
         match self.global_rate {
             // The service decided the rate limit; the local bucket is the fallback only.
             Some(verdict) => LimitState { rate: verdict.rate, ..limits },
@@ -638,20 +638,16 @@ impl<'a> Gate<'a> {
 
     /// [`Gate::admit`] on the client's shared record; its bucket is left alone when the
     /// rate-limit service decided.
-    fn admit_locally(
-        &self,
-        client_id: Option<&str>,
-        now: u64,
-        expected: Option<Decision>,
-        charge: bool,
-    ) -> LimitState {
+    fn admit_locally(&self, client_id: Option<&str>, now: u64, admission: Admission) -> LimitState {
         let Some(id) = client_id else {
             return LimitState::default();
         };
         let local_rate = self.config.rate_limit.as_ref().filter(|_| self.global_rate.is_none());
         let rate = local_rate.and_then(|l| l.for_client(id));
         let quota = self.config.quota.as_ref().and_then(|l| l.for_client(id));
-        let pending = self.pending_hits.filter(|_| charge && expected == Some(Decision::Hit));
+        let arriving_hit =
+            admission.charge && admission.count_request && admission.expected == Some(Decision::Hit);
+        let pending = self.pending_hits.filter(|_| arriving_hit);
         if let Some(pending) = pending {
             let mut pending = pending.borrow_mut();
             // A hit under no limit needs no shared counter now: it is counted on the next flush.
@@ -665,7 +661,6 @@ impl<'a> Gate<'a> {
         }
         // A new lease gives back the previous one's leftover in the same write.
         let lease = pending.filter(|p| p.borrow().has_room(id)).map(|p| p.borrow_mut().end_lease(id));
-        let admission = Admission { charge, count_request: true, expected };
         let admitted = self.on_client(id, |table, create| {
             table.admit_leasing(id, now, create, (rate, quota), admission, lease)
         });

@@ -24,6 +24,7 @@ commands:
                             side-by-side benchmark with wrk (default 5 s x 3 rounds per row)
   fleet [--no-wait]         3 edges + 2 gateways + mock IdP on loopback (envoy/fleet/): IdP calls
                             per key with and without the gateway tier
+  usage-page                compress core/src/usage_page.html into the .gz the module carries
   compose-config            render the Envoy templates for docker compose (envoy/compose/,
                             envoy/fleet/compose/)
   fuzz [--seconds N] [TARGET...]
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(args[1..].iter().any(|a| a == "--no-wait")),
         Some("fleet") => fleet::run(args[1..].iter().any(|a| a == "--no-wait")),
         Some("compose-config") => write_compose_config(),
+        Some("usage-page") => write_usage_page(),
         Some("bench") => bench_args(&args[1..])
             .and_then(|(seconds, rounds, only, compare)| bench::run(seconds, rounds, only, compare)),
         Some("fuzz") => fuzz_args(&args[1..]).and_then(|(seconds, targets)| fuzz::run(seconds, &targets)),
@@ -95,6 +97,21 @@ fn write_compose_config() -> Result<(), String> {
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
         println!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+/// Writes `core/src/usage_page.html.gz`: gzip at level 9 without a file name or time, so
+/// the same page always gives the same bytes.
+fn write_usage_page() -> Result<(), String> {
+    use std::io::Write;
+    let source = testbed::workspace_root().join("core/src/usage_page.html");
+    let page = std::fs::read(&source).map_err(|e| format!("{}: {e}", source.display()))?;
+    let mut encoder = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
+    encoder.write_all(&page).map_err(|e| e.to_string())?;
+    let compressed = encoder.finish().map_err(|e| e.to_string())?;
+    let target = source.with_extension("html.gz");
+    std::fs::write(&target, &compressed).map_err(|e| format!("{}: {e}", target.display()))?;
+    println!("wrote {} ({} -> {} bytes)", target.display(), page.len(), compressed.len());
     Ok(())
 }
 

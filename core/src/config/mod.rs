@@ -220,7 +220,10 @@ impl Config {
             .token_paths
             .iter()
             .enumerate()
-            .map(|(i, p)| request_path(&format!("token_paths[{i}]"), p).map(|p| normalize_path(&p)))
+            .map(|(i, p)| {
+                request_path(&format!("token_paths[{i}]"), p)
+                    .map(|p| String::from_utf8_lossy(&normalize_path(&p)).into_owned())
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if raw.max_body_bytes == 0 || raw.max_body_bytes > MAX_BODY_BYTES_LIMIT {
             return Err(refuse("max_body_bytes", format!("must be between 1 and {MAX_BODY_BYTES_LIMIT}")));
@@ -294,7 +297,7 @@ impl Config {
         let quota = raw.quota.map(|l| limits("quota", l, quota_rule)).transpose()?;
         let usage_path = raw.usage_path.as_deref().map(|p| request_path("usage_path", p)).transpose()?;
         if let Some(path) = &usage_path
-            && token_paths.contains(&normalize_path(path))
+            && token_paths.iter().any(|p| p.as_bytes() == normalize_path(path))
         {
             return Err(refuse("usage_path", "must differ from every token path"));
         }
@@ -326,7 +329,7 @@ impl Config {
     pub fn route(&self, method: &str, path: &str) -> Route {
         let token_path = if needs_normalizing(path) {
             let normal = normalize_path(path);
-            self.token_paths.contains(&normal)
+            self.token_paths.iter().any(|p| p.as_bytes() == normal)
         } else {
             let plain = path.split(['?', '#']).next().unwrap_or_default();
             self.token_paths.iter().any(|p| p == plain)

@@ -68,7 +68,7 @@ fn a_429_stops_idp_calls_for_that_client_until_the_reset() {
     assert_eq!(host.calls().len(), 4);
     assert_eq!(host.metric(Metric::IdpBackoffStarted), 1);
     assert_eq!(host.metric(Metric::IdpBackoffRejected), 4);
-    let report = json_of(&gate.usage(None, "/u"));
+    let report = json_of(&gate.usage(None, None, "/u"));
     let c1 = report["clients"].as_array().unwrap().iter().find(|c| c["client_id"] == "c1").unwrap().clone();
     assert_eq!(c1["idp_backoff"], 4);
     assert_eq!(report["totals"]["idp_backoff"], 4);
@@ -88,7 +88,7 @@ fn upstream_scope_holds_every_client_back() {
     let forwarded = exchange(&gate, &form(), "grant_type=password&username=u&password=p", None);
     assert_eq!(forwarded.status, 429);
     assert_eq!(host.calls().len(), 1);
-    let report = json_of(&gate.usage(None, "/u"));
+    let report = json_of(&gate.usage(None, None, "/u"));
     assert_eq!(report["idp"]["backoff_until"], RESET_S);
 }
 

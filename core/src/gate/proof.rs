@@ -41,14 +41,8 @@ impl Gate<'_> {
     /// Charges a request whose credentials were just proven (a token came) to its
     /// client's bucket; the request itself was counted when it arrived.
     pub(super) fn charge(&self, client_id: &str, now: u64, decision: Decision) -> LimitState {
-        let rate = self.config.rate_limit.as_ref().and_then(|l| l.for_client(client_id));
-        let quota = self.config.quota.as_ref().and_then(|l| l.for_client(client_id));
         let admission = Admission { charge: true, count_request: false, expected: Some(decision) };
-        self.on_client(client_id, |table, create| {
-            table.admit_leasing(client_id, now, create, (rate, quota), admission, None)
-        })
-        .map(|(limits, _)| limits)
-        .unwrap_or_default()
+        self.admit_locally(Some(client_id), now, admission)
     }
 
     /// Gives back the quota unit a call spent at `spent_ms` and issued no token for.

@@ -655,7 +655,7 @@ fn a_token_shorter_than_the_floor_is_still_the_callers_answer() {
 
 /// The usage row of client `c1` in the report.
 fn usage_of_c1(gate: &Gate) -> Value {
-    let report = json_of(&gate.usage(None, "/tokengate/usage"));
+    let report = json_of(&gate.usage(None, None, "/tokengate/usage"));
     let row =
         report["clients"].as_array().and_then(|rows| rows.iter().find(|r| r["client_id"] == "c1").cloned());
     row.unwrap_or_else(|| json!({"hits": 0}))
@@ -851,7 +851,7 @@ fn a_request_the_service_refuses_is_429_with_its_reset_and_counted() {
     assert_eq!(r.header("x-ratelimit-limit"), Some("2"));
     assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
     assert_eq!(r.header("x-tokengate-decision"), Some("rate_limited"));
-    let usage: Value = serde_json::from_slice(&gate.usage(None, "/usage").body).unwrap();
+    let usage: Value = serde_json::from_slice(&gate.usage(None, None, "/usage").body).unwrap();
     let row = &usage["clients"][0];
     assert_eq!((row["client_id"].as_str(), row["rate_limited"].as_u64()), (Some("c1"), Some(1)));
     // Requests without a client id are not the service's to decide.

@@ -55,7 +55,7 @@ fn check_encoding(body: &[u8]) -> Result<(), RequestError> {
                     .take(64)
                     .collect::<String>();
                     return Err(RequestError::bad(format!(
-                        "form parameter {name:?} has a control character (a tab, newline or the like)"
+                        "form parameter \"{name}\" has a control character (a tab, newline or the like)"
                     )));
                 }
                 Err(_) => return Err(RequestError::bad("form body decodes to bytes that are not UTF-8")),
