@@ -27,9 +27,11 @@ fuzz_target!(|data: &[u8]| {
     let head = RequestHead {
         content_type: CONTENT_TYPES.get(usize::from(selector) % 6).map(|c| (*c).to_owned()),
         authorization,
+        dpop: (selector & 0x80 != 0).then(|| "proof".to_owned()),
     };
     if let Ok(request) = TokenRequest::parse(&head, body) {
         let _ = request.kind();
+        assert!(request.client_id.as_ref().is_none_or(|id| id.len() <= 256));
         let config = Config::from_json(br#"{"upstream": {"cluster": "idp", "authority": "idp.example"}}"#);
         if let Ok(config) = config {
             let _ = Fingerprint::of(&request, &config.upstream);

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use crate::cmd;
 
-pub const TARGETS: [&str; 7] =
-    ["form", "json", "basic", "request", "config", "token_response", "rate_limit_answer"];
+pub const TARGETS: [&str; 8] =
+    ["form", "json", "basic", "request", "config", "token_response", "rate_limit_answer", "path"];
 
 /// Installs cargo-fuzz when missing; nightly must be on the machine.
 fn ensure_cargo_fuzz() -> Result<(), String> {
