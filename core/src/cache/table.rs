@@ -76,6 +76,9 @@ impl<'a, E: SlotEntry> SlotTable<'a, E> {
     }
 }
 
+/// Reads the fingerprint and expiry of a slot's value (`None`: not an entry, an empty slot).
+type SlotOf = dyn Fn(&[u8]) -> Option<(Fingerprint, u64)>;
+
 /// [`SlotTable::put`] for every kind of entry: one copy of the CAS loop in the .wasm.
 /// `slot_of` reads the fingerprint and expiry of a slot's value.
 fn put_in_slots(
@@ -84,7 +87,7 @@ fn put_in_slots(
     fp: &Fingerprint,
     value: &[u8],
     now_ms: u64,
-    slot_of: &dyn Fn(&[u8]) -> Option<(Fingerprint, u64)>,
+    slot_of: &SlotOf,
 ) -> Result<bool, StoreError> {
     for _ in 0..CAS_ATTEMPTS {
         let mut candidates = Vec::with_capacity(2);
