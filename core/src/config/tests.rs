@@ -468,3 +468,55 @@ fn rejects_a_client_id_listed_twice() {
         "quota": {"clients": {"c1": {"tokens": 1, "window": "1d"}, "c1": {"tokens": 2, "window": "1d"}}}}"#;
     assert_field(Config::from_json(doc.as_bytes()).unwrap_err(), "quota.clients.c1", "listed twice");
 }
+
+#[test]
+fn unproven_buckets_default_with_a_rate_limit_and_are_off_without_one() {
+    let c = with(
+        json!({"rate_limit": {"default": {"max_tokens": 5, "tokens_per_fill": 5, "fill_interval": "1m"}}}),
+    )
+    .unwrap();
+    let unproven = c.unproven.unwrap();
+    assert_eq!(unproven.per_client, DEFAULT_UNPROVEN);
+    assert_eq!(unproven.per_client.max_tokens, 10);
+    assert_eq!(unproven.unknown_clients, DEFAULT_UNKNOWN_CLIENTS);
+    assert_eq!(with(json!({})).unwrap().unproven, None);
+    let set = with(json!({"rate_limit": {
+        "unproven": {"max_tokens": 2, "tokens_per_fill": 1, "fill_interval": "30s"},
+        "unknown_clients": {"max_tokens": 7, "tokens_per_fill": 7, "fill_interval": "1h"}}}))
+    .unwrap()
+    .unproven
+    .unwrap();
+    assert_eq!(set.per_client, BucketRule { max_tokens: 2, tokens_per_fill: 1, fill_interval_ms: 30_000 });
+    assert_eq!(set.unknown_clients.fill_interval_ms, 3_600_000);
+}
+
+#[test]
+fn rejects_zero_unproven_max_tokens() {
+    let e = refused(
+        json!({"rate_limit": {"unproven": {"max_tokens": 0, "tokens_per_fill": 1, "fill_interval": "1s"}}}),
+    );
+    assert_field(e, "rate_limit.unproven.max_tokens", "at least 1");
+}
+
+#[test]
+fn rejects_bad_unknown_clients_interval() {
+    let e = refused(
+        json!({"rate_limit": {"unknown_clients": {"max_tokens": 1, "tokens_per_fill": 1, "fill_interval": "soon"}}}),
+    );
+    assert_field(e, "rate_limit.unknown_clients.fill_interval", "not a number with a unit");
+}
+
+#[test]
+fn rejects_unproven_under_quota() {
+    let e = refused(json!({"quota": {"unproven": {"tokens": 1, "window": "1d"}}}));
+    assert_field(e, "quota.unproven", "unknown field `unproven`");
+}
+
+#[test]
+fn rejects_usage_path_that_normalizes_to_a_token_path() {
+    assert_field(
+        refused(json!({"usage_path": "/OAuth/Token/"})),
+        "usage_path",
+        "differ from every token path",
+    );
+}
