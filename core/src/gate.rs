@@ -19,6 +19,7 @@ use crate::clients::{Admission, ClientTable, LimitState, Standing};
 use crate::config::{BackoffScope, Config, QuotaRule};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use proof::Refused;
 
 use crate::fingerprint::{Fingerprint, Identity};
 use crate::flight::{Begin, CallOutcome, FlightState, FlightTable};
@@ -300,9 +301,11 @@ impl<'a> Gate<'a> {
             if let Some(until) = self.backoff_deadline(limits.backoff_until_ms, &idp, now) {
                 return respond(self.backoff_refusal(client_id, until, &limit_headers, &idp, now));
             }
-            let quota_spent_ms = match self.spend_forwarded_call(client_id, &limits, now) {
-                Ok(spent) => spent,
-                Err((refusal, decision)) => {
+            let quota_spent_ms = match self.pay_for_call(client_id, &limits, false, now) {
+                Ok(spent) => spent.map(|_| now),
+                Err(refused) => {
+                    let (refusal, decision) = refused.answer(now);
+                    let refusal = with_headers(refusal, &limit_headers);
                     return respond(self.conclude(client_id, decision, refusal, false));
                 }
             };
@@ -422,18 +425,15 @@ impl<'a> Gate<'a> {
             Begin::Uncoordinated => None,
         };
         let mut headers = limit_headers;
-        // A spent quota first: a call it refuses costs no unproven call.
-        let quota_peek = limits.quota.filter(|(_, d)| !d.allowed);
-        let spent = match quota_peek {
-            Some(refused) => Some(refused),
-            None if !proven => match self.unproven_call(client_id, &headers, now) {
-                Some(refusal) => {
-                    self.refuse_flight(&identity, generation, &refusal);
-                    return respond(self.conclude(client_id, Decision::RateLimited, refusal, false));
-                }
-                None => self.spend_quota(client_id, now),
-            },
-            None => self.spend_quota(client_id, now),
+        let spent = match self.pay_for_call(client_id, &limits, proven, now) {
+            Ok(spent) => spent,
+            // A spent quota is answered below, where a token with lifetime left may still do.
+            Err(Refused::Quota(rule, decision)) => Some((rule, decision)),
+            Err(Refused::Unproven(refusal)) => {
+                let refusal = with_headers(refusal, &headers);
+                self.refuse_flight(&identity, generation, &refusal);
+                return respond(self.conclude(client_id, Decision::RateLimited, refusal, false));
+            }
         };
         if let Some((rule, decision)) = spent {
             // The quota header shows what is left after this call.

@@ -13,13 +13,28 @@ use crate::config::{BucketRule, QuotaRule};
 use crate::fingerprint::Fingerprint;
 use crate::limits::{Bucket, BucketDecision, QuotaDecision, seconds_until};
 use crate::request::RequestError;
-use crate::response::{CacheStatus, Decision, ErrorCode, Header, Response};
+use crate::response::{CacheStatus, Decision, ErrorCode, Response};
 use crate::store::Change;
 
 use super::{Gate, refused, with_headers};
 
-/// A refusal and the decision it is counted as.
-pub type Refusal = (Response, Decision);
+/// Why an IdP call was not made (see [`Gate::pay_for_call`]).
+pub(super) enum Refused {
+    /// The client's quota is spent.
+    Quota(QuotaRule, QuotaDecision),
+    /// An unproven bucket is empty: its 429.
+    Unproven(Response),
+}
+
+impl Refused {
+    /// The 429 and the decision it is counted as.
+    pub(super) fn answer(self, now: u64) -> (Response, Decision) {
+        match self {
+            Refused::Quota(rule, d) => (quota_refusal(&rule, &d, now), Decision::QuotaRejected),
+            Refused::Unproven(refusal) => (refusal, Decision::RateLimited),
+        }
+    }
+}
 
 impl Gate<'_> {
     fn proven_keys(&self) -> SlotTable<'_, ProvenEntry> {
@@ -53,27 +68,44 @@ impl Gate<'_> {
         self.on_client(client_id, |table, _| table.give_back_quota(client_id, now, rule, spent_ms));
     }
 
-    /// Spends what an IdP call for unproven credentials costs: the client id's unproven
-    /// bucket, and for an id the IdP never issued a token to, the shared one. `Some` is
-    /// the 429 when either is empty.
-    pub(super) fn unproven_call(
+    /// Spends what an IdP call costs before it is made: nothing while the quota is spent
+    /// (a call it refuses costs no unproven call), then for unproven credentials the client
+    /// id's unproven bucket and, for an id the IdP never issued a token to, the shared one,
+    /// then a quota unit. `Ok` holds the quota after the unit, when a quota applies.
+    pub(super) fn pay_for_call(
         &self,
         client_id: Option<&str>,
-        headers: &[Header],
+        limits: &LimitState,
+        proven: bool,
         now: u64,
-    ) -> Option<Response> {
+    ) -> Result<Option<(QuotaRule, QuotaDecision)>, Refused> {
+        if let Some((rule, d)) = limits.quota.filter(|(_, d)| !d.allowed) {
+            return Err(Refused::Quota(rule, d));
+        }
+        if !proven && let Some(refusal) = self.unproven_call(client_id, now) {
+            return Err(Refused::Unproven(refusal));
+        }
+        match self.spend_quota(client_id, now) {
+            Some((rule, d)) if !d.allowed => Err(Refused::Quota(rule, d)),
+            spent => Ok(spent),
+        }
+    }
+
+    /// The 429 when the unproven bucket of the client id, or the one shared by unknown
+    /// ids, is empty; each is spent by one call.
+    fn unproven_call(&self, client_id: Option<&str>, now: u64) -> Option<Response> {
         let limits = self.config.unproven?;
         if let Some(id) = client_id {
             let decision =
                 self.on_client(id, |table, create| table.spend_unproven(id, now, create, &limits.per_client));
             if let Some(d) = decision.filter(|d| !d.allowed) {
-                return Some(unproven_refusal(&d, headers, now));
+                return Some(unproven_refusal(&d, now));
             }
         }
         if client_id.is_none_or(|id| !self.known(id)) {
             let decision = self.take_unknown_clients(&limits.unknown_clients, now);
             if let Some(d) = decision.filter(|d| !d.allowed) {
-                return Some(unproven_refusal(&d, headers, now));
+                return Some(unproven_refusal(&d, now));
             }
         }
         None
@@ -94,31 +126,6 @@ impl Gate<'_> {
                 Change::Write(after.to_bytes().to_vec(), decision)
             })
             .ok()
-    }
-
-    /// What a forwarded call costs before it is made: refused while the quota is spent,
-    /// then an unproven call, then a quota unit. `Ok` holds when the unit was spent.
-    pub(super) fn spend_forwarded_call(
-        &self,
-        client_id: Option<&str>,
-        limits: &LimitState,
-        now: u64,
-    ) -> Result<Option<u64>, Refusal> {
-        let headers = limits.headers(now);
-        let quota_refused = |rule: &QuotaRule, d: &QuotaDecision| {
-            (with_headers(quota_refusal(rule, d, now), &headers), Decision::QuotaRejected)
-        };
-        if let Some((rule, d)) = limits.quota.filter(|(_, d)| !d.allowed) {
-            return Err(quota_refused(&rule, &d));
-        }
-        if let Some(refusal) = self.unproven_call(client_id, &headers, now) {
-            return Err((refusal, Decision::RateLimited));
-        }
-        match self.spend_quota(client_id, now) {
-            Some((rule, d)) if !d.allowed => Err(quota_refused(&rule, &d)),
-            Some(_) => Ok(Some(now)),
-            None => Ok(None),
-        }
     }
 
     /// The `400` for a request that does not parse, with its client's rate-limit headers
@@ -145,7 +152,7 @@ pub(super) fn quota_refusal(rule: &QuotaRule, decision: &QuotaDecision, now: u64
     r
 }
 
-fn unproven_refusal(decision: &BucketDecision, headers: &[Header], now: u64) -> Response {
+fn unproven_refusal(decision: &BucketDecision, now: u64) -> Response {
     let mut r = Response::oauth_error(
         429,
         ErrorCode::TooManyRequests,
@@ -153,5 +160,5 @@ fn unproven_refusal(decision: &BucketDecision, headers: &[Header], now: u64) -> 
         CacheStatus::Bypass,
     );
     r.push_header("retry-after", seconds_until(now, decision.next_fill_ms).max(1).to_string());
-    with_headers(r, headers)
+    r
 }
