@@ -421,7 +421,30 @@ impl<'a> Gate<'a> {
                     background: None,
                 };
             }
-            Begin::Owner { generation } => Some(generation),
+            Begin::Owner { generation } => {
+                // Another worker's call may have stored the key's token between this
+                // request's read of the cache and its taking the flight: served, not
+                // fetched again.
+                let stored = self.tokens().get(&fp).ok().flatten();
+                let servable = stored.filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms));
+                if let Some(token) = servable.and_then(|e| e.render(&key, now)) {
+                    self.release_flight(&fp, generation);
+                    let response = Response::json(200, token, CacheStatus::Coalesced);
+                    let waiter = Waiter {
+                        fingerprint: fp,
+                        seal_key: key,
+                        generation: Some(generation),
+                        deadline_ms,
+                        owner: false,
+                        limit_headers,
+                        client_id: client_id.map(str::to_owned),
+                        charge_on_token: !proven && self.global_rate.is_none(),
+                        call: None,
+                    };
+                    return respond(self.answer_token(&waiter, response, now));
+                }
+                Some(generation)
+            }
             Begin::Uncoordinated => None,
         };
         let mut headers = limit_headers;
@@ -682,6 +705,19 @@ impl<'a> Gate<'a> {
         Some((rule, decision))
     }
 
+    /// Ends a flight taken for a call that turned out not to be needed (the token is in
+    /// the cache): whoever joined it reads the cache.
+    fn release_flight(&self, fp: &Fingerprint, generation: u64) {
+        let outcome = CallOutcome {
+            status: 200,
+            cached: true,
+            unreachable: false,
+            headers: Vec::new(),
+            body: String::new(),
+        };
+        let _ = self.flights().finish(fp, generation, outcome);
+    }
+
     /// Records a refusal given instead of the key's call as the call's outcome, so the
     /// requests waiting for it get the same answer.
     fn refuse_flight(&self, identity: &Identity, generation: Option<u64>, refusal: &Response) {
@@ -752,6 +788,14 @@ impl<'a> Gate<'a> {
         let Ok(Begin::Owner { generation }) = self.flights().begin(&fp, now, deadline_ms) else {
             return None;
         };
+        // A refresh another worker finished after this hit read the cache: nothing to do.
+        let current = self.tokens().get(&fp).ok().flatten();
+        if current.is_some_and(|e| {
+            e.servable(now, self.config.cache.min_remaining_ttl_ms) && !self.refresh_due(&e, now)
+        }) {
+            self.release_flight(&fp, generation);
+            return None;
+        }
         let spent = self.spend_quota(client_id, now);
         if let Some((rule, decision)) = spent
             && !decision.allowed

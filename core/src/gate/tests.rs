@@ -337,6 +337,64 @@ fn concurrent_misses_make_one_call_and_the_others_are_coalesced() {
     }
 }
 
+/// Another worker's call for the key finishes between this request's read of the cache
+/// and its taking the flight (before any of its writes): the token it stored is served,
+/// never fetched a second time.
+#[test]
+fn a_call_finished_between_the_cache_read_and_the_flight_is_not_made_again() {
+    for nth in 0..12 {
+        let host = FakeHost::new(T0);
+        let config = config(json!({}));
+        let gate = Gate::new(&config, &host, "tokengate");
+        // The client's record exists: the interleaving lands in this request's own writes.
+        exchange(&gate, &form(), &body("s1", "b"), Some(token_reply("tok-b", 3600)));
+        let other_config = config.clone();
+        host.interleave_before_set(nth, move |other| {
+            let gate = Gate::new(&other_config, other, "tokengate");
+            // Interleaved after this request took the flight, the other one joins it instead.
+            if let Outcome::Wait(waiter) = gate.handle(&form(), body("s1", "a").as_bytes()).outcome
+                && let Some(call) = &waiter.call
+            {
+                run_call(&gate, call, None);
+                gate.finish_call(call, Some(&token_reply("tok-a", 3600)));
+            }
+        });
+        let r = exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok-a2", 3600)));
+        host.clear_interleaving();
+        assert_eq!(r.status, 200, "interleaved before set {nth}");
+        let calls_for_a = host.calls().iter().filter(|c| c.body.ends_with(b"audience=a")).count();
+        assert_eq!(calls_for_a, 1, "interleaved before set {nth}: {:?}", r.header(CACHE_HEADER));
+        let token = json_of(&r)["access_token"].as_str().unwrap().to_owned();
+        assert!(token == "tok-a" || token == "tok-a2", "interleaved before set {nth}");
+    }
+}
+
+/// The same for refresh-ahead: a refresh another worker finished after this hit read the
+/// cache is not made again.
+#[test]
+fn a_refresh_finished_between_the_cache_read_and_the_flight_is_not_made_again() {
+    for nth in 0..8 {
+        let host = FakeHost::new(T0);
+        let config = config(json!({"cache": {"min_remaining_ttl": "1s", "refresh_ahead_ratio": 0.5}}));
+        let gate = Gate::new(&config, &host, "tokengate");
+        exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok-1", 100)));
+        host.advance_ms(60_000);
+        let other_config = config.clone();
+        host.interleave_before_set(nth, move |other| {
+            let gate = Gate::new(&other_config, other, "tokengate");
+            if let Some(call) = gate.handle(&form(), body("s1", "a").as_bytes()).background {
+                run_call(&gate, &call, None);
+                gate.finish_call(&call, Some(&token_reply("tok-2", 100)));
+            }
+        });
+        let plan = gate.handle(&form(), body("s1", "a").as_bytes());
+        host.clear_interleaving();
+        assert!(matches!(plan.outcome, Outcome::Respond(ref r) if r.status == 200), "{nth}");
+        let refreshes = host.calls().len() - 1 + usize::from(plan.background.is_some());
+        assert_eq!(refreshes, 1, "interleaved before set {nth}");
+    }
+}
+
 #[test]
 fn waiters_share_an_idp_refusal_and_it_is_remembered() {
     let host = FakeHost::new(T0);
