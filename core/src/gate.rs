@@ -404,50 +404,40 @@ impl<'a> Gate<'a> {
         }
         let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
         let begin = self.flights().begin(&fp, now, deadline_ms).unwrap_or(Begin::Uncoordinated);
+        let mut waiter = Waiter {
+            fingerprint: fp,
+            seal_key: key,
+            generation: None,
+            deadline_ms,
+            owner: false,
+            limit_headers,
+            client_id: client_id.map(str::to_owned),
+            charge_on_token: !proven && self.global_rate.is_none(),
+            call: None,
+        };
         let generation = match begin {
             Begin::Joined { generation, deadline_ms } => {
-                return Plan {
-                    outcome: Outcome::Wait(Box::new(Waiter {
-                        fingerprint: fp,
-                        seal_key: key,
-                        generation: Some(generation),
-                        deadline_ms: deadline_ms.saturating_add(WAIT_GRACE_MS),
-                        owner: false,
-                        limit_headers,
-                        client_id: client_id.map(str::to_owned),
-                        charge_on_token: !proven && self.global_rate.is_none(),
-                        call: None,
-                    })),
-                    background: None,
-                };
+                waiter.generation = Some(generation);
+                waiter.deadline_ms = deadline_ms.saturating_add(WAIT_GRACE_MS);
+                return Plan { outcome: Outcome::Wait(Box::new(waiter)), background: None };
             }
             Begin::Owner { generation } => {
+                waiter.generation = Some(generation);
                 // Another worker's call may have stored the key's token between this
                 // request's read of the cache and its taking the flight: served, not
                 // fetched again.
-                let stored = self.tokens().get(&fp).ok().flatten();
-                let servable = stored.filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms));
-                if let Some(token) = servable.and_then(|e| e.render(&key, now)) {
+                let floor = self.config.cache.min_remaining_ttl_ms;
+                if self.tokens().get(&fp).ok().flatten().is_some_and(|e| e.servable(now, floor)) {
                     self.release_flight(&fp, generation);
-                    let response = Response::json(200, token, CacheStatus::Coalesced);
-                    let waiter = Waiter {
-                        fingerprint: fp,
-                        seal_key: key,
-                        generation: Some(generation),
-                        deadline_ms,
-                        owner: false,
-                        limit_headers,
-                        client_id: client_id.map(str::to_owned),
-                        charge_on_token: !proven && self.global_rate.is_none(),
-                        call: None,
-                    };
-                    return respond(self.answer_token(&waiter, response, now));
+                    if let Some(response) = self.answer(&waiter, None) {
+                        return respond(response);
+                    }
                 }
                 Some(generation)
             }
             Begin::Uncoordinated => None,
         };
-        let mut headers = limit_headers;
+        let mut headers = std::mem::take(&mut waiter.limit_headers);
         let spent = match self.pay_for_call(client_id, &limits, proven, now) {
             Ok(spent) => spent,
             // A spent quota is answered below, where a token with lifetime left may still do.
@@ -474,7 +464,7 @@ impl<'a> Gate<'a> {
                 return respond(self.conclude(client_id, decided, with_headers(response, &headers), false));
             }
         }
-        let call = KeyedCall {
+        waiter.call = Some(KeyedCall {
             fingerprint: fp,
             seal_key: key,
             generation,
@@ -482,21 +472,10 @@ impl<'a> Gate<'a> {
             started_ms: now,
             client_id: client_id.map(str::to_owned),
             quota_spent_ms: spent.map(|_| now),
-        };
-        Plan {
-            outcome: Outcome::Wait(Box::new(Waiter {
-                fingerprint: fp,
-                seal_key: key,
-                generation,
-                deadline_ms,
-                owner: true,
-                limit_headers: headers,
-                client_id: client_id.map(str::to_owned),
-                charge_on_token: !proven && self.global_rate.is_none(),
-                call: Some(call),
-            })),
-            background: None,
-        }
+        });
+        waiter.owner = true;
+        waiter.limit_headers = headers;
+        Plan { outcome: Outcome::Wait(Box::new(waiter)), background: None }
     }
 
     /// Finishes a response: the decision and client for the access log, the stats, and the
