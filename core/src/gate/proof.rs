@@ -1,4 +1,4 @@
-//! Who pays for a request (SPEC "Per-client request rate limit"): knowing a client id is
+//! Who pays for a request (README, "Who pays for a request"): knowing a client id is
 //! not enough to spend that client's limits. Credentials are proven when the IdP issued a
 //! token for their exact cache key (kept in the `proven` table for the issuance window);
 //! proven requests are charged to the client's bucket at once, unproven ones only when the
