@@ -11,10 +11,6 @@ use std::thread;
 use serde_json::json;
 use support::*;
 
-fn header_u64(r: &testbed::Response, name: &str) -> u64 {
-    r.header(name).unwrap_or_else(|| panic!("no {name}: {:?}", r.headers)).parse().unwrap()
-}
-
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
@@ -57,6 +53,10 @@ fn forty_concurrent_requests_of_a_client_limited_to_ten_give_exactly_ten() {
         "clients": {"c1": {"max_tokens": 10, "tokens_per_fill": 10, "fill_interval": "1h"}}
     }}));
     let stack = Stack::start(config, 3600);
+    // The IdP answers slowly, so the requests find no token: each is charged when the
+    // token comes (its credentials are proven only then; later ones are hits, charged at
+    // once), and still exactly ten are admitted.
+    stack.set_fault(fault_delay(300));
     let port = stack.port();
     let statuses: Vec<u16> = thread::scope(|s| {
         let handles: Vec<_> = (0..40)
@@ -70,6 +70,7 @@ fn forty_concurrent_requests_of_a_client_limited_to_ten_give_exactly_ten() {
     });
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 10, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 30, "{statuses:?}");
+    assert_eq!(stack.idp.token_calls(), 1);
 }
 
 #[test]

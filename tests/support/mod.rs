@@ -100,6 +100,11 @@ pub fn json_body(r: &Response) -> Value {
     r.json().unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", r.text()))
 }
 
+/// A header that must be there, as a number.
+pub fn header_u64(r: &Response, name: &str) -> u64 {
+    r.header(name).unwrap_or_else(|| panic!("no {name}: {:?}", r.headers)).parse().unwrap_or(u64::MAX)
+}
+
 pub fn cache_status(r: &Response) -> &str {
     r.header("x-tokengate-cache").unwrap_or("<none>")
 }
