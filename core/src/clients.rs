@@ -194,6 +194,13 @@ pub struct LimitState {
     pub backoff_until_ms: Option<u64>,
 }
 
+/// What [`ClientTable::spend_call`] took: each decision when its rule applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallSpend {
+    pub unproven: Option<BucketDecision>,
+    pub quota: Option<QuotaDecision>,
+}
+
 /// How [`ClientTable::admit_leasing`] treats one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admission {
@@ -349,19 +356,36 @@ impl<'a> ClientTable<'a> {
         })
     }
 
-    /// Takes one IdP call from the client's bucket for unproven credentials.
-    pub fn spend_unproven(
+    /// What an IdP call costs the client, in one write: a call from its unproven bucket
+    /// (`unproven`, for credentials not proven yet), then, unless that bucket was empty, a
+    /// unit of its quota (`quota`). `None` when the client has no record and `create` is
+    /// false.
+    pub fn spend_call(
         &self,
         client_id: &str,
         now_ms: u64,
         create: bool,
-        rule: &BucketRule,
-    ) -> Result<Option<BucketDecision>, StoreError> {
+        unproven: Option<&BucketRule>,
+        quota: Option<&QuotaRule>,
+    ) -> Result<Option<CallSpend>, StoreError> {
         self.modify(client_id, now_ms, Missing::fresh_if(create), |record| {
-            let bucket = record.unproven.unwrap_or_else(|| Bucket::full(rule, now_ms));
-            let (after, decision) = bucket.take(rule, now_ms);
-            record.unproven = Some(after);
-            decision
+            let mut spend = CallSpend::default();
+            if let Some(rule) = unproven {
+                let bucket = record.unproven.unwrap_or_else(|| Bucket::full(rule, now_ms));
+                let (after, decision) = bucket.take(rule, now_ms);
+                record.unproven = Some(after);
+                spend.unproven = Some(decision);
+                if !decision.allowed {
+                    return spend;
+                }
+            }
+            if let Some(rule) = quota {
+                let window = record.quota.unwrap_or(QuotaWindow { start_ms: 0, used: 0 });
+                let (after, decision) = window.spend(rule, now_ms);
+                record.quota = Some(after);
+                spend.quota = Some(decision);
+            }
+            spend
         })
     }
 
@@ -470,12 +494,7 @@ impl<'a> ClientTable<'a> {
         create: bool,
         rule: &QuotaRule,
     ) -> Result<Option<QuotaDecision>, StoreError> {
-        self.modify(client_id, now_ms, Missing::fresh_if(create), |record| {
-            let window = record.quota.unwrap_or(QuotaWindow { start_ms: 0, used: 0 });
-            let (after, decision) = window.spend(rule, now_ms);
-            record.quota = Some(after);
-            decision
-        })
+        Ok(self.spend_call(client_id, now_ms, create, None, Some(rule))?.and_then(|spend| spend.quota))
     }
 
     /// Takes in `record` (a guest's, on promotion) unless the client already has one here.
@@ -721,6 +740,23 @@ mod tests {
         assert!(!refused.allowed);
         assert_eq!(refused.reset_ms, 86_400_000);
         assert_eq!(table.get("c1").unwrap().unwrap().quota.unwrap().used, 2);
+    }
+
+    #[test]
+    fn an_empty_unproven_bucket_spends_no_quota_and_both_are_one_write() {
+        let host = FakeHost::new(1_000_000);
+        let store = Store::new(&host, &host, "tg");
+        let table = ClientTable::new(&store, "tg", Standing::Trusted, 16);
+        let one = BucketRule { max_tokens: 1, tokens_per_fill: 1, fill_interval_ms: 60_000 };
+        table.admit("c1", 1_000_000, true, (None, Some(&QUOTA)), None).unwrap();
+        let writes = host.writes();
+        let first = table.spend_call("c1", 1_000_000, true, Some(&one), Some(&QUOTA)).unwrap().unwrap();
+        assert_eq!(host.writes(), writes + 1, "the unproven call and the quota unit in one write");
+        assert!(first.unproven.unwrap().allowed && first.quota.unwrap().allowed);
+        let second = table.spend_call("c1", 1_000_001, true, Some(&one), Some(&QUOTA)).unwrap().unwrap();
+        assert!(!second.unproven.unwrap().allowed);
+        assert_eq!(second.quota, None, "refused: no quota unit taken");
+        assert_eq!(table.get("c1").unwrap().unwrap().quota.unwrap().used, 1);
     }
 
     #[test]

@@ -69,9 +69,9 @@ impl Gate<'_> {
     }
 
     /// Spends what an IdP call costs before it is made: nothing while the quota is spent
-    /// (a call it refuses costs no unproven call), then for unproven credentials the client
-    /// id's unproven bucket and, for an id the IdP never issued a token to, the shared one,
-    /// then a quota unit. `Ok` holds the quota after the unit, when a quota applies.
+    /// (a call it refuses costs no unproven call); for unproven credentials a call from the
+    /// client id's unproven bucket and, for an id the IdP never issued a token to, from the
+    /// shared one; then a quota unit. `Ok` holds the quota after the unit, when one applies.
     pub(super) fn pay_for_call(
         &self,
         client_id: Option<&str>,
@@ -82,33 +82,36 @@ impl Gate<'_> {
         if let Some((rule, d)) = limits.quota.filter(|(_, d)| !d.allowed) {
             return Err(Refused::Quota(rule, d));
         }
-        if !proven && let Some(refusal) = self.unproven_call(client_id, now) {
-            return Err(Refused::Unproven(refusal));
+        let unproven = self.config.unproven.filter(|_| !proven);
+        let per_client = unproven.map(|u| u.per_client);
+        let quota_rule = client_id.and_then(|id| self.config.quota.as_ref()?.for_client(id).copied());
+        // The client's unproven call and quota unit: one write of its record.
+        let spend = client_id
+            .filter(|_| per_client.is_some() || quota_rule.is_some())
+            .and_then(|id| {
+                self.on_client(id, |table, create| {
+                    table.spend_call(id, now, create, per_client.as_ref(), quota_rule.as_ref())
+                })
+            })
+            .unwrap_or_default();
+        if let Some(d) = spend.unproven.filter(|d| !d.allowed) {
+            return Err(Refused::Unproven(unproven_refusal(&d, now)));
         }
-        match self.spend_quota(client_id, now) {
+        let spent = quota_rule.zip(spend.quota);
+        if let Some(shared) = unproven.filter(|_| client_id.is_none_or(|id| !self.known(id)))
+            && let Some(d) = self.take_unknown_clients(&shared.unknown_clients, now).filter(|d| !d.allowed)
+        {
+            if let (Some(id), Some((_, quota))) = (client_id, spent)
+                && quota.allowed
+            {
+                self.give_back_quota(id, now, now);
+            }
+            return Err(Refused::Unproven(unproven_refusal(&d, now)));
+        }
+        match spent {
             Some((rule, d)) if !d.allowed => Err(Refused::Quota(rule, d)),
             spent => Ok(spent),
         }
-    }
-
-    /// The 429 when the unproven bucket of the client id, or the one shared by unknown
-    /// ids, is empty; each is spent by one call.
-    fn unproven_call(&self, client_id: Option<&str>, now: u64) -> Option<Response> {
-        let limits = self.config.unproven?;
-        if let Some(id) = client_id {
-            let decision =
-                self.on_client(id, |table, create| table.spend_unproven(id, now, create, &limits.per_client));
-            if let Some(d) = decision.filter(|d| !d.allowed) {
-                return Some(unproven_refusal(&d, now));
-            }
-        }
-        if client_id.is_none_or(|id| !self.known(id)) {
-            let decision = self.take_unknown_clients(&limits.unknown_clients, now);
-            if let Some(d) = decision.filter(|d| !d.allowed) {
-                return Some(unproven_refusal(&d, now));
-            }
-        }
-        None
     }
 
     /// Configured, or issued a token by the IdP (a trusted client record).
