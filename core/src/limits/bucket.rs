@@ -61,12 +61,7 @@ impl Bucket {
     /// their credentials are proven.
     pub fn peek(self, rule: &BucketRule, now_ms: u64) -> BucketDecision {
         let bucket = self.refilled(rule, now_ms);
-        let next_fill_ms = if bucket.tokens >= rule.max_tokens {
-            now_ms
-        } else {
-            bucket.last_fill_ms.saturating_add(rule.fill_interval_ms)
-        };
-        BucketDecision { allowed: bucket.tokens > 0, remaining: bucket.tokens, next_fill_ms }
+        bucket.decision(rule, bucket.tokens > 0, now_ms)
     }
 
     /// Takes one token if there is one.
@@ -74,12 +69,17 @@ impl Bucket {
         let bucket = self.refilled(rule, now_ms);
         let allowed = bucket.tokens > 0;
         let after = Bucket { tokens: bucket.tokens.saturating_sub(u64::from(allowed)), ..bucket };
-        let next_fill_ms = if after.tokens >= rule.max_tokens {
+        (after, after.decision(rule, allowed, now_ms))
+    }
+
+    /// The decision with this bucket as what is left.
+    fn decision(self, rule: &BucketRule, allowed: bool, now_ms: u64) -> BucketDecision {
+        let next_fill_ms = if self.tokens >= rule.max_tokens {
             now_ms
         } else {
-            after.last_fill_ms.saturating_add(rule.fill_interval_ms)
+            self.last_fill_ms.saturating_add(rule.fill_interval_ms)
         };
-        (after, BucketDecision { allowed, remaining: after.tokens, next_fill_ms })
+        BucketDecision { allowed, remaining: self.tokens, next_fill_ms }
     }
 }
 
