@@ -3,7 +3,6 @@
 //! unwrap, so they are not used).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
@@ -71,7 +70,7 @@ impl Entropy for EnvoyHost {
 thread_local! {
     /// Ids of tokengate's stats in this VM (each worker defines the same names, so they
     /// are the same Envoy stats).
-    static METRIC_IDS: RefCell<HashMap<Metric, u32>> = RefCell::new(HashMap::new());
+    static METRIC_IDS: RefCell<[Option<u32>; Metric::ALL.len()]> = const { RefCell::new([None; Metric::ALL.len()]) };
 }
 
 /// Defines tokengate's stats; call once per VM, from `on_configure`.
@@ -79,18 +78,15 @@ pub fn define_metrics() {
     for metric in Metric::ALL {
         let kind = if metric.is_gauge() { MetricType::Gauge } else { MetricType::Counter };
         match hostcalls::define_metric(kind, metric.name()) {
-            Ok(id) => METRIC_IDS.with(|ids| ids.borrow_mut().insert(metric, id)),
-            Err(status) => {
-                log::warn!("stat {} not defined: {status:?}", metric.name());
-                None
-            }
-        };
+            Ok(id) => METRIC_IDS.with(|ids| ids.borrow_mut()[metric.index()] = Some(id)),
+            Err(status) => log::warn!("stat {} not defined: {status:?}", metric.name()),
+        }
     }
 }
 
 impl Metrics for EnvoyHost {
     fn add(&self, metric: Metric, delta: i64) {
-        if let Some(id) = METRIC_IDS.with(|ids| ids.borrow().get(&metric).copied()) {
+        if let Some(id) = METRIC_IDS.with(|ids| ids.borrow().get(metric.index()).copied().flatten()) {
             let _ = hostcalls::increment_metric(id, delta);
         }
     }

@@ -5,6 +5,9 @@ use crate::{build, cmd, fuzz, setup};
 /// Seconds per fuzz target in the test run (`cargo xtask fuzz` runs longer).
 const FUZZ_SECONDS: u64 = 10;
 
+/// The size budget of the optimized module (README, "Size"): over it, the run fails.
+const WASM_BUDGET_BYTES: u64 = 400_000;
+
 pub fn run(envoy_version: &str) -> Result<(), String> {
     let envoy = setup::run(envoy_version)?;
     setup::test_clients()?;
@@ -30,6 +33,10 @@ pub fn run(envoy_version: &str) -> Result<(), String> {
         &[],
     )?;
     let wasm = build::wasm()?;
+    let size = std::fs::metadata(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?.len();
+    if size > WASM_BUDGET_BYTES {
+        return Err(format!("tokengate.wasm is {size} bytes, over the {WASM_BUDGET_BYTES}-byte budget"));
+    }
     cmd::step(&format!("tests (unit, and integration against Envoy {envoy_version})"));
     let envoy_text = envoy.display().to_string();
     let wasm_text = wasm.display().to_string();

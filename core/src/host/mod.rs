@@ -107,6 +107,11 @@ impl Metric {
         Metric::CacheEntries,
     ];
 
+    /// The metric's position in `ALL`: hosts keep their stat ids in an array, not a map.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The stat's name (Envoy shows it as `wasmcustom.<name>`).
     pub fn name(self) -> &'static str {
         match self {
@@ -144,3 +149,15 @@ pub trait Metrics {
 pub trait Host: SharedStore + Clock + Dispatcher + Entropy + Metrics {}
 
 impl<T: SharedStore + Clock + Dispatcher + Entropy + Metrics> Host for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::Metric;
+
+    #[test]
+    fn a_metrics_index_is_its_position_in_all() {
+        for (position, metric) in Metric::ALL.iter().enumerate() {
+            assert_eq!(metric.index(), position, "{}", metric.name());
+        }
+    }
+}
