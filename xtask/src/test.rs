@@ -10,7 +10,7 @@ const WASM_BUDGET_BYTES: u64 = 400_000;
 
 pub fn run(envoy_version: &str) -> Result<(), String> {
     let envoy = setup::run(envoy_version)?;
-    setup::test_clients()?;
+    setup::test_tools()?;
     cmd::step("fmt");
     cmd::run("cargo", &["fmt", "--all", "--", "--check"], &[])?;
     cmd::step("clippy (native)");
