@@ -14,16 +14,21 @@ use testbed::{Vars, workspace_root};
 use tokengate_core::Config;
 
 const WASM_IN_CONTAINER: &str = "/etc/envoy/tokengate.wasm";
+const TLS_IN_CONTAINER: &str = "/etc/envoy/tls";
 
 fn read(path: &str) -> String {
     fs::read_to_string(workspace_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// Validates `config` with the built `.wasm` in place of the container path.
+/// Validates `config` with the built `.wasm` and certificates made for the test in place of
+/// the container paths.
 fn validate(name: &str, config: &str) {
     let wasm = testbed::wasm_path();
     assert!(wasm.exists(), "build tokengate.wasm first (cargo xtask build)");
-    let config = config.replace(WASM_IN_CONTAINER, &wasm.display().to_string());
+    let tls = testbed::tls::test_dir().unwrap();
+    let config = config
+        .replace(WASM_IN_CONTAINER, &wasm.display().to_string())
+        .replace(TLS_IN_CONTAINER, &tls.display().to_string());
     let file = std::env::temp_dir().join(format!("tokengate-validate-{}-{name}", std::process::id()));
     fs::write(&file, config).unwrap();
     let result = testbed::validate(&file, &testbed::envoy_binary());
@@ -44,6 +49,7 @@ fn rendered(template: &str, plugin_config: String) -> String {
         idp_port: 9,
         wasm_path: PathBuf::from(WASM_IN_CONTAINER),
         plugin_config,
+        tls_dir: PathBuf::from(TLS_IN_CONTAINER),
     };
     testbed::render_config(template, &vars).unwrap()
 }
@@ -90,6 +96,50 @@ fn every_shipped_envoy_configuration_validates() {
 }
 
 #[test]
+fn every_shipped_wasm_filter_sets_its_failure_policy() {
+    let mut files = yaml_files(&workspace_root().join("envoy"));
+    files.retain(|f| !f.ends_with("docker-compose.yaml"));
+    assert!(files.len() >= 7);
+    for file in files {
+        let text = fs::read_to_string(&file).unwrap();
+        let filters = text.matches("envoy.extensions.filters.http.wasm.v3.Wasm").count();
+        let policies = text.matches("failure_policy: FAIL_RELOAD").count();
+        assert!(
+            filters > 0 && policies == filters,
+            "{}: {filters} Wasm filters, {policies} FAIL_RELOAD",
+            file.display()
+        );
+    }
+}
+
+/// The plugin configurations of a config's Wasm filters, in order.
+fn plugin_configs(config: &str) -> Vec<serde_json::Value> {
+    let yaml: Value = serde_yaml::from_str(config).unwrap();
+    let mut found = Vec::new();
+    for listener in yaml["static_resources"]["listeners"].as_sequence().unwrap() {
+        for filter in
+            listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"].as_sequence().unwrap()
+        {
+            if filter["name"] == "envoy.filters.http.wasm" {
+                let text = filter["typed_config"]["config"]["configuration"]["value"].as_str().unwrap();
+                found.push(serde_json::from_str(text).unwrap());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_production_usage_listener_runs_the_token_listeners_configuration_plus_the_usage_path() {
+    let configs = plugin_configs(&read("envoy/auth0-production.yaml"));
+    let [token, usage] = &configs[..] else { panic!("{configs:?}") };
+    let mut usage = usage.clone();
+    assert_eq!(usage.as_object_mut().unwrap().remove("usage_path"), Some("/tokengate/usage".into()));
+    assert_eq!(&usage, token, "the usage listener's plugin configuration differs from the token listener's");
+    assert!(token.get("usage_path").is_none(), "the public listener must not serve the usage report");
+}
+
+#[test]
 fn the_fleet_compose_configurations_are_the_rendered_templates() {
     for (path, rendered) in testbed::fleet_compose_configs().unwrap() {
         assert!(read(&path) == rendered, "{path} is out of date: run `cargo xtask compose-config`");
@@ -97,40 +147,144 @@ fn the_fleet_compose_configurations_are_the_rendered_templates() {
 }
 
 #[test]
-fn the_fleet_compose_file_runs_three_edges_and_two_gateways_on_the_rendered_configs() {
-    let mut compose: Value = serde_yaml::from_str(&read("envoy/fleet/docker-compose.yaml")).unwrap();
-    // The services share their settings through YAML merge keys (<<), some nested.
+fn the_compose_envoy_configuration_is_the_rendered_template() {
+    assert!(
+        read(testbed::COMPOSE_CONFIG) == testbed::compose_config().unwrap(),
+        "{} is out of date: run `cargo xtask compose-config`",
+        testbed::COMPOSE_CONFIG
+    );
+}
+
+/// The Dockerfile's stages: name -> (base image, its lines).
+fn dockerfile_stages() -> Vec<(String, String, Vec<String>)> {
+    let mut stages: Vec<(String, String, Vec<String>)> = Vec::new();
+    for line in read("Dockerfile").lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        if let Some(from) = line.strip_prefix("FROM ") {
+            let words: Vec<&str> = from.split_whitespace().collect();
+            let name = if words.len() == 3 && words[1] == "AS" { words[2] } else { "" };
+            stages.push((name.to_owned(), words[0].to_owned(), Vec::new()));
+        } else if let Some(stage) = stages.last_mut() {
+            stage.2.push(line.to_owned());
+        }
+    }
+    stages
+}
+
+fn stage<'a>(stages: &'a [(String, String, Vec<String>)], name: &str) -> &'a (String, String, Vec<String>) {
+    stages.iter().find(|s| s.0 == name).unwrap_or_else(|| panic!("no Dockerfile stage {name}"))
+}
+
+/// A Debian image's release: `rust:1.95-slim-bookworm` and `debian:bookworm-slim` give
+/// `bookworm`.
+fn debian_release(image: &str) -> Option<&str> {
+    ["bookworm", "trixie", "bullseye"].into_iter().find(|r| image.contains(r))
+}
+
+#[test]
+fn the_dockerfile_builds_the_module_image_and_runs_binaries_on_the_release_they_were_built_on() {
+    let stages = dockerfile_stages();
+    // A plain `docker build .` gives the module image: the last stage, from scratch, with
+    // the module where Istio's fetcher looks for it.
+    let (_, base, lines) = stages.last().unwrap();
+    assert_eq!(base, "scratch");
+    assert_eq!(lines, &["COPY --from=module /tokengate.wasm /plugin.wasm"]);
+    assert!(stage(&stages, "module").2.iter().any(|l| l.contains("cargo xtask build")));
+    // The Envoy stage is the official image at the tested version, with the module.
+    let envoy = stage(&stages, "envoy");
+    assert_eq!(envoy.1, format!("envoyproxy/envoy:v{}", testbed::DEFAULT_ENVOY_VERSION));
+    assert!(envoy.2.contains(&format!("COPY --from=module /tokengate.wasm {WASM_IN_CONTAINER}")));
+    assert_eq!(stage(&stages, "envoy-fleet").1, "envoy");
+    assert!(
+        stage(&stages, "envoy-fleet").2.contains(&format!("COPY --from=fleet-certs /tls {TLS_IN_CONTAINER}"))
+    );
+    // A binary runs on the Debian release it was built on (glibc).
+    for (name, base, lines) in &stages {
+        for line in lines {
+            let Some(from) = line.strip_prefix("COPY --from=").and_then(|l| l.split_whitespace().next())
+            else {
+                continue;
+            };
+            let source = stage(&stages, from);
+            if let (Some(built), Some(runs)) = (debian_release(&source.1), debian_release(base)) {
+                assert_eq!(built, runs, "stage {name} ({base}) runs what {from} ({}) built", source.1);
+            }
+        }
+    }
+    let ignored = read(".dockerignore");
+    for path in ["target/", ".tools/", ".git/"] {
+        assert!(ignored.lines().any(|l| l.trim() == path), ".dockerignore lacks {path}");
+    }
+}
+
+/// Every service has a health check, waits for its dependencies to be healthy, mounts only
+/// files that are in the repository and is built from a Dockerfile stage that exists.
+fn check_compose(path: &str, context_prefix: &str) -> serde_yaml::Mapping {
+    let mut compose: Value = serde_yaml::from_str(&read(path)).unwrap();
+    // Services share settings through YAML merge keys (<<), some nested.
     for _ in 0..3 {
         compose.apply_merge().unwrap();
     }
-    let services = compose["services"].as_mapping().unwrap();
-    let image = format!("envoyproxy/envoy:v{}", testbed::DEFAULT_ENVOY_VERSION);
+    let services = compose["services"].as_mapping().unwrap().clone();
+    let stages = dockerfile_stages();
+    let dir = Path::new(path).parent().unwrap();
+    for (name, service) in &services {
+        let name = name.as_str().unwrap();
+        assert!(service["healthcheck"]["test"].is_sequence(), "{path}: {name} has no healthcheck");
+        if let Some(depends) = service["depends_on"].as_mapping() {
+            for (on, how) in depends {
+                assert_eq!(how["condition"], "service_healthy", "{path}: {name} -> {on:?}");
+                assert!(services[on]["healthcheck"].is_mapping(), "{path}: {on:?}");
+            }
+        } else {
+            assert!(service["depends_on"].is_null(), "{path}: {name}: depends_on without conditions");
+        }
+        assert_eq!(service["build"]["context"].as_str(), Some(context_prefix), "{path}: {name}");
+        assert!(service["build"]["dockerfile"].is_null(), "{path}: {name}: the root Dockerfile");
+        stage(&stages, service["build"]["target"].as_str().unwrap());
+        for volume in service["volumes"].as_sequence().into_iter().flatten() {
+            let host = volume.as_str().unwrap().split(':').next().unwrap();
+            let file = workspace_root().join(dir).join(host);
+            assert!(file.is_file(), "{path}: {name} mounts {host}, which is not a file in the repository");
+        }
+    }
+    services
+}
+
+#[test]
+fn the_compose_file_needs_only_docker_and_starts_in_order() {
+    let services = check_compose("docker-compose.yaml", ".");
+    let envoy = &services["envoy"];
+    assert_eq!(envoy["build"]["target"], "envoy");
+    let command: Vec<&str> =
+        envoy["command"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
+    let config_in_container = command[command.iter().position(|a| *a == "-c").unwrap() + 1];
+    assert_eq!(
+        envoy["volumes"][0].as_str(),
+        Some(format!("./{}:{config_in_container}:ro", testbed::COMPOSE_CONFIG).as_str())
+    );
+    // The mock IdP service is what the Envoy configuration calls.
+    let idp = &services["mock-idp"];
+    assert_eq!(idp["build"]["target"], "mock-idp");
+    assert!(read(testbed::COMPOSE_CONFIG).contains("address: mock-idp, port_value: 9090"));
+    let idp_command: Vec<&str> =
+        idp["command"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(idp_command.contains(&"0.0.0.0:9090"), "{idp_command:?}");
+}
+
+#[test]
+fn the_fleet_compose_file_runs_three_edges_and_two_gateways_on_the_rendered_configs() {
+    let services = check_compose("envoy/fleet/docker-compose.yaml", "../..");
     let mut roles = Vec::new();
-    for (name, service) in services {
+    for (name, service) in &services {
         let name = name.as_str().unwrap();
         if name == "mock-idp" {
-            let dockerfile = service["build"]["dockerfile"].as_str().unwrap();
-            assert_eq!(service["build"]["context"].as_str(), Some("../.."));
-            assert!(workspace_root().join(dockerfile).exists());
             continue;
         }
-        assert_eq!(service["image"].as_str(), Some(image.as_str()), "{name}");
-        let volumes: Vec<String> = service["volumes"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_owned())
-            .collect();
+        assert_eq!(service["build"]["target"], "envoy-fleet", "{name}");
         let role = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
-        assert!(
-            volumes.contains(&format!("./compose/{role}.yaml:/etc/envoy/envoy.yaml:ro")),
-            "{name}: {volumes:?}"
-        );
-        assert!(
-            volumes.contains(&format!(
-                "../../target/wasm32-wasip1/release/tokengate.wasm:{WASM_IN_CONTAINER}:ro"
-            )),
-            "{name}: {volumes:?}"
+        assert_eq!(
+            service["volumes"][0].as_str(),
+            Some(format!("./compose/{role}.yaml:/etc/envoy/envoy.yaml:ro").as_str())
         );
         roles.push(role.to_owned());
     }
@@ -146,54 +300,30 @@ fn the_fleet_compose_file_runs_three_edges_and_two_gateways_on_the_rendered_conf
 }
 
 #[test]
-fn the_compose_envoy_configuration_is_the_rendered_template() {
-    assert!(
-        read(testbed::COMPOSE_CONFIG) == testbed::compose_config().unwrap(),
-        "{} is out of date: run `cargo xtask compose-config`",
-        testbed::COMPOSE_CONFIG
-    );
-}
-
-#[test]
-fn the_compose_file_mounts_what_exists_and_pins_the_tested_envoy() {
-    let compose: Value = serde_yaml::from_str(&read("docker-compose.yaml")).unwrap();
-    let envoy = &compose["services"]["envoy"];
-    assert_eq!(
-        envoy["image"].as_str(),
-        Some(format!("envoyproxy/envoy:v{}", testbed::DEFAULT_ENVOY_VERSION).as_str())
-    );
-    let command: Vec<&str> =
-        envoy["command"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
-    let config_in_container = command[command.iter().position(|a| *a == "-c").unwrap() + 1];
-    let mut mounted = Vec::new();
-    for volume in envoy["volumes"].as_sequence().unwrap() {
-        let spec = volume.as_str().unwrap();
-        let mut parts = spec.split(':');
-        let (host, container) = (parts.next().unwrap(), parts.next().unwrap());
-        let host = host.trim_start_matches("./");
-        let build_output = host == "target/wasm32-wasip1/release/tokengate.wasm";
-        assert!(
-            build_output || workspace_root().join(host).exists(),
-            "{host} is mounted but is neither in the repo nor a build output"
-        );
-        mounted.push((host.to_owned(), container.to_owned()));
+fn the_compose_fleets_certificates_are_made_by_its_script_and_verify() {
+    let dir = std::env::temp_dir().join(format!("tokengate-make-certs-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    let script = workspace_root().join("envoy/fleet/make-certs.sh");
+    let out = std::process::Command::new("sh").arg(&script).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Every certificate file the fleet's templates name exists, and nothing else of the CA.
+    for role in ["edge", "gateway"] {
+        let template = read(&format!("envoy/fleet/{role}.yaml"));
+        for file in template.split("{{TLS_DIR}}/").skip(1).map(|rest| rest.split('"').next().unwrap()) {
+            assert!(dir.join(file).is_file(), "{role}.yaml names {file}, which make-certs.sh does not make");
+        }
     }
-    assert!(
-        mounted.contains(&(testbed::COMPOSE_CONFIG.to_owned(), config_in_container.to_owned())),
-        "{mounted:?}"
-    );
-    assert!(
-        mounted.iter().any(|(h, c)| h.ends_with("tokengate.wasm") && c == WASM_IN_CONTAINER),
-        "{mounted:?}"
-    );
-    // The mock IdP service is what the Envoy configuration calls.
-    let idp = &compose["services"]["mock-idp"];
-    let dockerfile = idp["build"]["dockerfile"].as_str().unwrap();
-    assert!(workspace_root().join(dockerfile).exists());
-    assert!(read(testbed::COMPOSE_CONFIG).contains("address: mock-idp, port_value: 9090"));
-    let idp_command: Vec<&str> =
-        idp["command"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
-    assert!(idp_command.contains(&"0.0.0.0:9090"), "{idp_command:?}");
+    assert!(!dir.join("ca.key").exists(), "the CA key is left next to the certificates");
+    for leaf in ["edge", "gateway"] {
+        let verify = std::process::Command::new("openssl")
+            .args(["verify", "-CAfile"])
+            .arg(dir.join("ca.crt"))
+            .arg(dir.join(format!("{leaf}.crt")))
+            .output()
+            .unwrap();
+        assert!(verify.status.success(), "{leaf}: {}", String::from_utf8_lossy(&verify.stdout));
+    }
+    let _ = fs::remove_dir_all(&dir);
 }
 
 fn documents(path: &str) -> Vec<Value> {

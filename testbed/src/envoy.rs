@@ -20,6 +20,8 @@ pub struct Vars {
     pub wasm_path: PathBuf,
     /// The plugin configuration, JSON text.
     pub plugin_config: String,
+    /// Where the TLS certificates are (`crate::tls`'s files).
+    pub tls_dir: PathBuf,
 }
 
 /// Replaces the placeholders; the plugin configuration goes in as a YAML double-quoted
@@ -33,6 +35,7 @@ pub fn render_config(template: &str, vars: &Vars) -> Result<String, String> {
         .replace("{{LISTEN_PORT}}", &vars.listen_port.to_string())
         .replace("{{IDP_PORT}}", &vars.idp_port.to_string())
         .replace("{{WASM_PATH}}", &vars.wasm_path.display().to_string())
+        .replace("{{TLS_DIR}}", &vars.tls_dir.display().to_string())
         .replace("{{PLUGIN_CONFIG}}", &plugin);
     match rendered.find("{{") {
         Some(at) => Err(format!(
@@ -112,6 +115,11 @@ impl Envoy {
                 idp_port: opts.idp_port,
                 wasm_path: opts.wasm_path.clone(),
                 plugin_config: opts.plugin_config.clone(),
+                // Certificates are made only for a template that uses them (the fleet's).
+                tls_dir: match template.contains("{{TLS_DIR}}") {
+                    true => crate::tls::test_dir()?,
+                    false => PathBuf::new(),
+                },
             },
         )?;
         let config_path = dir.join("envoy.yaml");
@@ -269,7 +277,8 @@ pub fn compose_config() -> Result<String, String> {
 }
 
 /// The placeholders' values in a compose container: Envoy binds all addresses, listens on
-/// 10000 (admin 9901), the IdP is the `mock-idp` service, the `.wasm` is mounted.
+/// 10000 (admin 9901), the IdP is the `mock-idp` service, the `.wasm` and the fleet's
+/// certificates are in the image (the `Dockerfile`'s `envoy` and `envoy-fleet` stages).
 pub fn compose_vars(plugin_config: String) -> Vars {
     Vars {
         bind_address: "0.0.0.0".into(),
@@ -279,6 +288,7 @@ pub fn compose_vars(plugin_config: String) -> Vars {
         idp_port: 9090,
         wasm_path: PathBuf::from("/etc/envoy/tokengate.wasm"),
         plugin_config,
+        tls_dir: PathBuf::from("/etc/envoy/tls"),
     }
 }
 
@@ -296,13 +306,14 @@ mod tests {
             idp_port: 3,
             wasm_path: PathBuf::from("/x/tokengate.wasm"),
             plugin_config: r#"{"a": "b\"c"}"#.into(),
+            tls_dir: PathBuf::from("/t"),
         };
         let out = render_config(
-            "{{BIND_ADDRESS}} {{IDP_HOST}} {{ADMIN_PORT}} {{LISTEN_PORT}} {{IDP_PORT}} {{WASM_PATH}} value: {{PLUGIN_CONFIG}}",
+            "{{BIND_ADDRESS}} {{IDP_HOST}} {{ADMIN_PORT}} {{LISTEN_PORT}} {{IDP_PORT}} {{WASM_PATH}} {{TLS_DIR}} value: {{PLUGIN_CONFIG}}",
             &vars,
         )
         .unwrap();
-        assert_eq!(out, r#"127.0.0.1 idp 1 2 3 /x/tokengate.wasm value: "{\"a\": \"b\\\"c\"}""#);
+        assert_eq!(out, r#"127.0.0.1 idp 1 2 3 /x/tokengate.wasm /t value: "{\"a\": \"b\\\"c\"}""#);
         assert!(render_config("{{NOPE}}", &vars).is_err());
     }
 
@@ -317,6 +328,7 @@ mod tests {
             idp_port: 9,
             wasm_path: "/w".into(),
             plugin_config: "{}".into(),
+            tls_dir: "/t".into(),
         };
         assert!(render_config(&template, &vars).is_ok());
     }

@@ -5,6 +5,7 @@
 mod client;
 mod envoy;
 mod fleet;
+pub mod tls;
 
 use std::path::PathBuf;
 

@@ -157,6 +157,7 @@ fn validate_accepts_and_refuses() {
         idp_port: 9,
         wasm_path: "/none".into(),
         plugin_config: "{}".into(),
+        tls_dir: "/none".into(),
     };
     let good = template("good", &testbed::render_config(PLAIN, &vars(0)).unwrap()).unwrap();
     testbed::validate(&good, &testbed::envoy_binary()).unwrap();

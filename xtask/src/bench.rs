@@ -15,7 +15,7 @@ use mock_idp::{Client, Config, MockIdp};
 use serde_json::{Value, json};
 use testbed::{Envoy, EnvoyOptions};
 
-use crate::{build, cmd};
+use crate::{build, cmd, setup};
 
 const CLIENT: &str = "bench-client";
 const SECRET: &str = "bench-secret-0123456789";
@@ -77,6 +77,7 @@ pub fn run(
     compare: Option<PathBuf>,
 ) -> Result<(), String> {
     let wanted = |name: &str| name == "baseline" || only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
+    setup::envoy(testbed::DEFAULT_ENVOY_VERSION)?;
     build::run()?;
     ensure_tools()?;
     cmd::step("start the rows");

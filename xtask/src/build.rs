@@ -16,8 +16,9 @@ const WASM_FEATURES: &[&str] = &[
     "--enable-reference-types",
 ];
 
+/// `cargo xtask build`: the build tools (not Envoy), then the module.
 pub fn run() -> Result<PathBuf, String> {
-    setup::run(testbed::DEFAULT_ENVOY_VERSION)?;
+    setup::build_tools()?;
     wasm()
 }
 

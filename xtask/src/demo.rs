@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use mock_idp::{Client, Config, MockIdp};
 use testbed::{Envoy, EnvoyOptions, Response};
 
-use crate::{build, cmd};
+use crate::{build, cmd, setup};
 
 const CLIENT: &str = "demo-client";
 const SECRET: &str = "demo-secret";
@@ -18,6 +18,7 @@ const NOISY_SECRET: &str = "noisy-secret";
 
 pub fn run(no_wait: bool) -> Result<(), String> {
     let stop = crate::signals::StopSignal::install()?;
+    setup::envoy(testbed::DEFAULT_ENVOY_VERSION)?;
     build::run()?;
     cmd::step("start the mock IdP and Envoy");
     let idp = MockIdp::start(Config {

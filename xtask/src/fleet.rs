@@ -10,10 +10,11 @@ use testbed::{
     FleetOptions,
 };
 
-use crate::{build, cmd};
+use crate::{build, cmd, setup};
 
 pub fn run(no_wait: bool) -> Result<(), String> {
     let stop = crate::signals::StopSignal::install()?;
+    setup::envoy(testbed::DEFAULT_ENVOY_VERSION)?;
     build::run()?;
     let mut tiered = None;
     for with_tier in [true, false] {

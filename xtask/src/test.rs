@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything CI runs, stopping at the first failure.
 
-use crate::{build, cmd, fuzz, setup};
+use crate::{build, cmd, fuzz, image, setup};
 
 /// Seconds per fuzz target in the test run (`cargo xtask fuzz` runs longer).
 const FUZZ_SECONDS: u64 = 10;
@@ -37,6 +37,7 @@ pub fn run(envoy_version: &str) -> Result<(), String> {
     if size > WASM_BUDGET_BYTES {
         return Err(format!("tokengate.wasm is {size} bytes, over the {WASM_BUDGET_BYTES}-byte budget"));
     }
+    image::write(&wasm)?;
     cmd::step(&format!("tests (unit, and integration against Envoy {envoy_version})"));
     let envoy_text = envoy.display().to_string();
     let wasm_text = wasm.display().to_string();
