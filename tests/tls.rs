@@ -58,13 +58,13 @@ fn curl(url: &str, resolve: Option<&str>, client_cert: Option<&str>, form: Optio
 /// envoy/auth0-production.yaml as shipped but for what only a test can change: free
 /// loopback ports, the built module, the test certificates, and the mock IdP (plain HTTP)
 /// in place of the Auth0 tenant.
-fn production_config(idp_port: u16, dir: &Path) -> PathBuf {
+fn production_config(idp_port: u16, admin_port: u16, dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(workspace_root().join("envoy/auth0-production.yaml")).unwrap();
     let text = text
         .replace("/etc/envoy/tokengate.wasm", &testbed::wasm_path().display().to_string())
         .replace("/etc/envoy/tls", &testbed::tls::test_dir().unwrap().display().to_string());
     let mut config: Value = serde_yaml::from_str(&text).unwrap();
-    config["admin"]["address"]["socket_address"]["port_value"] = Value::from(0);
+    config["admin"]["address"]["socket_address"]["port_value"] = Value::from(admin_port);
     for listener in config["static_resources"]["listeners"].as_sequence_mut().unwrap() {
         listener["address"]["socket_address"]["address"] = Value::from("127.0.0.1");
         listener["address"]["socket_address"]["port_value"] = Value::from(0);
@@ -75,6 +75,14 @@ fn production_config(idp_port: u16, dir: &Path) -> PathBuf {
     let endpoint = &mut auth0["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
     endpoint["socket_address"]["address"] = Value::from("127.0.0.1");
     endpoint["socket_address"]["port_value"] = Value::from(idp_port);
+    let admin = config["static_resources"]["clusters"]
+        .as_sequence_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["name"] == "admin")
+        .unwrap();
+    admin["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] =
+        Value::from(admin_port);
     let path = dir.join("auth0-production.yaml");
     std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
     path
@@ -87,8 +95,9 @@ fn the_production_listener_serves_tokens_over_tls_only() {
             .unwrap();
     let dir = std::env::temp_dir().join(format!("tokengate-production-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut options = EnvoyOptions::new(String::new(), idp.port());
-    options.template = production_config(idp.port(), &dir);
+    options.template = production_config(idp.port(), admin_port, &dir);
     let envoy = Envoy::start(&options).unwrap_or_else(|e| panic!("the production config did not start: {e}"));
     let url = format!("https://127.0.0.1:{}/oauth/token", envoy.listen_port());
     let form = cc_form("c1", "s1", "https://api");
@@ -109,6 +118,21 @@ fn the_production_listener_serves_tokens_over_tls_only() {
     );
     assert!(plain.is_err(), "plain HTTP was answered: {:?}", plain.map(|r| r.status));
     assert_eq!(idp.token_calls(), 1);
+
+    // The stats are scraped on the metrics listener; nothing else of admin is reachable there.
+    let listeners = testbed::get(envoy.admin_port(), "/listeners?format=json").unwrap().json().unwrap();
+    let metrics_port = listeners["listener_statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "metrics_listener")
+        .and_then(|l| l["local_address"]["socket_address"]["port_value"].as_u64())
+        .unwrap() as u16;
+    let stats = testbed::get(metrics_port, "/stats/prometheus").unwrap();
+    assert_eq!(stats.status, 200);
+    assert!(String::from_utf8_lossy(&stats.body).contains("tokengate_hits_total"));
+    assert_eq!(testbed::get(metrics_port, "/quitquitquit").unwrap().status, 404);
+    assert_eq!(testbed::request("POST", metrics_port, "/stats/prometheus", &[], b"").unwrap().status, 404);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,4 +1,4 @@
-//! The rate-limit headers every handled response carries (SPEC "Rate-limit headers"):
+//! The rate-limit headers every handled response carries (docs/headers.md):
 //! Auth0's `x-ratelimit-*` (reset as a Unix timestamp), the IETF draft's `ratelimit-policy`
 //! and `ratelimit`, and Auth0's `auth0-client-quota-limit` where a quota applies.
 

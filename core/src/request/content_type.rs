@@ -1,4 +1,4 @@
-//! Which body formats a token request may use (SPEC "Which requests it handles").
+//! Which body formats a token request may use (docs/behaviour.md, "Which requests tokengate handles").
 
 use super::RequestError;
 

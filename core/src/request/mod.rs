@@ -1,4 +1,4 @@
-//! Token requests: what the client sent, read strictly (SPEC "Which requests it handles").
+//! Token requests: what the client sent, read strictly (docs/behaviour.md, "Which requests tokengate handles").
 //! Anything that cannot be read exactly is refused with `400 invalid_request`: a request
 //! that could not be counted must never be passed on, or it would bypass the limits.
 
