@@ -1,0 +1,283 @@
+//! The request flow: a complete token request to a [`Plan`] (`handle`), this worker's
+//! index of served tokens (`local_hit`), and the bookkeeping every answer ends with
+//! (`conclude`, `flush_hits`).
+
+use super::*;
+
+impl Gate<'_> {
+    /// Adds this worker's pending hits to their clients' shared records and gives back
+    /// what its leases did not spend. Hits that could not be written (a host error) stay
+    /// pending for the next flush.
+    pub fn flush_hits(&self) {
+        let Some(pending) = self.pending_hits else {
+            return;
+        };
+        let drained = pending.borrow_mut().drain();
+        let now = self.host.now_ms();
+        for (client_id, tally, lease) in drained {
+            let leftover = lease.and_then(|l| l.leftover());
+            if tally.hits == 0 && leftover.is_none() {
+                continue;
+            }
+            let rule = self.config.rate_limit.as_ref().and_then(|l| l.for_client(&client_id));
+            let settled = self.on_client(&client_id, |table, create| {
+                table.settle(&client_id, create, &tally, leftover, rule, now)
+            });
+            if settled.is_none() {
+                pending.borrow_mut().restore(client_id, tally);
+            }
+        }
+    }
+
+    /// A hit from this worker's index: no parsing, key derivation, shared token read or
+    /// unsealing. `None` sends the request down the full path.
+    pub(super) fn local_hit(&self, digest: &RequestDigest, now: u64) -> Option<Plan> {
+        let index = self.local?;
+        let (client_id, token) = {
+            let entries = index.borrow();
+            let hit = entries.get(digest)?;
+            let remaining = hit.expires_at_ms.saturating_sub(now);
+            let lifetime = hit.expires_at_ms.saturating_sub(hit.issued_at_ms);
+            let ratio = self.config.cache.refresh_ahead_ratio;
+            let floor = remaining < self.config.cache.min_remaining_ttl_ms.max(1000);
+            // Inside the refresh window the full path runs, so refresh-ahead can start.
+            if floor || (ratio > 0.0 && (remaining as f64) < ratio * lifetime as f64) {
+                None
+            } else {
+                Some((hit.client_id.clone(), render_token(&hit.body_without_expiry, remaining / 1000)))
+            }
+        }?;
+        self.host.add(Metric::Requests, 1);
+        let client_id = client_id.as_deref();
+        let limits = self.admit(client_id, now, Some(Decision::Hit), true);
+        if limits.rate.is_some_and(|(_, d)| !d.allowed) {
+            return Some(respond(self.rate_limited(client_id, &limits, now)));
+        }
+        let response = with_headers(Response::json(200, token, CacheStatus::Hit), &limits.headers(now));
+        Some(respond(self.conclude(client_id, Decision::Hit, response, true)))
+    }
+
+    /// Handles a complete token request (`body` is all of it).
+    pub fn handle(&self, head: &RequestHead, body: &[u8]) -> Plan {
+        if body.len() > self.config.max_body_bytes {
+            return respond(self.too_large());
+        }
+        // A DPoP request is never answered from a cache, this worker's index included.
+        let digest =
+            self.local.filter(|_| head.dpop.is_none()).map(|index| index.borrow().digest(head, body));
+        let now = self.host.now_ms();
+        if let Some(plan) = digest.and_then(|d| self.local_hit(&d, now)) {
+            return plan;
+        }
+        self.host.add(Metric::Requests, 1);
+        let request = match TokenRequest::parse(head, body) {
+            Ok(request) => request,
+            Err(e) => return respond(self.bad_request(e, now)),
+        };
+        let client_id = request.client_id.as_deref();
+        if request.kind() == RequestKind::Forward {
+            // Forwarded credentials are never proven beforehand (a refresh token or an
+            // assertion is new each time): the bucket is read now and charged for a token.
+            let limits = self.admit(client_id, now, None, false);
+            let limit_headers = limits.headers(now);
+            if limits.rate.is_some_and(|(_, d)| !d.allowed) {
+                return respond(self.rate_limited(client_id, &limits, now));
+            }
+            let idp = self.idp_record();
+            if let Some(until) = self.backoff_deadline(limits.backoff_until_ms, &idp, now) {
+                return respond(self.backoff_refusal(client_id, until, &limit_headers, &idp, now));
+            }
+            let quota_spent_ms = match self.pay_for_call(client_id, &limits, false, now) {
+                Ok(spent) => spent.map(|_| now),
+                Err(refused) => {
+                    let (refusal, decision) = refused.answer(now);
+                    let refusal = with_headers(refusal, &limit_headers);
+                    return respond(self.conclude(client_id, decision, refusal, false));
+                }
+            };
+            let call = self.idp_call(head, body, None);
+            self.host.add(Metric::IdpCalls, 1);
+            return match self.host.dispatch(&call) {
+                Ok(token) => Plan {
+                    outcome: Outcome::AwaitIdp(PendingCall {
+                        token,
+                        limit_headers,
+                        client_id: client_id.map(str::to_owned),
+                        quota_spent_ms,
+                        charge_on_token: self.global_rate.is_none(),
+                    }),
+                    background: None,
+                },
+                Err(_) => {
+                    self.host.add(Metric::IdpErrors, 1);
+                    if let (Some(id), Some(spent)) = (client_id, quota_spent_ms) {
+                        self.give_back_quota(id, spent, now);
+                    }
+                    let r = with_headers(unavailable(CacheStatus::Bypass), &limit_headers);
+                    respond(self.conclude(client_id, Decision::Bypass, r, true))
+                }
+            };
+        }
+        let identity = Identity::of(&request, &self.config.upstream);
+        let (fp, key) = (identity.fingerprint, identity.seal_key);
+        // A store that cannot be read is a miss, not an error: the IdP still answers.
+        let cached = self.tokens().get(&fp).ok().flatten();
+        let servable = cached.as_ref().filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms));
+        let hit = servable.and_then(|e| Some((e, e.open(&key)?)));
+        let negative = match hit {
+            Some(_) => None,
+            None => self.negatives().get(&fp).ok().flatten().filter(|n| n.live(now)),
+        };
+        let expected = match (&hit, &negative) {
+            (Some(_), _) => Some(Decision::Hit),
+            (None, Some(_)) => Some(Decision::Negative),
+            (None, None) => None,
+        };
+        // Proven credentials (a hit, or a key the IdP issued a token for in the window) are
+        // charged now; a remembered refusal never is, and unproven ones when a token comes.
+        let proven = hit.is_some() || (negative.is_none() && self.proven(&fp, now));
+        // Hits and remembered refusals are counted with the admission: one write.
+        let limits = self.admit(client_id, now, expected, proven);
+        let limit_headers = limits.headers(now);
+        if limits.rate.is_some_and(|(_, d)| !d.allowed) {
+            return respond(self.rate_limited(client_id, &limits, now));
+        }
+        if let Some((entry, plain)) = hit {
+            let token = render_token(&plain, entry.remaining_ms(now) / 1000);
+            if let (Some(index), Some(digest)) = (self.local, digest) {
+                let copy = LocalHit {
+                    client_id: client_id.map(str::to_owned),
+                    body_without_expiry: plain,
+                    issued_at_ms: entry.issued_at_ms,
+                    expires_at_ms: entry.expires_at_ms,
+                };
+                index.borrow_mut().insert(digest, copy, now);
+            }
+            let response = with_headers(Response::json(200, token, CacheStatus::Hit), &limit_headers);
+            let background = if self.refresh_due(entry, now) {
+                self.refresh(&identity, head, body, client_id, now)
+            } else {
+                None
+            };
+            let response = self.conclude(client_id, Decision::Hit, response, true);
+            return Plan { outcome: Outcome::Respond(response), background };
+        }
+        if let Some(negative) = negative {
+            let r = Response::json(negative.status, negative.body, CacheStatus::Negative);
+            return respond(self.conclude(
+                client_id,
+                Decision::Negative,
+                with_headers(r, &limit_headers),
+                true,
+            ));
+        }
+        // The IdP's back-pressure: no call while it asked for a pause, and none for a key
+        // that still has a valid token while its last calls are kept in reserve.
+        let idp = self.idp_record();
+        let backoff = self.backoff_deadline(limits.backoff_until_ms, &idp, now);
+        let reserve = backoff.is_none() && idp.in_reserve(self.config.upstream.reserve, now);
+        if backoff.is_some() || reserve {
+            if let Some(token) = stale_token(cached.as_ref(), &key, now) {
+                if reserve {
+                    self.host.add(Metric::IdpReserveHeld, 1);
+                }
+                let r = with_headers(Response::json(200, token, CacheStatus::Stale), &limit_headers);
+                return respond(self.conclude(client_id, Decision::Stale, r, false));
+            }
+            if let Some(until) = backoff {
+                return respond(self.backoff_refusal(client_id, until, &limit_headers, &idp, now));
+            }
+        }
+        let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
+        let begin = self.flights().begin(&fp, now, deadline_ms).unwrap_or(Begin::Uncoordinated);
+        let mut waiter = Waiter {
+            fingerprint: fp,
+            seal_key: key,
+            generation: None,
+            deadline_ms,
+            owner: false,
+            limit_headers,
+            client_id: client_id.map(str::to_owned),
+            charge_on_token: !proven && self.global_rate.is_none(),
+            call: None,
+        };
+        let generation = match begin {
+            Begin::Joined { generation, deadline_ms } => {
+                waiter.generation = Some(generation);
+                waiter.deadline_ms = deadline_ms.saturating_add(WAIT_GRACE_MS);
+                return Plan { outcome: Outcome::Wait(Box::new(waiter)), background: None };
+            }
+            Begin::Owner { generation } => {
+                waiter.generation = Some(generation);
+                // Another worker's call may have stored the key's token between this
+                // request's read of the cache and its taking the flight: served, not
+                // fetched again.
+                let floor = self.config.cache.min_remaining_ttl_ms;
+                if self.tokens().get(&fp).ok().flatten().is_some_and(|e| e.servable(now, floor)) {
+                    self.release_flight(&fp, generation);
+                    if let Some(response) = self.answer(&waiter, None) {
+                        return respond(response);
+                    }
+                }
+                Some(generation)
+            }
+            Begin::Uncoordinated => None,
+        };
+        let mut headers = std::mem::take(&mut waiter.limit_headers);
+        let spent = match self.pay_for_call(client_id, &limits, proven, now) {
+            Ok(spent) => spent,
+            // A spent quota is answered below, where a token with lifetime left may still do.
+            Err(Refused::Quota(rule, decision)) => Some((rule, decision)),
+            Err(Refused::Unproven(refusal)) => {
+                let refusal = with_headers(refusal, &headers);
+                self.refuse_flight(&identity, generation, &refusal);
+                return respond(self.conclude(client_id, Decision::RateLimited, refusal, false));
+            }
+        };
+        if let Some((rule, decision)) = spent {
+            // The quota header shows what is left after this call.
+            headers.retain(|(n, _)| n != "auth0-client-quota-limit");
+            headers.extend(
+                LimitState { rate: None, quota: Some((rule, decision)), backoff_until_ms: None }.headers(now),
+            );
+            if !decision.allowed {
+                let refusal = proof::quota_refusal(&rule, &decision, now);
+                self.refuse_flight(&identity, generation, &refusal);
+                let (response, decided) = match stale_token(cached.as_ref(), &key, now) {
+                    Some(token) => (Response::json(200, token, CacheStatus::Stale), Decision::Stale),
+                    None => (refusal, Decision::QuotaRejected),
+                };
+                return respond(self.conclude(client_id, decided, with_headers(response, &headers), false));
+            }
+        }
+        waiter.call = Some(KeyedCall {
+            fingerprint: fp,
+            seal_key: key,
+            generation,
+            call: self.idp_call(head, body, Some(&fp)),
+            started_ms: now,
+            client_id: client_id.map(str::to_owned),
+            quota_spent_ms: spent.map(|_| now),
+        });
+        waiter.owner = true;
+        waiter.limit_headers = headers;
+        Plan { outcome: Outcome::Wait(Box::new(waiter)), background: None }
+    }
+
+    /// Finishes a response: the decision and client for the access log, the stats, and the
+    /// client's usage (unless `counted` already, with its admission).
+    pub(super) fn conclude(
+        &self,
+        client_id: Option<&str>,
+        decision: Decision,
+        response: Response,
+        counted: bool,
+    ) -> Response {
+        self.host.add(metric_of(decision), 1);
+        if !counted && let Some(id) = client_id {
+            let now = self.host.now_ms();
+            self.on_client(id, |table, create| table.tally(id, now, create, decision));
+        }
+        response.decided(decision, client_id)
+    }
+}

@@ -1,0 +1,321 @@
+//! The IdP call's lifecycle: building it, refreshing ahead of expiry, storing its outcome
+//! where every worker sees it (`finish_call`), forwarded calls (`complete_forward`), and
+//! the IdP's back-pressure.
+
+use super::*;
+
+impl Gate<'_> {
+    pub(super) fn idp_state(&self) -> IdpState<'_> {
+        IdpState::new(&self.store, self.key_prefix)
+    }
+
+    /// What the IdP last said about its limits; a store that cannot be read says nothing.
+    pub(super) fn idp_record(&self) -> IdpRecord {
+        self.idp_state().read().unwrap_or_default()
+    }
+
+    /// The back-off in force for a request: the client's own (`client_until`, from its
+    /// record) and the IdP-wide one, whichever ends later.
+    pub(super) fn backoff_deadline(
+        &self,
+        client_until: Option<u64>,
+        idp: &IdpRecord,
+        now: u64,
+    ) -> Option<u64> {
+        let client = client_until.filter(|until| *until > now);
+        client.into_iter().chain(idp.backing_off(now)).max()
+    }
+
+    /// Reads the IdP's rate-limit headers off an answer and, on a `429`, records the
+    /// back-off (for the client, or for the whole IdP by configuration or when the request
+    /// named no client). Returns the deadline of a back-off it recorded.
+    pub(super) fn observe_idp(&self, reply: &IdpReply, client_id: Option<&str>, now: u64) -> Option<u64> {
+        let headers = RateLimitHeaders::parse(reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let until =
+            (reply.status == 429).then(|| deadline_ms(&headers, now, self.config.upstream.max_backoff_ms));
+        let per_client = match (self.config.upstream.backoff_scope, client_id) {
+            (BackoffScope::Client, Some(id)) => Some(id),
+            _ => None,
+        };
+        let upstream_until = until.filter(|_| per_client.is_none());
+        let _ = self.idp_state().observe(&headers, now, upstream_until);
+        if let (Some(until), Some(id)) = (until, per_client) {
+            self.on_client(id, |table, create| table.back_off(id, now, create, until));
+        }
+        if until.is_some() {
+            self.host.add(Metric::IdpBackoffStarted, 1);
+        }
+        until
+    }
+
+    /// The local `429` while the IdP asked for a back-off, with the client's own rate-limit
+    /// headers, or else the IdP's last ones.
+    pub(super) fn backoff_refusal(
+        &self,
+        client_id: Option<&str>,
+        until: u64,
+        limit_headers: &[Header],
+        idp: &IdpRecord,
+        now: u64,
+    ) -> Response {
+        let mut r = Response::oauth_error(
+            429,
+            ErrorCode::TooManyRequests,
+            "the identity provider asked for a pause in token requests; retry after the time given",
+            CacheStatus::Bypass,
+        );
+        r.push_header("retry-after", seconds_left(until, now).to_string());
+        if !limit_headers.iter().any(|(n, _)| n == "x-ratelimit-limit") {
+            let idp_headers = [
+                ("x-ratelimit-limit", idp.limit),
+                ("x-ratelimit-remaining", idp.remaining),
+                ("x-ratelimit-reset", idp.reset_s),
+            ];
+            for (name, value) in idp_headers {
+                if let Some(value) = value {
+                    r.push_header(name, value.to_string());
+                }
+            }
+        }
+        self.conclude(client_id, Decision::Backoff, with_headers(r, limit_headers), false)
+    }
+
+    /// Ends a flight taken for a call that turned out not to be needed (the token is in
+    /// the cache): whoever joined it reads the cache.
+    pub(super) fn release_flight(&self, fp: &Fingerprint, generation: u64) {
+        let outcome = CallOutcome {
+            status: 200,
+            cached: true,
+            unreachable: false,
+            headers: Vec::new(),
+            body: String::new(),
+        };
+        let _ = self.flights().finish(fp, generation, outcome);
+    }
+
+    /// Records a refusal given instead of the key's call as the call's outcome, so the
+    /// requests waiting for it get the same answer.
+    pub(super) fn refuse_flight(&self, identity: &Identity, generation: Option<u64>, refusal: &Response) {
+        let Some(generation) = generation else {
+            return;
+        };
+        let outcome = CallOutcome {
+            status: refusal.status,
+            cached: false,
+            unreachable: false,
+            headers: refusal
+                .headers
+                .iter()
+                .filter(|(n, _)| n == "content-type" || n == "retry-after")
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: self.seal_body(identity, &refusal.body),
+        };
+        let _ = self.flights().finish(&identity.fingerprint, generation, outcome);
+    }
+
+    pub(super) fn refresh_due(&self, entry: &CacheEntry, now: u64) -> bool {
+        let ratio = self.config.cache.refresh_ahead_ratio;
+        ratio > 0.0 && (entry.remaining_ms(now) as f64) < ratio * entry.lifetime_ms() as f64
+    }
+
+    /// One background refresh per key across workers: only the flight's new owner calls.
+    pub(super) fn refresh(
+        &self,
+        identity: &Identity,
+        head: &RequestHead,
+        body: &[u8],
+        client_id: Option<&str>,
+        now: u64,
+    ) -> Option<KeyedCall> {
+        let fp = identity.fingerprint;
+        let idp = self.idp_record();
+        let client_backoff = client_id.and_then(|id| self.client_record(id)).map(|r| r.backoff_until_ms);
+        if self.backoff_deadline(client_backoff, &idp, now).is_some() {
+            return None;
+        }
+        if idp.in_reserve(self.config.upstream.reserve, now) {
+            self.host.add(Metric::IdpReserveHeld, 1);
+            return None;
+        }
+        let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
+        let Ok(Begin::Owner { generation }) = self.flights().begin(&fp, now, deadline_ms) else {
+            return None;
+        };
+        // A refresh another worker finished after this hit read the cache: nothing to do.
+        let current = self.tokens().get(&fp).ok().flatten();
+        if current.is_some_and(|e| {
+            e.servable(now, self.config.cache.min_remaining_ttl_ms) && !self.refresh_due(&e, now)
+        }) {
+            self.release_flight(&fp, generation);
+            return None;
+        }
+        let spent = self.spend_quota(client_id, now);
+        if let Some((rule, decision)) = spent
+            && !decision.allowed
+        {
+            self.refuse_flight(identity, Some(generation), &proof::quota_refusal(&rule, &decision, now));
+            return None;
+        }
+        Some(KeyedCall {
+            fingerprint: fp,
+            seal_key: identity.seal_key,
+            generation: Some(generation),
+            call: self.idp_call(head, body, Some(&fp)),
+            started_ms: now,
+            client_id: client_id.map(str::to_owned),
+            quota_spent_ms: spent.map(|_| now),
+        })
+    }
+
+    /// A fresh random nonce; `None` when the host has no randomness (nothing is sealed then).
+    pub(super) fn nonce(&self) -> Option<[u8; NONCE_BYTES]> {
+        let mut nonce = [0u8; NONCE_BYTES];
+        self.host.fill_random(&mut nonce).then_some(nonce)
+    }
+
+    /// A relayed body as stored in a flight record: sealed like tokens (a non-cacheable
+    /// `200` still carries one), so shared data never holds it in the clear.
+    pub(super) fn seal_body(&self, identity: &Identity, body: &[u8]) -> String {
+        self.nonce()
+            .map(|nonce| BASE64.encode(identity.seal_key.seal(nonce, &identity.fingerprint.0, body)))
+            .unwrap_or_default()
+    }
+
+    /// The original body, content type and Basic header, sent to `upstream.path`.
+    pub(super) fn idp_call(
+        &self,
+        head: &RequestHead,
+        body: &[u8],
+        cache_key: Option<&Fingerprint>,
+    ) -> IdpCall {
+        let up = &self.config.upstream;
+        let mut headers = vec![
+            (":method".to_owned(), "POST".to_owned()),
+            (":path".to_owned(), up.path.clone()),
+            (":authority".to_owned(), up.authority.clone()),
+            ("accept".to_owned(), "application/json".to_owned()),
+        ];
+        if let Some(content_type) = &head.content_type {
+            headers.push(("content-type".to_owned(), content_type.clone()));
+        }
+        if let Some(authorization) = &head.authorization {
+            headers.push(("authorization".to_owned(), authorization.clone()));
+        }
+        if let Some(proof) = &head.dpop {
+            headers.push(("dpop".to_owned(), proof.clone()));
+        }
+        if let (Some(name), Some(fp)) = (&up.key_header, cache_key) {
+            headers.push((name.clone(), fp.to_hex()));
+        }
+        IdpCall { cluster: up.cluster.clone(), headers, body: body.to_vec(), timeout_ms: up.timeout_ms }
+    }
+
+    /// Stores what a keyed call ended with — a token in the cache, a refusal in the
+    /// negative cache, the outcome in the flight record — and returns the outcome.
+    /// `reply` is `None` when the call failed (refused, reset, timed out).
+    pub fn finish_call(&self, call: &KeyedCall, reply: Option<&IdpReply>) -> CallOutcome {
+        let now = self.host.now_ms();
+        self.host.add(Metric::IdpCalls, 1);
+        let unreachable = || {
+            self.host.add(Metric::IdpErrors, 1);
+            if let (Some(id), Some(spent)) = (call.client_id.as_deref(), call.quota_spent_ms) {
+                self.give_back_quota(id, spent, now);
+            }
+            unreachable_outcome()
+        };
+        let outcome = match reply {
+            // Envoy answers for an IdP it cannot reach with a plain-text 5xx ("no healthy
+            // upstream", "upstream connect error"): that is an unreachable IdP, not its answer.
+            None => unreachable(),
+            Some(r) if r.status >= 500 && !is_json(&r.body) => unreachable(),
+            Some(r) => {
+                let backoff = self.observe_idp(r, call.client_id.as_deref(), now);
+                let identity = Identity { fingerprint: call.fingerprint, seal_key: call.seal_key };
+                let entry = self.nonce().and_then(|nonce| {
+                    CacheEntry::from_token_response(&identity, r.status, &r.body, call.started_ms, nonce)
+                });
+                // A token that could not be stored is still relayed to the waiters.
+                let put = entry.map(|e| self.tokens().put(&e, now));
+                if let Some(Ok(true)) = put {
+                    self.host.add(Metric::CacheEntries, 1);
+                }
+                let cached = matches!(put, Some(Ok(_)));
+                if r.status >= 500 || r.status == 429 {
+                    self.host.add(Metric::IdpErrors, 1);
+                }
+                let issued = r.status == 200 && has_access_token(&r.body);
+                if issued {
+                    self.prove(&call.fingerprint, call.client_id.as_deref(), now);
+                }
+                match (issued, call.client_id.as_deref(), call.quota_spent_ms) {
+                    (true, Some(id), _) => self.issued(id, now),
+                    (false, Some(id), Some(spent)) => self.give_back_quota(id, spent, now),
+                    _ => {}
+                }
+                if let Some(negative) = NegativeEntry::from_refusal(
+                    call.fingerprint,
+                    r.status,
+                    &r.body,
+                    now,
+                    self.config.cache.negative_ttl_ms,
+                ) {
+                    let _ = self.negatives().put(&negative, now);
+                }
+                let relay = !cached && r.body.len() <= MAX_SHARED_BODY_BYTES;
+                CallOutcome {
+                    status: r.status,
+                    cached,
+                    unreachable: false,
+                    headers: with_retry_after(relayed_headers(r), backoff, now),
+                    body: if relay { self.seal_body(&identity, &r.body) } else { String::new() },
+                }
+            }
+        };
+        if let Some(generation) = call.generation {
+            let _ = self.flights().finish(&call.fingerprint, generation, outcome.clone());
+        }
+        outcome
+    }
+
+    /// The response for a forwarded call (never cached); `reply` is `None` when it failed.
+    pub fn complete_forward(&self, pending: &PendingCall, reply: Option<&IdpReply>) -> Response {
+        let now = self.host.now_ms();
+        let response = match reply {
+            Some(r) if r.status < 500 || is_json(&r.body) => {
+                let backoff = self.observe_idp(r, pending.client_id.as_deref(), now);
+                let headers = with_retry_after(relayed_headers(r), backoff, now);
+                relay(r.status, &headers, r.body.clone(), CacheStatus::Bypass)
+            }
+            _ => {
+                self.host.add(Metric::IdpErrors, 1);
+                unavailable(CacheStatus::Bypass)
+            }
+        };
+        let client_id = pending.client_id.as_deref();
+        // Tokens from forwarded grants are issued (and billed) too: they keep their quota
+        // unit and are charged to the bucket; a call without a token gives its unit back.
+        let issued = response.status == 200 && has_access_token(&response.body);
+        let Some(id) = client_id else {
+            return self.conclude(None, Decision::Bypass, response, true);
+        };
+        if !issued {
+            if let Some(spent) = pending.quota_spent_ms {
+                self.give_back_quota(id, spent, now);
+            }
+            return self.conclude(
+                client_id,
+                Decision::Bypass,
+                with_headers(response, &pending.limit_headers),
+                true,
+            );
+        }
+        self.issued(id, now);
+        let headers = match pending.charge_on_token {
+            // The token is issued and billed: it is delivered even from an empty bucket.
+            true => self.charge(id, now, Decision::Bypass).headers(now),
+            false => pending.limit_headers.clone(),
+        };
+        self.conclude(client_id, Decision::Bypass, with_headers(response, &headers), true)
+    }
+}

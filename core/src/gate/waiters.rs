@@ -1,0 +1,77 @@
+//! Answering the requests that wait for a key's IdP call, from the outcome the call's owner
+//! stored (or the token cache, or a stale token at the deadline).
+
+use super::*;
+
+impl Gate<'_> {
+    /// The response for a waiter, or `None` while its call is still in flight. `known` is
+    /// the outcome when this worker made the call; otherwise it is read from shared data.
+    pub fn answer(&self, waiter: &Waiter, known: Option<&CallOutcome>) -> Option<Response> {
+        let now = self.host.now_ms();
+        let label = if waiter.owner { CacheStatus::Miss } else { CacheStatus::Coalesced };
+        let cached = self.tokens().get(&waiter.fingerprint).ok().flatten();
+        let servable = cached.as_ref().filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms));
+        if let Some(token) = servable.and_then(|e| e.render(&waiter.seal_key, now)) {
+            return Some(self.answer_token(waiter, Response::json(200, token, label), now));
+        }
+        let outcome = match known {
+            Some(outcome) => Some(outcome.clone()),
+            None => self.shared_outcome(waiter, now),
+        };
+        let stale = stale_token(cached.as_ref(), &waiter.seal_key, now);
+        let response = match outcome {
+            // A token just issued whose whole lifetime is below `min_remaining_ttl` is still
+            // this call's answer, not a stale one.
+            Some(outcome) if outcome.cached && stale.is_some() => {
+                Response::json(200, stale.unwrap_or_default(), label)
+            }
+            Some(outcome) => {
+                let body = open_body(&waiter.seal_key, &waiter.fingerprint, &outcome.body);
+                outcome_response(&outcome, body, stale, label)
+            }
+            None if now >= waiter.deadline_ms => failure_response(None, Vec::new(), stale, label),
+            None => return None,
+        };
+        if response.status == 200 {
+            return Some(self.answer_token(waiter, response, now));
+        }
+        let decision = Decision::of(response.cache_status());
+        Some(self.conclude(
+            waiter.client_id.as_deref(),
+            decision,
+            with_headers(response, &waiter.limit_headers),
+            false,
+        ))
+    }
+
+    /// A waiter's answer with a token: a request with unproven credentials is charged to
+    /// its client's bucket now, and refused if the bucket is empty.
+    pub(super) fn answer_token(&self, waiter: &Waiter, response: Response, now: u64) -> Response {
+        let decision = Decision::of(response.cache_status());
+        let client_id = waiter.client_id.as_deref();
+        match client_id.filter(|_| waiter.charge_on_token) {
+            Some(id) => {
+                let limits = self.charge(id, now, decision);
+                if limits.rate.is_some_and(|(_, d)| !d.allowed) {
+                    return self.rate_limit_refusal(client_id, &limits, now, true);
+                }
+                self.conclude(client_id, decision, with_headers(response, &limits.headers(now)), true)
+            }
+            None => self.conclude(client_id, decision, with_headers(response, &waiter.limit_headers), false),
+        }
+    }
+
+    /// The outcome of the waiter's call from the flight record. A record that moved on to
+    /// another call (or key) means the outcome is lost: answered as unreachable.
+    pub(super) fn shared_outcome(&self, waiter: &Waiter, now: u64) -> Option<CallOutcome> {
+        let generation = waiter.generation?;
+        match self.flights().read(&waiter.fingerprint) {
+            Ok(Some(record)) if record.generation == generation => match record.state {
+                FlightState::Done(outcome) => Some(outcome),
+                FlightState::InFlight { .. } => None,
+            },
+            Ok(_) if now < waiter.deadline_ms => Some(unreachable_outcome()),
+            _ => None,
+        }
+    }
+}
