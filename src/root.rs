@@ -15,6 +15,7 @@ use tokengate_core::cache::LocalIndex;
 use tokengate_core::flight::CallOutcome;
 use tokengate_core::gate::Waiter;
 use tokengate_core::hit_tally::PendingHits;
+use tokengate_core::keys;
 use tokengate_core::response::Response;
 use tokengate_core::store::{Change, Store};
 use tokengate_core::{Config, Gate};
@@ -55,7 +56,7 @@ impl TokengateRoot {
     /// Registers this worker's wake-up queue under a name of its own.
     fn register_queue(&self) {
         let store = Store::new(&EnvoyHost, &EnvoyHost, &self.key_prefix);
-        let counter_key = format!("{}:workers", self.key_prefix);
+        let counter_key = keys::workers(&self.key_prefix);
         let index = store.update(&counter_key, &0u64.to_le_bytes(), |bytes| {
             let n = bytes.try_into().map(u64::from_le_bytes).unwrap_or(0) + 1;
             Change::Write(n.to_le_bytes().to_vec(), n)
@@ -63,7 +64,7 @@ impl TokengateRoot {
         let Ok(index) = index else {
             return;
         };
-        match hostcalls::register_shared_queue(&format!("{}:wake:{index}", self.key_prefix)) {
+        match hostcalls::register_shared_queue(&keys::wake_queue(&self.key_prefix, index)) {
             Ok(id) => self.hub.borrow_mut().queue_id = Some(id),
             Err(status) => log::warn!("no wake-up queue ({status:?}); calls start on the tick"),
         }

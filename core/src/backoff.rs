@@ -156,7 +156,7 @@ pub struct IdpState<'a> {
 
 impl<'a> IdpState<'a> {
     pub fn new(store: &'a Store<'a>, key_prefix: &str) -> IdpState<'a> {
-        IdpState { store, key: format!("{key_prefix}:idp") }
+        IdpState { store, key: crate::keys::idp(key_prefix) }
     }
 
     pub fn read(&self) -> Result<IdpRecord, StoreError> {

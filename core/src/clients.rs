@@ -225,8 +225,8 @@ pub enum Standing {
 impl Standing {
     fn table(self) -> &'static str {
         match self {
-            Standing::Trusted => "client",
-            Standing::Guest => "guest",
+            Standing::Trusted => crate::keys::CLIENT,
+            Standing::Guest => crate::keys::GUEST,
         }
     }
 }
@@ -268,7 +268,7 @@ impl<'a> ClientTable<'a> {
         if second == first {
             second = (first + 1) % slots;
         }
-        [first, second].map(|slot| format!("{}:{}:{slot}", self.key_prefix, self.standing.table()))
+        [first, second].map(|slot| crate::keys::slot(self.key_prefix, self.standing.table(), slot))
     }
 
     /// Counts one request: takes a token from the client's bucket (when a rate limit
@@ -475,7 +475,7 @@ impl<'a> ClientTable<'a> {
     pub fn scan(&self) -> Result<Vec<ClientRecord>, StoreError> {
         let mut records = Vec::new();
         for slot in 0..self.slots {
-            let key = format!("{}:{}:{slot}", self.key_prefix, self.standing.table());
+            let key = crate::keys::slot(self.key_prefix, self.standing.table(), u64::from(slot));
             if let Some((bytes, _)) = self.store.get(&key).map_err(StoreError::Host)?
                 && let Some(record) = ClientRecord::decode(&bytes)
             {

@@ -60,7 +60,7 @@ impl<'a> FlightTable<'a> {
     }
 
     fn slot_key(&self, fp: &Fingerprint) -> String {
-        format!("{}:flight:{}", self.key_prefix, fp.word(2) % u64::from(self.slots))
+        crate::keys::slot(self.key_prefix, crate::keys::FLIGHT, fp.word(2) % u64::from(self.slots))
     }
 
     /// Becomes the owner of the key's next call, or joins the live one.

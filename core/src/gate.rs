@@ -167,6 +167,18 @@ impl<'a> Gate<'a> {
         self
     }
 
+    /// The result of a shared-data write whose failure does not change the answer: counted
+    /// in `tokengate_store_errors_total` when it failed.
+    fn stored<T, E>(&self, result: Result<T, E>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(_) => {
+                self.host.add(Metric::StoreErrors, 1);
+                None
+            }
+        }
+    }
+
     /// Prepares shared data once per worker, before it serves (from `on_configure`).
     pub fn prepare(&self) -> bool {
         self.store.prepare().is_ok()

@@ -12,6 +12,7 @@ pub mod gate;
 pub mod hit_tally;
 pub mod host;
 pub mod json_object;
+pub mod keys;
 pub mod limits;
 pub mod rate_limit_service;
 pub mod record;

@@ -38,7 +38,7 @@ pub struct Store<'a> {
 
 impl<'a> Store<'a> {
     pub fn new(store: &'a dyn SharedStore, clock: &'a dyn Clock, key_prefix: &str) -> Store<'a> {
-        Store { store, clock, lock_key: format!("{key_prefix}:create-lock") }
+        Store { store, clock, lock_key: crate::keys::create_lock(key_prefix) }
     }
 
     /// Creates the creation lock if missing. Call once per worker before serving (from

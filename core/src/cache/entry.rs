@@ -149,7 +149,7 @@ pub fn render_token(rest: &[u8], seconds: u64) -> Vec<u8> {
 }
 
 impl SlotEntry for CacheEntry {
-    const KIND: &'static str = "token";
+    const KIND: &'static str = crate::keys::TOKEN;
 
     fn fingerprint(&self) -> &Fingerprint {
         &self.fingerprint

@@ -45,7 +45,7 @@ impl NegativeEntry {
 }
 
 impl SlotEntry for NegativeEntry {
-    const KIND: &'static str = "negative";
+    const KIND: &'static str = crate::keys::NEGATIVE;
 
     fn fingerprint(&self) -> &Fingerprint {
         &self.fingerprint

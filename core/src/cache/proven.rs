@@ -23,7 +23,7 @@ impl ProvenEntry {
 }
 
 impl SlotEntry for ProvenEntry {
-    const KIND: &'static str = "proven";
+    const KIND: &'static str = crate::keys::PROVEN;
 
     fn fingerprint(&self) -> &Fingerprint {
         &self.fingerprint

@@ -46,7 +46,7 @@ impl<'a, E: SlotEntry> SlotTable<'a, E> {
         if second == first {
             second = (first + 1) % slots;
         }
-        [first, second].map(|slot| format!("{}:{}:{slot}", self.key_prefix, E::KIND))
+        [first, second].map(|slot| crate::keys::slot(self.key_prefix, E::KIND, slot))
     }
 
     /// The entry for `fp`, expired or not (the caller decides what it may serve).

@@ -55,8 +55,11 @@ impl Gate<'_> {
     ) -> Option<T> {
         match op(&self.clients(Standing::Trusted), self.configured(client_id)) {
             Ok(Some(out)) => Some(out),
-            Ok(None) => op(&self.clients(Standing::Guest), true).ok().flatten(),
-            Err(_) => None,
+            Ok(None) => self.stored(op(&self.clients(Standing::Guest), true)).flatten(),
+            Err(_) => {
+                self.host.add(Metric::StoreErrors, 1);
+                None
+            }
         }
     }
 
@@ -141,7 +144,7 @@ impl Gate<'_> {
             if let Ok(Some(record)) = guests.get(client_id)
                 && trusted.adopt(record, now).is_ok()
             {
-                let _ = guests.remove(client_id);
+                self.stored(guests.remove(client_id));
             }
         }
         let window_ms = self.issuance_window_ms(client_id);

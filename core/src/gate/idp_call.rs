@@ -38,7 +38,7 @@ impl Gate<'_> {
             _ => None,
         };
         let upstream_until = until.filter(|_| per_client.is_none());
-        let _ = self.idp_state().observe(&headers, now, upstream_until);
+        self.stored(self.idp_state().observe(&headers, now, upstream_until));
         if let (Some(until), Some(id)) = (until, per_client) {
             self.on_client(id, |table, create| table.back_off(id, now, create, until));
         }
@@ -90,7 +90,7 @@ impl Gate<'_> {
             headers: Vec::new(),
             body: String::new(),
         };
-        let _ = self.flights().finish(fp, generation, outcome);
+        self.stored(self.flights().finish(fp, generation, outcome));
     }
 
     /// Records a refusal given instead of the key's call as the call's outcome, so the
@@ -111,7 +111,7 @@ impl Gate<'_> {
                 .collect(),
             body: self.seal_body(identity, &refusal.body),
         };
-        let _ = self.flights().finish(&identity.fingerprint, generation, outcome);
+        self.stored(self.flights().finish(&identity.fingerprint, generation, outcome));
     }
 
     pub(super) fn refresh_due(&self, entry: &CacheEntry, now: u64) -> bool {
@@ -236,11 +236,11 @@ impl Gate<'_> {
                     CacheEntry::from_token_response(&identity, r.status, &r.body, call.started_ms, nonce)
                 });
                 // A token that could not be stored is still relayed to the waiters.
-                let put = entry.map(|e| self.tokens().put(&e, now));
-                if let Some(Ok(true)) = put {
+                let put = entry.and_then(|e| self.stored(self.tokens().put(&e, now)));
+                if put == Some(true) {
                     self.host.add(Metric::CacheEntries, 1);
                 }
-                let cached = matches!(put, Some(Ok(_)));
+                let cached = put.is_some();
                 if r.status >= 500 || r.status == 429 {
                     self.host.add(Metric::IdpErrors, 1);
                 }
@@ -260,7 +260,7 @@ impl Gate<'_> {
                     now,
                     self.config.cache.negative_ttl_ms,
                 ) {
-                    let _ = self.negatives().put(&negative, now);
+                    self.stored(self.negatives().put(&negative, now));
                 }
                 let relay = !cached && r.body.len() <= MAX_SHARED_BODY_BYTES;
                 CallOutcome {
@@ -273,7 +273,7 @@ impl Gate<'_> {
             }
         };
         if let Some(generation) = call.generation {
-            let _ = self.flights().finish(&call.fingerprint, generation, outcome.clone());
+            self.stored(self.flights().finish(&call.fingerprint, generation, outcome.clone()));
         }
         outcome
     }

@@ -50,7 +50,7 @@ impl Gate<'_> {
     pub(super) fn prove(&self, fp: &Fingerprint, client_id: Option<&str>, now: u64) {
         let window_ms = client_id.map_or(super::DAY_MS, |id| self.issuance_window_ms(id));
         let entry = ProvenEntry { fingerprint: *fp, expires_at_ms: now.saturating_add(window_ms) };
-        let _ = self.proven_keys().put(&entry, now);
+        self.stored(self.proven_keys().put(&entry, now));
     }
 
     /// Charges a request whose credentials were just proven (a token came) to its
@@ -121,7 +121,7 @@ impl Gate<'_> {
 
     /// One call from the bucket shared by unknown client ids; `None` when the store failed.
     fn take_unknown_clients(&self, rule: &BucketRule, now: u64) -> Option<BucketDecision> {
-        let key = format!("{}:unknown-clients", self.key_prefix);
+        let key = crate::keys::unknown_clients(self.key_prefix);
         self.store
             .update(&key, &[], |bytes| {
                 let bucket = Bucket::from_bytes(bytes).unwrap_or_else(|| Bucket::full(rule, now));

@@ -916,3 +916,23 @@ fn a_request_the_service_refuses_is_429_with_its_reset_and_counted() {
     assert_eq!(gate.client_id_of(&form(), b"grant_type=client_credentials"), None);
     assert_eq!(gate.client_id_of(&form(), b"%zz"), None);
 }
+
+#[test]
+fn a_token_that_cannot_be_stored_is_still_answered_and_the_failed_write_is_counted() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({}));
+    let gate = Gate::new(&config, &host, "tokengate");
+    let waiter = expect_wait(&gate, &form(), &body("s1", "a"));
+    let call = waiter.call.clone().unwrap();
+    run_call(&gate, &call, None);
+    // Every write from here on fails: the token, the outcome.
+    host.fail_writes(true);
+    let outcome = gate.finish_call(&call, Some(&token_reply("tok-1", 3600)));
+    let answer = gate.answer(&waiter, Some(&outcome)).unwrap();
+    assert_eq!((answer.status, json_of(&answer)["access_token"].clone()), (200, json!("tok-1")));
+    assert!(host.metric(Metric::StoreErrors) >= 1, "the lost writes are counted");
+    assert_eq!(host.metric(Metric::CacheEntries), 0);
+    // Nothing was cached: the next request calls the IdP again.
+    host.fail_writes(false);
+    assert!(matches!(gate.handle(&form(), body("s1", "a").as_bytes()).outcome, Outcome::Wait(_)));
+}

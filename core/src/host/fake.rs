@@ -19,6 +19,8 @@ pub struct FakeHost {
     conflicts: Cell<u32>,
     /// Dispatches fail (as when the cluster does not exist).
     dispatch_fails: Cell<bool>,
+    /// Every set fails with a host error (as when shared data is out of memory).
+    writes_fail: Cell<bool>,
     /// Runs just before the set with this index (counted from when it was armed).
     interleaved: RefCell<Option<(u32, Interleaved)>>,
     sets_seen: Cell<u32>,
@@ -45,6 +47,11 @@ impl FakeHost {
     /// Every IdP call dispatched so far.
     pub fn calls(&self) -> Vec<IdpCall> {
         self.calls.borrow().clone()
+    }
+
+    /// From now on every write to shared data fails with a host error (`false`: they work).
+    pub fn fail_writes(&self, fail: bool) {
+        self.writes_fail.set(fail);
     }
 
     pub fn inject_cas_conflicts(&self, count: u32) {
@@ -102,6 +109,9 @@ impl SharedStore for FakeHost {
         let pending = if due { self.interleaved.borrow_mut().take() } else { None };
         if let Some((_, work)) = pending {
             work(self);
+        }
+        if self.writes_fail.get() {
+            return Err(StoreError::Host(HostError("writes fail (test)".into())));
         }
         let mut data = self.data.borrow_mut();
         if let (Some(cas), Some((_, current))) = (cas, data.get(key)) {

@@ -82,12 +82,15 @@ pub enum Metric {
     /// Requests the global rate-limit service did not decide (unreachable, timed out, an
     /// answer that does not parse): the local limiter decided them.
     RateLimitServiceErrors,
+    /// Shared-data writes that failed (a host error, or CAS retries used up): the answer
+    /// was still given, but what it should have recorded was lost.
+    StoreErrors,
     /// Gauge: token slots in use.
     CacheEntries,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 17] = [
+    pub const ALL: [Metric; 18] = [
         Metric::Requests,
         Metric::Hits,
         Metric::Misses,
@@ -104,6 +107,7 @@ impl Metric {
         Metric::IdpBackoffRejected,
         Metric::IdpReserveHeld,
         Metric::RateLimitServiceErrors,
+        Metric::StoreErrors,
         Metric::CacheEntries,
     ];
 
@@ -131,6 +135,7 @@ impl Metric {
             Metric::IdpBackoffRejected => "tokengate_idp_backoff_rejected_total",
             Metric::IdpReserveHeld => "tokengate_idp_reserve_held_total",
             Metric::RateLimitServiceErrors => "tokengate_rate_limit_service_errors_total",
+            Metric::StoreErrors => "tokengate_store_errors_total",
             Metric::CacheEntries => "tokengate_cache_entries",
         }
     }
