@@ -1,15 +1,18 @@
 //! tokengate-core's host traits over `proxy_wasm::hostcalls`, which return `Result`:
 //! a failed host call becomes an error value, never a panic (the SDK's trait defaults
-//! unwrap, so they are not used).
+//! unwrap, so they are not used); and the two stream-level translations, a core
+//! `Response` to a local reply and an IdP answer to a core `IdpReply`.
 
 use std::cell::RefCell;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MetricType, Status};
+use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
+use tokengate_core::IdpReply;
 use tokengate_core::host::{
     Clock, Dispatcher, Entropy, HostError, IdpCall, Metric, Metrics, SharedStore, StoreError,
 };
+use tokengate_core::response::Response;
 
 /// Envoy, as seen from one context.
 pub struct EnvoyHost;
@@ -90,4 +93,36 @@ impl Metrics for EnvoyHost {
             let _ = hostcalls::increment_metric(id, delta);
         }
     }
+}
+
+/// Sends a local reply on the current (effective) stream. The decision and client id
+/// travel as response headers (`x-tokengate-decision`, `x-tokengate-client`) for the access
+/// log: two filter-state properties cost a hit about 5 µs of Envoy CPU, headers nothing
+/// measurable.
+pub fn send_response(response: &Response) {
+    let headers: Vec<(&str, &str)> = response.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())).collect();
+    if let Err(status) =
+        hostcalls::send_http_response(u32::from(response.status), headers, Some(&response.body))
+    {
+        log::warn!("send_http_response failed: {status:?}");
+    }
+}
+
+/// The IdP's answer in an `on_http_call_response` callback; `None` when the call failed
+/// (no headers: refused, reset or timed out).
+pub fn read_idp_reply(num_headers: usize, body_size: usize) -> Option<IdpReply> {
+    if num_headers == 0 {
+        return None;
+    }
+    let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).ok()?;
+    let status = headers
+        .iter()
+        .find(|(name, _)| name == ":status")
+        .and_then(|(_, value)| value.parse::<u16>().ok())?;
+    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let headers = headers.into_iter().map(|(n, v)| (n.to_ascii_lowercase(), v)).collect();
+    Some(IdpReply { status, headers, body })
 }

@@ -7,9 +7,14 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use tokengate_core::gate::{KeyedCall, Waiter};
+
+/// How often the root context looks for outcomes written by other workers and flushes
+/// pending hits to shared data.
+pub const TICK: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
 pub struct Hub {

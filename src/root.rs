@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -20,13 +19,9 @@ use tokengate_core::response::Response;
 use tokengate_core::store::{Change, Store};
 use tokengate_core::{Config, Gate};
 
-use crate::filter::{TokenFilter, read_idp_reply, send_response};
-use crate::host::EnvoyHost;
-use crate::hub::SharedHub;
-
-/// How often waiters look for outcomes written by other workers, and pending hits are
-/// flushed to shared data.
-pub const TICK: Duration = Duration::from_millis(20);
+use crate::filter::TokenFilter;
+use crate::host::{EnvoyHost, read_idp_reply, send_response};
+use crate::hub::{SharedHub, TICK};
 
 pub struct TokengateRoot {
     context_id: u32,

@@ -7,7 +7,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use crate::config::{BucketRule, QuotaRule};
 use crate::hit_tally::{HitTally, LEASE_MS, Lease, lease_size};
 use crate::host::StoreError;
-use crate::limits::{Bucket, BucketDecision, QuotaDecision, QuotaWindow};
+use crate::limits::{Bucket, BucketDecision, LimitState, QuotaDecision, QuotaWindow};
 use crate::record::Reader;
 use crate::response::Decision;
 use crate::store::{CAS_ATTEMPTS, Change, Store};
@@ -183,15 +183,6 @@ impl ClientRecord {
             usage: Usage::from_fields(fields),
         })
     }
-}
-
-/// What the limits said about one request, for its headers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LimitState {
-    pub rate: Option<(BucketRule, BucketDecision)>,
-    pub quota: Option<(QuotaRule, QuotaDecision)>,
-    /// The client's IdP back-off deadline, when one is in force.
-    pub backoff_until_ms: Option<u64>,
 }
 
 /// What [`ClientTable::spend_call`] took: each decision when its rule applied.

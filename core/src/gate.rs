@@ -15,7 +15,7 @@ use crate::backoff::{IdpRecord, IdpState, RateLimitHeaders, deadline_ms, seconds
 use crate::cache::{
     CacheEntry, LocalHit, LocalIndex, NegativeEntry, NegativeTable, RequestDigest, TokenTable, render_token,
 };
-use crate::clients::{Admission, ClientTable, LimitState, Standing};
+use crate::clients::{Admission, ClientTable, Standing};
 use crate::config::{BackoffScope, Config, QuotaRule};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -25,7 +25,7 @@ use crate::fingerprint::{Fingerprint, Identity};
 use crate::flight::{Begin, CallOutcome, FlightState, FlightTable};
 use crate::hit_tally::PendingHits;
 use crate::host::{Host, IdpCall, Metric, StoreError};
-use crate::limits::QuotaDecision;
+use crate::limits::{LimitState, QuotaDecision};
 use crate::rate_limit_service::Verdict;
 use crate::request::{RequestError, RequestHead, RequestKind, TokenRequest};
 use crate::response::{CacheStatus, Decision, ErrorCode, Header, Response};

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use crate::clients::LimitState;
+use crate::limits::LimitState;
 
 /// A bucket with fewer tokens than this left is taken from one request at a time: limits of
 /// up to 1000 requests per window are exact request by request, `x-ratelimit-remaining`

@@ -2,8 +2,8 @@
 //! the host asks the service with the request's client id, then either answers the 429
 //! here or runs [`Gate::handle`] with the service's decision in place of the local bucket.
 
-use crate::clients::LimitState;
 use crate::host::Metric;
+use crate::limits::LimitState;
 use crate::rate_limit_service::Verdict;
 use crate::request::{RequestHead, TokenRequest};
 use crate::response::Response;

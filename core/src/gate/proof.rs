@@ -8,9 +8,10 @@
 //! given back when the call issues no token.
 
 use crate::cache::{ProvenEntry, SlotTable};
-use crate::clients::{Admission, LimitState, Standing};
+use crate::clients::{Admission, Standing};
 use crate::config::{BucketRule, QuotaRule};
 use crate::fingerprint::Fingerprint;
+use crate::limits::LimitState;
 use crate::limits::{Bucket, BucketDecision, QuotaDecision, seconds_until};
 use crate::request::RequestError;
 use crate::response::{CacheStatus, Decision, ErrorCode, Response};

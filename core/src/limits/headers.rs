@@ -2,7 +2,7 @@
 //! Auth0's `x-ratelimit-*` (reset as a Unix timestamp), the IETF draft's `ratelimit-policy`
 //! and `ratelimit`, and Auth0's `auth0-client-quota-limit` where a quota applies.
 
-use crate::clients::LimitState;
+use super::LimitState;
 use crate::config::QuotaRule;
 use crate::response::Header;
 

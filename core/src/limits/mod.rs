@@ -8,3 +8,14 @@ mod quota;
 pub use bucket::{Bucket, BucketDecision};
 pub use headers::seconds_until;
 pub use quota::{QuotaDecision, QuotaWindow, window_start};
+
+use crate::config::{BucketRule, QuotaRule};
+
+/// What the limits said about one request, for its headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitState {
+    pub rate: Option<(BucketRule, BucketDecision)>,
+    pub quota: Option<(QuotaRule, QuotaDecision)>,
+    /// The client's IdP back-off deadline, when one is in force.
+    pub backoff_until_ms: Option<u64>,
+}
