@@ -5,6 +5,7 @@
 //! client's record, or for the whole IdP — before which no request calls the IdP again.
 
 use crate::host::StoreError;
+use crate::record::{Reader, Writer};
 use crate::store::{Change, Store};
 
 /// What the IdP last said about its rate limit, and the IdP-wide back-off deadline.
@@ -116,35 +117,27 @@ impl IdpRecord {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![FORMAT_VERSION];
-        for field in [
-            self.limit.unwrap_or(ABSENT),
-            self.remaining.unwrap_or(ABSENT),
-            self.reset_s.unwrap_or(ABSENT),
-            self.seen_ms,
-            self.upstream_until_ms,
-        ] {
-            out.extend_from_slice(&field.to_le_bytes());
-        }
-        out
+        Writer::new(FORMAT_VERSION, 40)
+            .u64(self.limit.unwrap_or(ABSENT))
+            .u64(self.remaining.unwrap_or(ABSENT))
+            .u64(self.reset_s.unwrap_or(ABSENT))
+            .u64(self.seen_ms)
+            .u64(self.upstream_until_ms)
+            .finish()
     }
 
     /// `None` for an empty value or another format.
     pub fn decode(bytes: &[u8]) -> Option<IdpRecord> {
-        let (&version, rest) = bytes.split_first()?;
-        if version != FORMAT_VERSION || rest.len() != 40 {
-            return None;
-        }
-        let field =
-            |i: usize| rest.get(i * 8..i * 8 + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
-        let optional = |v: Option<u64>| v.filter(|v| *v != ABSENT);
-        Some(IdpRecord {
-            limit: optional(field(0)),
-            remaining: optional(field(1)),
-            reset_s: optional(field(2)),
-            seen_ms: field(3)?,
-            upstream_until_ms: field(4)?,
-        })
+        let mut r = Reader::open(bytes, FORMAT_VERSION)?;
+        let optional = |v: u64| (v != ABSENT).then_some(v);
+        let record = IdpRecord {
+            limit: optional(r.u64()?),
+            remaining: optional(r.u64()?),
+            reset_s: optional(r.u64()?),
+            seen_ms: r.u64()?,
+            upstream_until_ms: r.u64()?,
+        };
+        r.is_done().then_some(record)
     }
 }
 

@@ -8,11 +8,11 @@ use crate::config::{BucketRule, QuotaRule};
 use crate::hit_tally::{HitTally, LEASE_MS, Lease, lease_size};
 use crate::host::StoreError;
 use crate::limits::{Bucket, BucketDecision, LimitState, QuotaDecision, QuotaWindow};
-use crate::record::Reader;
+use crate::record::{Reader, Writer};
 use crate::response::Decision;
 use crate::store::{CAS_ATTEMPTS, Change, Store};
 
-const FORMAT_VERSION: u8 = 4;
+const FORMAT_VERSION: u8 = 5;
 
 /// What one client did, counted exactly across workers (the usage report's row).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -127,39 +127,28 @@ impl ClientRecord {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let id = self.client_id.as_bytes();
-        let mut out = Vec::with_capacity(1 + 2 + id.len() + 8 + 1 + 32);
-        out.push(FORMAT_VERSION);
-        out.extend_from_slice(&(id.len() as u16).to_le_bytes());
-        out.extend_from_slice(id);
-        out.extend_from_slice(&self.last_seen_ms.to_le_bytes());
         let flags = u8::from(self.bucket.is_some())
             | u8::from(self.quota.is_some()) << 1
             | u8::from(self.unproven.is_some()) << 2;
-        out.push(flags);
+        let mut out = Writer::new(FORMAT_VERSION, 4 + self.client_id.len() + 8 * (4 + 6 + Usage::FIELDS) + 1);
+        out.bytes(self.client_id.as_bytes()).u64(self.last_seen_ms).u8(flags);
         for b in [self.bucket, self.unproven].into_iter().flatten() {
-            out.extend_from_slice(&b.tokens.to_le_bytes());
-            out.extend_from_slice(&b.last_fill_ms.to_le_bytes());
+            out.u64(b.tokens).u64(b.last_fill_ms);
         }
         if let Some(q) = self.quota {
-            out.extend_from_slice(&q.start_ms.to_le_bytes());
-            out.extend_from_slice(&q.used.to_le_bytes());
+            out.u64(q.start_ms).u64(q.used);
         }
-        out.extend_from_slice(&self.backoff_until_ms.to_le_bytes());
+        out.u64(self.backoff_until_ms);
         for field in self.usage.fields() {
-            out.extend_from_slice(&field.to_le_bytes());
+            out.u64(field);
         }
-        out
+        out.finish()
     }
 
     /// `None` for an empty slot or bytes of another format.
     pub fn decode(bytes: &[u8]) -> Option<ClientRecord> {
-        let mut r = Reader(bytes);
-        if r.u8()? != FORMAT_VERSION {
-            return None;
-        }
-        let id_len = r.u16()? as usize;
-        let client_id = String::from_utf8(r.take(id_len)?.to_vec()).ok()?;
+        let mut r = Reader::open(bytes, FORMAT_VERSION)?;
+        let client_id = r.string()?;
         let last_seen_ms = r.u64()?;
         let flags = r.u8()?;
         let bucket =

@@ -6,7 +6,7 @@
 
 use crate::fingerprint::Fingerprint;
 use crate::host::StoreError;
-use crate::record::{Reader, put_bytes};
+use crate::record::{Reader, Writer};
 use crate::store::{Change, Store};
 
 /// What one IdP call ended with, as waiters on every worker read it.
@@ -117,37 +117,29 @@ const IN_FLIGHT: u8 = 0;
 const DONE: u8 = 1;
 
 fn encode(record: &FlightRecord) -> Vec<u8> {
-    let mut out = vec![FORMAT_VERSION];
-    put_bytes(&mut out, record.key.as_bytes());
-    out.extend_from_slice(&record.generation.to_le_bytes());
+    let mut out = Writer::new(FORMAT_VERSION, 128);
+    out.bytes(record.key.as_bytes()).u64(record.generation);
     match &record.state {
         FlightState::InFlight { deadline_ms } => {
-            out.push(IN_FLIGHT);
-            out.extend_from_slice(&deadline_ms.to_le_bytes());
+            out.u8(IN_FLIGHT).u64(*deadline_ms);
         }
         FlightState::Done(o) => {
-            out.push(DONE);
-            out.extend_from_slice(&o.status.to_le_bytes());
-            out.push(u8::from(o.cached) | u8::from(o.unreachable) << 1);
+            out.u8(DONE).u16(o.status).u8(u8::from(o.cached) | u8::from(o.unreachable) << 1);
             // An IdP answer has far fewer headers; more are dropped rather than miscounted.
             let headers = &o.headers[..o.headers.len().min(usize::from(u16::MAX))];
-            out.extend_from_slice(&(headers.len() as u16).to_le_bytes());
+            out.u16(headers.len() as u16);
             for (name, value) in headers {
-                put_bytes(&mut out, name.as_bytes());
-                put_bytes(&mut out, value.as_bytes());
+                out.bytes(name.as_bytes()).bytes(value.as_bytes());
             }
-            put_bytes(&mut out, o.body.as_bytes());
+            out.bytes(o.body.as_bytes());
         }
     }
-    out
+    out.finish()
 }
 
 /// `None` for an empty slot or bytes of another layout.
 fn decode(bytes: &[u8]) -> Option<FlightRecord> {
-    let mut r = Reader(bytes);
-    if r.u8()? != FORMAT_VERSION {
-        return None;
-    }
+    let mut r = Reader::open(bytes, FORMAT_VERSION)?;
     let key = r.string()?;
     let generation = r.u64()?;
     let state = match r.u8()? {

@@ -6,6 +6,7 @@
 use crate::cache::SlotEntry;
 use crate::cache::token_json::{members, object_without, string_member};
 use crate::fingerprint::{Fingerprint, Identity};
+use crate::record::{Reader, Writer};
 use crate::seal::{NONCE_BYTES, SealKey};
 
 /// Token responses larger than this are relayed but not cached (bounds the memory a slot
@@ -110,26 +111,21 @@ impl CacheEntry {
     }
 
     fn encode_entry(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_BYTES + self.sealed_body.len());
-        out.push(FORMAT_VERSION);
-        out.extend_from_slice(&self.fingerprint.0);
-        out.extend_from_slice(&self.issued_at_ms.to_le_bytes());
-        out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
-        out.extend_from_slice(&self.sealed_body);
-        out
+        Writer::new(FORMAT_VERSION, HEADER_BYTES + self.sealed_body.len())
+            .raw(&self.fingerprint.0)
+            .u64(self.issued_at_ms)
+            .u64(self.expires_at_ms)
+            .raw(&self.sealed_body)
+            .finish()
     }
 
     fn decode_entry(bytes: &[u8]) -> Option<CacheEntry> {
-        if bytes.len() < HEADER_BYTES || bytes[0] != FORMAT_VERSION {
-            return None;
-        }
-        let u64_at =
-            |at: usize| -> Option<u64> { Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?)) };
+        let mut r = Reader::open(bytes, FORMAT_VERSION)?;
         Some(CacheEntry {
-            fingerprint: Fingerprint(bytes.get(1..33)?.try_into().ok()?),
-            issued_at_ms: u64_at(33)?,
-            expires_at_ms: u64_at(41)?,
-            sealed_body: bytes[HEADER_BYTES..].to_vec(),
+            fingerprint: Fingerprint(r.array()?),
+            issued_at_ms: r.u64()?,
+            expires_at_ms: r.u64()?,
+            sealed_body: r.rest().to_vec(),
         })
     }
 }

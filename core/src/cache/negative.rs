@@ -4,6 +4,7 @@
 
 use crate::cache::{SlotEntry, SlotTable};
 use crate::fingerprint::Fingerprint;
+use crate::record::{Reader, Writer};
 
 /// Refusal bodies larger than this are not remembered.
 const MAX_BODY_BYTES: usize = 4096;
@@ -56,24 +57,21 @@ impl SlotEntry for NegativeEntry {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_BYTES + self.body.len());
-        out.push(FORMAT_VERSION);
-        out.extend_from_slice(&self.fingerprint.0);
-        out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
-        out.extend_from_slice(&self.status.to_le_bytes());
-        out.extend_from_slice(&self.body);
-        out
+        Writer::new(FORMAT_VERSION, HEADER_BYTES + self.body.len())
+            .raw(&self.fingerprint.0)
+            .u64(self.expires_at_ms)
+            .u16(self.status)
+            .raw(&self.body)
+            .finish()
     }
 
     fn decode(bytes: &[u8]) -> Option<NegativeEntry> {
-        if bytes.len() < HEADER_BYTES || bytes[0] != FORMAT_VERSION {
-            return None;
-        }
+        let mut r = Reader::open(bytes, FORMAT_VERSION)?;
         Some(NegativeEntry {
-            fingerprint: Fingerprint(bytes.get(1..33)?.try_into().ok()?),
-            expires_at_ms: u64::from_le_bytes(bytes.get(33..41)?.try_into().ok()?),
-            status: u16::from_le_bytes(bytes.get(41..43)?.try_into().ok()?),
-            body: bytes[HEADER_BYTES..].to_vec(),
+            fingerprint: Fingerprint(r.array()?),
+            expires_at_ms: r.u64()?,
+            status: r.u16()?,
+            body: r.rest().to_vec(),
         })
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::cache::SlotEntry;
 use crate::fingerprint::Fingerprint;
-use crate::record::Reader;
+use crate::record::{Reader, Writer};
 
 const FORMAT_VERSION: u8 = 1;
 
@@ -34,20 +34,12 @@ impl SlotEntry for ProvenEntry {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + 32 + 8);
-        out.push(FORMAT_VERSION);
-        out.extend_from_slice(&self.fingerprint.0);
-        out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
-        out
+        Writer::new(FORMAT_VERSION, 32 + 8).raw(&self.fingerprint.0).u64(self.expires_at_ms).finish()
     }
 
     fn decode(bytes: &[u8]) -> Option<ProvenEntry> {
-        let mut r = Reader(bytes);
-        if r.u8()? != FORMAT_VERSION {
-            return None;
-        }
-        let fingerprint = Fingerprint(r.take(32)?.try_into().ok()?);
-        Some(ProvenEntry { fingerprint, expires_at_ms: r.u64()? })
+        let mut r = Reader::open(bytes, FORMAT_VERSION)?;
+        Some(ProvenEntry { fingerprint: Fingerprint(r.array()?), expires_at_ms: r.u64()? })
     }
 }
 
