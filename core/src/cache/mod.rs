@@ -13,5 +13,5 @@ pub use entry::{CacheEntry, MAX_CACHED_BODY_BYTES, render_token};
 pub use local::{LocalHit, LocalIndex, RequestDigest};
 pub use negative::{NegativeEntry, NegativeTable};
 pub use proven::ProvenEntry;
-pub use table::{SlotEntry, SlotTable, TokenTable};
+pub use table::{SlotEntry, SlotTable, Slots, TokenTable};
 pub use token_json::{members, object_without, string_member};

@@ -24,10 +24,42 @@ pub trait SlotEntry: Sized {
     fn decode(bytes: &[u8]) -> Option<Self>;
 }
 
+/// Where a table's entries live: `count` shared-data keys `<prefix>:<table>:<n>`
+/// (`crate::keys`), and for each entry two candidates picked by two words of its hash.
+/// Every slot table uses it: the caches here and the client tables (`crate::clients`).
+#[derive(Debug, Clone, Copy)]
+pub struct Slots<'a> {
+    prefix: &'a str,
+    table: &'static str,
+    count: u32,
+}
+
+impl<'a> Slots<'a> {
+    pub fn new(prefix: &'a str, table: &'static str, count: u32) -> Slots<'a> {
+        Slots { prefix, table, count: count.max(1) }
+    }
+
+    /// The two candidate slots of an entry whose hash gives these two words (distinct
+    /// whenever the table has two slots).
+    pub fn candidates(&self, first_word: u64, second_word: u64) -> [String; 2] {
+        let count = u64::from(self.count);
+        let first = first_word % count;
+        let mut second = second_word % count;
+        if second == first {
+            second = (first + 1) % count;
+        }
+        [first, second].map(|slot| crate::keys::slot(self.prefix, self.table, slot))
+    }
+
+    /// Every slot's key (for reports that read the whole table).
+    pub fn every(&self) -> impl Iterator<Item = String> + '_ {
+        (0..u64::from(self.count)).map(|slot| crate::keys::slot(self.prefix, self.table, slot))
+    }
+}
+
 pub struct SlotTable<'a, E> {
     store: &'a dyn SharedStore,
-    key_prefix: &'a str,
-    slots: u32,
+    slots: Slots<'a>,
     entry: PhantomData<E>,
 }
 
@@ -36,17 +68,11 @@ pub type TokenTable<'a> = SlotTable<'a, CacheEntry>;
 
 impl<'a, E: SlotEntry> SlotTable<'a, E> {
     pub fn new(store: &'a dyn SharedStore, key_prefix: &'a str, slots: u32) -> SlotTable<'a, E> {
-        SlotTable { store, key_prefix, slots: slots.max(1), entry: PhantomData }
+        SlotTable { store, slots: Slots::new(key_prefix, E::KIND, slots), entry: PhantomData }
     }
 
     fn slot_keys(&self, fp: &Fingerprint) -> [String; 2] {
-        let slots = u64::from(self.slots);
-        let first = fp.word(0) % slots;
-        let mut second = fp.word(1) % slots;
-        if second == first {
-            second = (first + 1) % slots;
-        }
-        [first, second].map(|slot| crate::keys::slot(self.key_prefix, E::KIND, slot))
+        self.slots.candidates(fp.word(0), fp.word(1))
     }
 
     /// The entry for `fp`, expired or not (the caller decides what it may serve).

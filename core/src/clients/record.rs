@@ -1,0 +1,169 @@
+//! A client's record in shared data: its buckets, quota window, IdP back-off and usage,
+//! in the record codec every table uses.
+
+use crate::limits::{Bucket, QuotaWindow};
+use crate::record::{Reader, Writer};
+use crate::response::Decision;
+
+/// Bumped when the layout changes: a record of another layout reads as an empty slot.
+const FORMAT_VERSION: u8 = 5;
+
+/// What one client did, counted exactly across workers (the usage report's row).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub requests: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub coalesced: u64,
+    pub stale: u64,
+    pub negative: u64,
+    pub rate_limited: u64,
+    pub quota_rejected: u64,
+    /// Tokens the IdP issued for this client, ever and in the current window.
+    pub issued_total: u64,
+    pub issued_window_start_ms: u64,
+    pub issued_window: u64,
+    /// Requests answered locally because the IdP asked for a back-off.
+    pub backoff: u64,
+}
+
+impl Usage {
+    const FIELDS: usize = 12;
+
+    pub(super) fn count(&mut self, decision: Decision) {
+        let field = match decision {
+            Decision::Hit => &mut self.hits,
+            Decision::Miss => &mut self.misses,
+            Decision::Coalesced => &mut self.coalesced,
+            Decision::Stale => &mut self.stale,
+            Decision::Negative => &mut self.negative,
+            Decision::RateLimited => &mut self.rate_limited,
+            Decision::QuotaRejected => &mut self.quota_rejected,
+            Decision::Backoff => &mut self.backoff,
+            Decision::Bypass | Decision::BadRequest => return,
+        };
+        *field = field.saturating_add(1);
+    }
+
+    fn fields(&self) -> [u64; Usage::FIELDS] {
+        [
+            self.requests,
+            self.hits,
+            self.misses,
+            self.coalesced,
+            self.stale,
+            self.negative,
+            self.rate_limited,
+            self.quota_rejected,
+            self.issued_total,
+            self.issued_window_start_ms,
+            self.issued_window,
+            self.backoff,
+        ]
+    }
+
+    fn from_fields(f: [u64; Usage::FIELDS]) -> Usage {
+        Usage {
+            requests: f[0],
+            hits: f[1],
+            misses: f[2],
+            coalesced: f[3],
+            stale: f[4],
+            negative: f[5],
+            rate_limited: f[6],
+            quota_rejected: f[7],
+            issued_total: f[8],
+            issued_window_start_ms: f[9],
+            issued_window: f[10],
+            backoff: f[11],
+        }
+    }
+
+    /// Tokens issued in the window `now_ms` falls in (windows aligned to the epoch).
+    pub fn issued_in_window(&self, window_ms: u64, now_ms: u64) -> u64 {
+        if self.issued_window_start_ms == window_start_of(window_ms, now_ms) { self.issued_window } else { 0 }
+    }
+
+    /// Requests answered with a token the IdP did not have to issue again.
+    pub fn tokens_saved(&self) -> u64 {
+        self.hits.saturating_add(self.coalesced).saturating_add(self.stale)
+    }
+}
+
+pub(super) fn window_start_of(window_ms: u64, now_ms: u64) -> u64 {
+    now_ms - now_ms % window_ms.max(1)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub last_seen_ms: u64,
+    pub bucket: Option<Bucket>,
+    /// IdP calls caused by credentials not yet proven (`rate_limit.unproven`).
+    pub unproven: Option<Bucket>,
+    pub quota: Option<QuotaWindow>,
+    /// No IdP call for this client before this (0 = none): the IdP answered it `429`.
+    pub backoff_until_ms: u64,
+    pub usage: Usage,
+}
+
+impl ClientRecord {
+    pub(super) fn new(client_id: &str, now_ms: u64) -> ClientRecord {
+        ClientRecord {
+            client_id: client_id.to_owned(),
+            last_seen_ms: now_ms,
+            bucket: None,
+            unproven: None,
+            quota: None,
+            backoff_until_ms: 0,
+            usage: Usage::default(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let flags = u8::from(self.bucket.is_some())
+            | u8::from(self.quota.is_some()) << 1
+            | u8::from(self.unproven.is_some()) << 2;
+        let mut out = Writer::new(FORMAT_VERSION, 4 + self.client_id.len() + 8 * (4 + 6 + Usage::FIELDS) + 1);
+        out.bytes(self.client_id.as_bytes()).u64(self.last_seen_ms).u8(flags);
+        for b in [self.bucket, self.unproven].into_iter().flatten() {
+            out.u64(b.tokens).u64(b.last_fill_ms);
+        }
+        if let Some(q) = self.quota {
+            out.u64(q.start_ms).u64(q.used);
+        }
+        out.u64(self.backoff_until_ms);
+        for field in self.usage.fields() {
+            out.u64(field);
+        }
+        out.finish()
+    }
+
+    /// `None` for an empty slot or bytes of another format.
+    pub fn decode(bytes: &[u8]) -> Option<ClientRecord> {
+        let mut r = Reader::open(bytes, FORMAT_VERSION)?;
+        let client_id = r.string()?;
+        let last_seen_ms = r.u64()?;
+        let flags = r.u8()?;
+        let bucket =
+            if flags & 1 != 0 { Some(Bucket { tokens: r.u64()?, last_fill_ms: r.u64()? }) } else { None };
+        let unproven =
+            if flags & 4 != 0 { Some(Bucket { tokens: r.u64()?, last_fill_ms: r.u64()? }) } else { None };
+        let quota =
+            if flags & 2 != 0 { Some(QuotaWindow { start_ms: r.u64()?, used: r.u64()? }) } else { None };
+        let backoff_until_ms = r.u64()?;
+        let mut fields = [0u64; Usage::FIELDS];
+        for field in &mut fields {
+            *field = r.u64()?;
+        }
+        Some(ClientRecord {
+            client_id,
+            last_seen_ms,
+            bucket,
+            unproven,
+            quota,
+            backoff_until_ms,
+            usage: Usage::from_fields(fields),
+        })
+    }
+}
