@@ -21,6 +21,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use proof::Refused;
 
+use crate::decision::Decision;
 use crate::fingerprint::{Fingerprint, Identity};
 use crate::flight::{Begin, CallOutcome, FlightState, FlightTable};
 use crate::hit_tally::PendingHits;
@@ -28,7 +29,7 @@ use crate::host::{Host, IdpCall, Metric, StoreError};
 use crate::limits::{LimitState, QuotaDecision};
 use crate::rate_limit_service::Verdict;
 use crate::request::{RequestError, RequestHead, RequestKind, TokenRequest};
-use crate::response::{CacheStatus, Decision, ErrorCode, Header, Response};
+use crate::response::{ErrorCode, Header, Response};
 use crate::seal::{NONCE_BYTES, SealKey};
 use crate::store::Store;
 

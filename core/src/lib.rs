@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod cache;
 pub mod clients;
 pub mod config;
+pub mod decision;
 pub mod fingerprint;
 pub mod flight;
 pub mod gate;

@@ -5,6 +5,8 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
+use crate::decision::Decision;
+
 /// `x-tokengate-cache`: how a handled request was answered.
 pub const CACHE_HEADER: &str = "x-tokengate-cache";
 /// tokengate's decision (`hit`, ..., `rate_limited`, `quota_rejected`, `bad_request`), for
@@ -26,80 +28,6 @@ pub fn header_safe(value: &str) -> String {
         }
     }
     out
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
-    /// Served from the cache.
-    Hit,
-    /// This request called the IdP.
-    Miss,
-    /// Waited for another request's IdP call.
-    Coalesced,
-    /// The IdP failed; a still-valid cached token was served.
-    Stale,
-    /// A remembered IdP refusal.
-    Negative,
-    /// Not cacheable (other grants, client assertions, refused requests).
-    Bypass,
-}
-
-impl CacheStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheStatus::Hit => "hit",
-            CacheStatus::Miss => "miss",
-            CacheStatus::Coalesced => "coalesced",
-            CacheStatus::Stale => "stale",
-            CacheStatus::Negative => "negative",
-            CacheStatus::Bypass => "bypass",
-        }
-    }
-}
-
-/// What tokengate decided for one request: the cache status, or why it was refused. Goes
-/// to Envoy's access log, the stats and the per-client usage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Hit,
-    Miss,
-    Coalesced,
-    Stale,
-    Negative,
-    Bypass,
-    RateLimited,
-    QuotaRejected,
-    /// Refused locally: the IdP asked for a back-off (its `429`).
-    Backoff,
-    BadRequest,
-}
-
-impl Decision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Hit => "hit",
-            Decision::Miss => "miss",
-            Decision::Coalesced => "coalesced",
-            Decision::Stale => "stale",
-            Decision::Negative => "negative",
-            Decision::Bypass => "bypass",
-            Decision::RateLimited => "rate_limited",
-            Decision::QuotaRejected => "quota_rejected",
-            Decision::Backoff => "idp_backoff",
-            Decision::BadRequest => "bad_request",
-        }
-    }
-
-    pub fn of(status: CacheStatus) -> Decision {
-        match status {
-            CacheStatus::Hit => Decision::Hit,
-            CacheStatus::Miss => Decision::Miss,
-            CacheStatus::Coalesced => Decision::Coalesced,
-            CacheStatus::Stale => Decision::Stale,
-            CacheStatus::Negative => Decision::Negative,
-            CacheStatus::Bypass => Decision::Bypass,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +66,7 @@ pub struct Response {
 impl Response {
     /// A JSON body with the headers every handled response carries (RFC 6749 §5.1:
     /// token responses and errors are never cached by intermediaries).
-    pub fn json(status: u16, body: Vec<u8>, cache: CacheStatus) -> Response {
+    pub fn json(status: u16, body: Vec<u8>, cache: Decision) -> Response {
         Response::with_content_type(status, "application/json", body, cache)
     }
 
@@ -146,7 +74,7 @@ impl Response {
         status: u16,
         content_type: impl Into<Cow<'static, str>>,
         body: Vec<u8>,
-        cache: CacheStatus,
+        cache: Decision,
     ) -> Response {
         Response {
             status,
@@ -154,7 +82,7 @@ impl Response {
                 ("content-type".into(), content_type.into()),
                 ("cache-control".into(), "no-store".into()),
                 ("pragma".into(), "no-cache".into()),
-                (CACHE_HEADER.into(), cache.as_str().into()),
+                (CACHE_HEADER.into(), cache.cache_header().into()),
             ],
             body,
             decision: None,
@@ -163,7 +91,7 @@ impl Response {
     }
 
     /// `{"error": code, "error_description": description}`.
-    pub fn oauth_error(status: u16, code: ErrorCode, description: &str, cache: CacheStatus) -> Response {
+    pub fn oauth_error(status: u16, code: ErrorCode, description: &str, cache: Decision) -> Response {
         #[derive(Serialize)]
         struct OAuthError<'a> {
             error: &'a str,
@@ -175,16 +103,9 @@ impl Response {
         Response::json(status, body, cache)
     }
 
-    /// The cache status this response carries.
-    pub fn cache_status(&self) -> CacheStatus {
-        match self.header(CACHE_HEADER) {
-            Some("hit") => CacheStatus::Hit,
-            Some("miss") => CacheStatus::Miss,
-            Some("coalesced") => CacheStatus::Coalesced,
-            Some("stale") => CacheStatus::Stale,
-            Some("negative") => CacheStatus::Negative,
-            _ => CacheStatus::Bypass,
-        }
+    /// What the response's `x-tokengate-cache` says was decided (`Bypass` for refusals).
+    pub fn cached_as(&self) -> Decision {
+        Decision::of_cache_header(self.header(CACHE_HEADER))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -221,21 +142,17 @@ mod tests {
 
     #[test]
     fn a_decided_response_carries_decision_and_client() {
-        let r = Response::json(200, b"{}".to_vec(), CacheStatus::Hit).decided(Decision::Hit, Some("c 1"));
+        let r = Response::json(200, b"{}".to_vec(), Decision::Hit).decided(Decision::Hit, Some("c 1"));
         assert_eq!(r.header(DECISION_HEADER), Some("hit"));
         assert_eq!(r.header(CLIENT_HEADER), Some("c%201"));
-        let r = Response::json(400, b"{}".to_vec(), CacheStatus::Bypass).decided(Decision::BadRequest, None);
+        let r = Response::json(400, b"{}".to_vec(), Decision::Bypass).decided(Decision::BadRequest, None);
         assert_eq!(r.header(CLIENT_HEADER), None);
     }
 
     #[test]
     fn error_shape() {
-        let r = Response::oauth_error(
-            400,
-            ErrorCode::InvalidRequest,
-            "missing \"grant_type\"",
-            CacheStatus::Bypass,
-        );
+        let r =
+            Response::oauth_error(400, ErrorCode::InvalidRequest, "missing \"grant_type\"", Decision::Bypass);
         assert_eq!(r.status, 400);
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(

@@ -7,10 +7,12 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 
 use crate::backoff::IdpState;
 use crate::clients::{ClientRecord, ClientTable, Standing};
 use crate::config::Config;
+use crate::decision::DecisionCounts;
 use crate::store::Store;
 
 /// The usage page: static HTML and script, no external assets; it fetches the JSON from
@@ -50,24 +52,38 @@ fn descending<K: Ord>(keys: impl Iterator<Item = K>) -> impl Iterator<Item = K> 
 pub struct Report<'a> {
     generated_at: u64,
     clients_seen: usize,
-    totals: Totals,
+    totals: Counts,
     idp: Idp,
     clients: Vec<ClientRow<'a>>,
 }
 
-#[derive(Serialize)]
-struct Totals {
+/// What the report counts, for one client or in total.
+#[derive(Default)]
+struct Counts {
     requests: u64,
-    hits: u64,
-    misses: u64,
-    coalesced: u64,
-    stale: u64,
+    /// One member per decision (`hits`, `misses`, ..., `rate_limited`): `crate::decision`.
+    decisions: DecisionCounts,
     tokens_issued: u64,
     tokens_issued_total: u64,
     tokens_saved: u64,
-    rate_limited: u64,
-    quota_rejected: u64,
-    idp_backoff: u64,
+}
+
+impl Counts {
+    fn write_members<M: SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
+        map.serialize_entry("requests", &self.requests)?;
+        self.decisions.write_members(map)?;
+        map.serialize_entry("tokens_issued", &self.tokens_issued)?;
+        map.serialize_entry("tokens_issued_total", &self.tokens_issued_total)?;
+        map.serialize_entry("tokens_saved", &self.tokens_saved)
+    }
+}
+
+impl Serialize for Counts {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        self.write_members(&mut map)?;
+        map.end()
+    }
 }
 
 /// The IdP's last rate-limit headers and any IdP-wide back-off.
@@ -80,26 +96,29 @@ struct Idp {
     backoff_until: Option<u64>,
 }
 
-#[derive(Serialize)]
 struct ClientRow<'a> {
     client_id: &'a str,
     trusted: bool,
-    requests: u64,
-    hits: u64,
-    misses: u64,
-    coalesced: u64,
-    stale: u64,
-    negative: u64,
-    tokens_issued: u64,
-    tokens_issued_total: u64,
-    tokens_saved: u64,
-    rate_limited: u64,
-    quota_rejected: u64,
-    idp_backoff: u64,
+    counts: Counts,
     idp_backoff_until: Option<u64>,
     last_seen: u64,
     window_seconds: u64,
     limits: LimitsRow,
+}
+
+/// One flat object: the client, its counts, its limits.
+impl Serialize for ClientRow<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("client_id", self.client_id)?;
+        map.serialize_entry("trusted", &self.trusted)?;
+        self.counts.write_members(&mut map)?;
+        map.serialize_entry("idp_backoff_until", &self.idp_backoff_until)?;
+        map.serialize_entry("last_seen", &self.last_seen)?;
+        map.serialize_entry("window_seconds", &self.window_seconds)?;
+        map.serialize_entry("limits", &self.limits)?;
+        map.end()
+    }
 }
 
 #[derive(Serialize)]
@@ -133,36 +152,14 @@ pub fn report(config: &Config, store: &Store<'_>, key_prefix: &str, now_ms: u64)
     let window_of =
         |id: &str| config.quota.as_ref().and_then(|q| q.for_client(id)).map_or(DAY_MS, |q| q.window_ms);
     let issued_window = |r: &ClientRecord| r.usage.issued_in_window(window_of(&r.client_id), now_ms);
-    let mut totals = Totals {
-        requests: 0,
-        hits: 0,
-        misses: 0,
-        coalesced: 0,
-        stale: 0,
-        tokens_issued: 0,
-        tokens_issued_total: 0,
-        tokens_saved: 0,
-        rate_limited: 0,
-        quota_rejected: 0,
-        idp_backoff: 0,
-    };
+    let mut totals = Counts::default();
     for (_, r) in &rows {
         let u = &r.usage;
-        for (total, value) in [
-            (&mut totals.requests, u.requests),
-            (&mut totals.hits, u.hits),
-            (&mut totals.misses, u.misses),
-            (&mut totals.coalesced, u.coalesced),
-            (&mut totals.stale, u.stale),
-            (&mut totals.tokens_issued, issued_window(r)),
-            (&mut totals.tokens_issued_total, u.issued_total),
-            (&mut totals.tokens_saved, u.tokens_saved()),
-            (&mut totals.rate_limited, u.rate_limited),
-            (&mut totals.quota_rejected, u.quota_rejected),
-            (&mut totals.idp_backoff, u.backoff),
-        ] {
-            *total = total.saturating_add(value);
-        }
+        totals.requests = totals.requests.saturating_add(u.requests);
+        totals.decisions.add(&u.decisions);
+        totals.tokens_issued = totals.tokens_issued.saturating_add(issued_window(r));
+        totals.tokens_issued_total = totals.tokens_issued_total.saturating_add(u.issued_total);
+        totals.tokens_saved = totals.tokens_saved.saturating_add(u.tokens_saved());
     }
     let busiest = descending(rows.iter().enumerate().map(|(i, (_, r))| (r.usage.requests, 0, 0, Reverse(i))));
     let ordered = descending(busiest.take(config.usage_top_clients).map(|(.., Reverse(i))| {
@@ -177,18 +174,13 @@ pub fn report(config: &Config, store: &Store<'_>, key_prefix: &str, now_ms: u64)
             ClientRow {
                 client_id: &r.client_id,
                 trusted: *trusted,
-                requests: u.requests,
-                hits: u.hits,
-                misses: u.misses,
-                coalesced: u.coalesced,
-                stale: u.stale,
-                negative: u.negative,
-                tokens_issued: u.issued_in_window(window_ms, now_ms),
-                tokens_issued_total: u.issued_total,
-                tokens_saved: u.tokens_saved(),
-                rate_limited: u.rate_limited,
-                quota_rejected: u.quota_rejected,
-                idp_backoff: u.backoff,
+                counts: Counts {
+                    requests: u.requests,
+                    decisions: u.decisions,
+                    tokens_issued: u.issued_in_window(window_ms, now_ms),
+                    tokens_issued_total: u.issued_total,
+                    tokens_saved: u.tokens_saved(),
+                },
                 idp_backoff_until: (r.backoff_until_ms > now_ms).then_some(r.backoff_until_ms / 1000),
                 last_seen: r.last_seen_ms / 1000,
                 window_seconds: window_ms / 1000,

@@ -6,10 +6,10 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::cache::Slots;
 use crate::config::{BucketRule, QuotaRule};
+use crate::decision::Decision;
 use crate::hit_tally::{HitTally, LEASE_MS, Lease, lease_size};
 use crate::host::StoreError;
 use crate::limits::{Bucket, BucketDecision, LimitState, QuotaDecision, QuotaWindow};
-use crate::response::Decision;
 use crate::store::{CAS_ATTEMPTS, Change, Store};
 
 mod record;
@@ -245,7 +245,7 @@ impl<'a> ClientTable<'a> {
     ) -> Result<Option<()>, StoreError> {
         self.modify(client_id, tally.last_seen_ms, Missing::fresh_if(create), |record| {
             record.usage.requests = record.usage.requests.saturating_add(tally.hits);
-            record.usage.hits = record.usage.hits.saturating_add(tally.hits);
+            record.usage.decisions.count(Decision::Hit, tally.hits);
             if let (Some(_), Some(rule), Some(bucket)) = (leftover, rule, record.bucket) {
                 record.bucket = Some(give_back(bucket, rule, now_ms, leftover));
             }
@@ -428,6 +428,7 @@ fn give_back(bucket: Bucket, rule: &BucketRule, now_ms: u64, leftover: Option<(u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decision::DecisionCounts;
     use crate::host::fake::FakeHost;
 
     const RATE: BucketRule = BucketRule { max_tokens: 5, tokens_per_fill: 5, fill_interval_ms: 60_000 };
@@ -506,7 +507,12 @@ mod tests {
             unproven: Some(Bucket { tokens: 8, last_fill_ms: 6 }),
             quota: Some(QuotaWindow { start_ms: 0, used: 9 }),
             backoff_until_ms: 1_234,
-            usage: Usage { requests: 12, hits: 9, issued_window: 2, backoff: 4, ..Usage::default() },
+            usage: Usage {
+                requests: 12,
+                decisions: DecisionCounts([9, 0, 0, 0, 0, 0, 0, 0, 4, 0]),
+                issued_window: 2,
+                ..Usage::default()
+            },
         };
         assert_eq!(ClientRecord::decode(&r.encode()), Some(r));
         assert_eq!(ClientRecord::decode(&[]), None);

@@ -1,81 +1,53 @@
 //! A client's record in shared data: its buckets, quota window, IdP back-off and usage,
 //! in the record codec every table uses.
 
+use crate::decision::{Decision, DecisionCounts};
 use crate::limits::{Bucket, QuotaWindow};
 use crate::record::{Reader, Writer};
-use crate::response::Decision;
 
 /// Bumped when the layout changes: a record of another layout reads as an empty slot.
-const FORMAT_VERSION: u8 = 5;
+const FORMAT_VERSION: u8 = 6;
 
 /// What one client did, counted exactly across workers (the usage report's row).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub requests: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub coalesced: u64,
-    pub stale: u64,
-    pub negative: u64,
-    pub rate_limited: u64,
-    pub quota_rejected: u64,
+    /// Requests by what was decided for them.
+    pub decisions: DecisionCounts,
     /// Tokens the IdP issued for this client, ever and in the current window.
     pub issued_total: u64,
     pub issued_window_start_ms: u64,
     pub issued_window: u64,
-    /// Requests answered locally because the IdP asked for a back-off.
-    pub backoff: u64,
 }
 
 impl Usage {
-    const FIELDS: usize = 12;
+    const FIELDS: usize = 4 + Decision::ALL.len();
 
     pub(super) fn count(&mut self, decision: Decision) {
-        let field = match decision {
-            Decision::Hit => &mut self.hits,
-            Decision::Miss => &mut self.misses,
-            Decision::Coalesced => &mut self.coalesced,
-            Decision::Stale => &mut self.stale,
-            Decision::Negative => &mut self.negative,
-            Decision::RateLimited => &mut self.rate_limited,
-            Decision::QuotaRejected => &mut self.quota_rejected,
-            Decision::Backoff => &mut self.backoff,
-            Decision::Bypass | Decision::BadRequest => return,
-        };
-        *field = field.saturating_add(1);
+        self.decisions.count(decision, 1);
     }
 
     fn fields(&self) -> [u64; Usage::FIELDS] {
-        [
+        let mut fields = [0; Usage::FIELDS];
+        fields[..4].copy_from_slice(&[
             self.requests,
-            self.hits,
-            self.misses,
-            self.coalesced,
-            self.stale,
-            self.negative,
-            self.rate_limited,
-            self.quota_rejected,
             self.issued_total,
             self.issued_window_start_ms,
             self.issued_window,
-            self.backoff,
-        ]
+        ]);
+        fields[4..].copy_from_slice(&self.decisions.0);
+        fields
     }
 
     fn from_fields(f: [u64; Usage::FIELDS]) -> Usage {
+        let mut decisions = DecisionCounts::default();
+        decisions.0.copy_from_slice(&f[4..]);
         Usage {
             requests: f[0],
-            hits: f[1],
-            misses: f[2],
-            coalesced: f[3],
-            stale: f[4],
-            negative: f[5],
-            rate_limited: f[6],
-            quota_rejected: f[7],
-            issued_total: f[8],
-            issued_window_start_ms: f[9],
-            issued_window: f[10],
-            backoff: f[11],
+            issued_total: f[1],
+            issued_window_start_ms: f[2],
+            issued_window: f[3],
+            decisions,
         }
     }
 
@@ -86,7 +58,9 @@ impl Usage {
 
     /// Requests answered with a token the IdP did not have to issue again.
     pub fn tokens_saved(&self) -> u64 {
-        self.hits.saturating_add(self.coalesced).saturating_add(self.stale)
+        [Decision::Hit, Decision::Coalesced, Decision::Stale]
+            .iter()
+            .fold(0u64, |sum, d| sum.saturating_add(self.decisions.get(*d)))
     }
 }
 

@@ -27,7 +27,7 @@ impl Gate<'_> {
             429,
             ErrorCode::TooManyRequests,
             "rate limit exceeded for this client",
-            CacheStatus::Bypass,
+            Decision::Bypass,
         );
         r.push_header("retry-after", limits.rate_retry_after(now).to_string());
         let r = with_headers(r, &limits.headers(now));

@@ -53,7 +53,7 @@ impl Gate<'_> {
         if limits.rate.is_some_and(|(_, d)| !d.allowed) {
             return Some(respond(self.rate_limited(client_id, &limits, now)));
         }
-        let response = with_headers(Response::json(200, token, CacheStatus::Hit), &limits.headers(now));
+        let response = with_headers(Response::json(200, token, Decision::Hit), &limits.headers(now));
         Some(respond(self.conclude(client_id, Decision::Hit, response, true)))
     }
 
@@ -113,7 +113,7 @@ impl Gate<'_> {
                     if let (Some(id), Some(spent)) = (client_id, quota_spent_ms) {
                         self.give_back_quota(id, spent, now);
                     }
-                    let r = with_headers(unavailable(CacheStatus::Bypass), &limit_headers);
+                    let r = with_headers(unavailable(Decision::Bypass), &limit_headers);
                     respond(self.conclude(client_id, Decision::Bypass, r, true))
                 }
             };
@@ -153,7 +153,7 @@ impl Gate<'_> {
                 };
                 index.borrow_mut().insert(digest, copy, now);
             }
-            let response = with_headers(Response::json(200, token, CacheStatus::Hit), &limit_headers);
+            let response = with_headers(Response::json(200, token, Decision::Hit), &limit_headers);
             let background = if self.refresh_due(entry, now) {
                 self.refresh(&identity, head, body, client_id, now)
             } else {
@@ -163,7 +163,7 @@ impl Gate<'_> {
             return Plan { outcome: Outcome::Respond(response), background };
         }
         if let Some(negative) = negative {
-            let r = Response::json(negative.status, negative.body, CacheStatus::Negative);
+            let r = Response::json(negative.status, negative.body, Decision::Negative);
             return respond(self.conclude(
                 client_id,
                 Decision::Negative,
@@ -181,7 +181,7 @@ impl Gate<'_> {
                 if reserve {
                     self.host.add(Metric::IdpReserveHeld, 1);
                 }
-                let r = with_headers(Response::json(200, token, CacheStatus::Stale), &limit_headers);
+                let r = with_headers(Response::json(200, token, Decision::Stale), &limit_headers);
                 return respond(self.conclude(client_id, Decision::Stale, r, false));
             }
             if let Some(until) = backoff {
@@ -244,7 +244,7 @@ impl Gate<'_> {
                 let refusal = proof::quota_refusal(&rule, &decision, now);
                 self.refuse_flight(&identity, generation, &refusal);
                 let (response, decided) = match stale_token(cached.as_ref(), &key, now) {
-                    Some(token) => (Response::json(200, token, CacheStatus::Stale), Decision::Stale),
+                    Some(token) => (Response::json(200, token, Decision::Stale), Decision::Stale),
                     None => (refusal, Decision::QuotaRejected),
                 };
                 return respond(self.conclude(client_id, decided, with_headers(response, &headers), false));
@@ -273,7 +273,7 @@ impl Gate<'_> {
         response: Response,
         counted: bool,
     ) -> Response {
-        self.host.add(metric_of(decision), 1);
+        self.host.add(decision.metric(), 1);
         if !counted && let Some(id) = client_id {
             let now = self.host.now_ms();
             self.on_client(id, |table, create| table.tally(id, now, create, decision));

@@ -62,7 +62,7 @@ impl Gate<'_> {
             429,
             ErrorCode::TooManyRequests,
             "the identity provider asked for a pause in token requests; retry after the time given",
-            CacheStatus::Bypass,
+            Decision::Bypass,
         );
         r.push_header("retry-after", seconds_left(until, now).to_string());
         if !limit_headers.iter().any(|(n, _)| n == "x-ratelimit-limit") {
@@ -285,11 +285,11 @@ impl Gate<'_> {
             Some(r) if r.status < 500 || is_json(&r.body) => {
                 let backoff = self.observe_idp(r, pending.client_id.as_deref(), now);
                 let headers = with_retry_after(relayed_headers(r), backoff, now);
-                relay(r.status, &headers, r.body.clone(), CacheStatus::Bypass)
+                relay(r.status, &headers, r.body.clone(), Decision::Bypass)
             }
             _ => {
                 self.host.add(Metric::IdpErrors, 1);
-                unavailable(CacheStatus::Bypass)
+                unavailable(Decision::Bypass)
             }
         };
         let client_id = pending.client_id.as_deref();

@@ -10,11 +10,12 @@
 use crate::cache::{ProvenEntry, SlotTable};
 use crate::clients::{Admission, Standing};
 use crate::config::{BucketRule, QuotaRule};
+use crate::decision::Decision;
 use crate::fingerprint::Fingerprint;
 use crate::limits::LimitState;
 use crate::limits::{Bucket, BucketDecision, QuotaDecision, seconds_until};
 use crate::request::RequestError;
-use crate::response::{CacheStatus, Decision, ErrorCode, Response};
+use crate::response::{ErrorCode, Response};
 use crate::store::Change;
 
 use super::{Gate, refused, with_headers};
@@ -150,7 +151,7 @@ pub(super) fn quota_refusal(rule: &QuotaRule, decision: &QuotaDecision, now: u64
         429,
         ErrorCode::TooManyRequests,
         &format!("token quota of {} per window spent for this client", rule.tokens),
-        CacheStatus::Bypass,
+        Decision::Bypass,
     );
     r.push_header("retry-after", seconds_until(now, decision.reset_ms).max(1).to_string());
     r
@@ -161,7 +162,7 @@ fn unproven_refusal(decision: &BucketDecision, now: u64) -> Response {
         429,
         ErrorCode::TooManyRequests,
         "too many token requests with credentials the identity provider has not accepted yet",
-        CacheStatus::Bypass,
+        Decision::Bypass,
     );
     r.push_header("retry-after", seconds_until(now, decision.next_fill_ms).max(1).to_string());
     r

@@ -9,7 +9,7 @@ pub(super) fn outcome_response(
     outcome: &CallOutcome,
     body: Vec<u8>,
     stale: Option<Vec<u8>>,
-    label: CacheStatus,
+    label: Decision,
 ) -> Response {
     let failed = outcome.unreachable || outcome.status >= 500 || outcome.status == 429 || outcome.cached;
     if failed {
@@ -23,10 +23,10 @@ pub(super) fn failure_response(
     outcome: Option<&CallOutcome>,
     body: Vec<u8>,
     stale: Option<Vec<u8>>,
-    label: CacheStatus,
+    label: Decision,
 ) -> Response {
     if let Some(token) = stale {
-        return Response::json(200, token, CacheStatus::Stale);
+        return Response::json(200, token, Decision::Stale);
     }
     match outcome {
         Some(o) if !o.unreachable && !o.cached => relay(o.status, &o.headers, body, label),
@@ -44,12 +44,7 @@ pub(super) fn open_body(key: &SealKey, fp: &Fingerprint, stored: &str) -> Vec<u8
     BASE64.decode(stored).ok().and_then(|sealed| key.open(&fp.0, &sealed)).unwrap_or_default()
 }
 
-pub(super) fn relay(
-    status: u16,
-    headers: &[(String, String)],
-    body: Vec<u8>,
-    label: CacheStatus,
-) -> Response {
+pub(super) fn relay(status: u16, headers: &[(String, String)], body: Vec<u8>, label: Decision) -> Response {
     let content_type = headers
         .iter()
         .find(|(n, _)| n == "content-type")
@@ -93,21 +88,6 @@ pub(super) fn has_access_token(body: &[u8]) -> bool {
     crate::cache::members(body).is_some_and(|m| crate::cache::string_member(&m, "access_token").is_some())
 }
 
-pub(super) fn metric_of(decision: Decision) -> Metric {
-    match decision {
-        Decision::Hit => Metric::Hits,
-        Decision::Miss => Metric::Misses,
-        Decision::Coalesced => Metric::Coalesced,
-        Decision::Stale => Metric::Stale,
-        Decision::Negative => Metric::Negative,
-        Decision::Bypass => Metric::Bypass,
-        Decision::RateLimited => Metric::RateLimited,
-        Decision::QuotaRejected => Metric::QuotaRejected,
-        Decision::Backoff => Metric::IdpBackoffRejected,
-        Decision::BadRequest => Metric::BadRequests,
-    }
-}
-
 pub(super) fn is_json(body: &[u8]) -> bool {
     serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
@@ -118,10 +98,10 @@ pub(super) fn with_headers(mut response: Response, headers: &[Header]) -> Respon
 }
 
 pub(super) fn refused(e: RequestError) -> Response {
-    Response::oauth_error(e.status, ErrorCode::InvalidRequest, &e.description, CacheStatus::Bypass)
+    Response::oauth_error(e.status, ErrorCode::InvalidRequest, &e.description, Decision::Bypass)
 }
 
-pub(super) fn unavailable(label: CacheStatus) -> Response {
+pub(super) fn unavailable(label: Decision) -> Response {
     Response::oauth_error(
         503,
         ErrorCode::TemporarilyUnavailable,

@@ -8,7 +8,7 @@ impl Gate<'_> {
     /// the outcome when this worker made the call; otherwise it is read from shared data.
     pub fn answer(&self, waiter: &Waiter, known: Option<&CallOutcome>) -> Option<Response> {
         let now = self.host.now_ms();
-        let label = if waiter.owner { CacheStatus::Miss } else { CacheStatus::Coalesced };
+        let label = if waiter.owner { Decision::Miss } else { Decision::Coalesced };
         let cached = self.tokens().get(&waiter.fingerprint).ok().flatten();
         let servable = cached.as_ref().filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms));
         if let Some(token) = servable.and_then(|e| e.render(&waiter.seal_key, now)) {
@@ -35,7 +35,7 @@ impl Gate<'_> {
         if response.status == 200 {
             return Some(self.answer_token(waiter, response, now));
         }
-        let decision = Decision::of(response.cache_status());
+        let decision = response.cached_as();
         Some(self.conclude(
             waiter.client_id.as_deref(),
             decision,
@@ -47,7 +47,7 @@ impl Gate<'_> {
     /// A waiter's answer with a token: a request with unproven credentials is charged to
     /// its client's bucket now, and refused if the bucket is empty.
     pub(super) fn answer_token(&self, waiter: &Waiter, response: Response, now: u64) -> Response {
-        let decision = Decision::of(response.cache_status());
+        let decision = response.cached_as();
         let client_id = waiter.client_id.as_deref();
         match client_id.filter(|_| waiter.charge_on_token) {
             Some(id) => {
