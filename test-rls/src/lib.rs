@@ -1,23 +1,23 @@
-//! A small Envoy global rate-limit service for tokengate's integration tests: the real
-//! gRPC protocol (`envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`, served
-//! by tonic), per-client limits per minute, and a record of every call.
-
-mod messages;
+//! Envoy's global rate-limit service for tokengate's integration tests: the real protocol
+//! (`envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`) with Envoy's generated
+//! types (`envoy-types`), served by tonic, and every decision made by Limitador — the
+//! counting engine of Kuadrant's rate-limit service — from its own limits and counters.
+//! Per client id a limit a minute; every call is recorded.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use tonic::codegen::{BoxFuture, Service, StdError, http};
-use tonic::server::{Grpc, NamedService, UnaryService};
-
-pub use messages::*;
-
-const OK: i32 = 1;
-const OVER_LIMIT: i32 = 2;
-const MINUTE: i32 = 2;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
+    Code, DescriptorStatus, RateLimit,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
+    RateLimitService, RateLimitServiceServer,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::google::protobuf::Duration;
+use limitador::RateLimiter;
+use limitador::limit::{Context, Limit};
 
 /// One `ShouldRateLimit` call as the service saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,16 +28,17 @@ pub struct Call {
     pub hits_addend: u32,
 }
 
-#[derive(Default)]
+/// The window of every limit: requests a minute.
+const WINDOW_SECONDS: u64 = 60;
+
 struct State {
-    /// Requests a minute per `client_id` descriptor value; others have no limit.
-    limits: HashMap<String, u32>,
-    /// Hits per (client id, minute).
-    counts: HashMap<(String, u64), u32>,
+    limiter: RateLimiter,
     calls: Vec<Call>,
 }
 
 impl State {
+    /// Limitador decides: the descriptors' entries are its context, the domain its
+    /// namespace; a client without a limit matches none and is let through.
     fn decide(&mut self, request: RateLimitRequest) -> RateLimitResponse {
         let entries: Vec<(String, String)> = request
             .descriptors
@@ -45,32 +46,37 @@ impl State {
             .flat_map(|d| d.entries.iter().map(|e| (e.key.clone(), e.value.clone())))
             .collect();
         self.calls.push(Call {
-            domain: request.domain,
+            domain: request.domain.clone(),
             entries: entries.clone(),
             hits_addend: request.hits_addend,
         });
-        let client = entries.iter().find(|(k, _)| k == "client_id").map(|(_, v)| v.clone());
-        let Some((client, limit)) = client.and_then(|c| self.limits.get(&c).map(|l| (c, *l))) else {
-            return RateLimitResponse {
-                overall_code: OK,
-                statuses: vec![DescriptorStatus { code: OK, ..Default::default() }],
-            };
+        let context: Context = entries.into_iter().collect::<HashMap<String, String>>().into();
+        let delta = u64::from(request.hits_addend.max(1));
+        let checked =
+            self.limiter.check_rate_limited_and_update(&request.domain.as_str().into(), &context, delta);
+        let Ok(checked) = checked else {
+            return RateLimitResponse { overall_code: Code::Unknown.into(), ..Default::default() };
         };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let count = self.counts.entry((client, now / 60)).or_insert(0);
-        *count += request.hits_addend.max(1);
-        let code = if *count > limit { OVER_LIMIT } else { OK };
-        let status = DescriptorStatus {
-            code,
-            current_limit: Some(RateLimit {
-                name: "per client".into(),
-                requests_per_unit: limit,
-                unit: MINUTE,
-            }),
-            limit_remaining: limit.saturating_sub(*count),
-            duration_until_reset: Some(Duration { seconds: (60 - now % 60) as i64, nanos: 0 }),
+        let code = if checked.limited { Code::OverLimit } else { Code::Ok };
+        let status = match checked.counters.first() {
+            None => DescriptorStatus { code: Code::Ok.into(), ..Default::default() },
+            Some(counter) => DescriptorStatus {
+                code: code.into(),
+                current_limit: Some(RateLimit {
+                    name: "per client".into(),
+                    requests_per_unit: u32::try_from(counter.max_value()).unwrap_or(u32::MAX),
+                    unit: Unit::Minute.into(),
+                    ..Default::default()
+                }),
+                limit_remaining: counter.remaining().and_then(|r| u32::try_from(r).ok()).unwrap_or(0),
+                duration_until_reset: counter.expires_in().map(|left| Duration {
+                    seconds: i64::try_from(left.as_secs().max(1)).unwrap_or(i64::MAX),
+                    nanos: 0,
+                }),
+                ..Default::default()
+            },
         };
-        RateLimitResponse { overall_code: code, statuses: vec![status] }
+        RateLimitResponse { overall_code: code.into(), statuses: vec![status], ..Default::default() }
     }
 }
 
@@ -80,49 +86,17 @@ fn lock(state: &Shared) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The tonic service: `ShouldRateLimit` only (what generated code would do, written out
-/// for one method so no protoc is needed).
-#[derive(Clone)]
-struct RateLimitService(Shared);
+/// The generated service trait, answered from the shared state.
+struct Service(Shared);
 
-impl NamedService for RateLimitService {
-    const NAME: &'static str = "envoy.service.ratelimit.v3.RateLimitService";
-}
-
-struct ShouldRateLimit(Shared);
-
-impl UnaryService<RateLimitRequest> for ShouldRateLimit {
-    type Response = RateLimitResponse;
-    type Future = BoxFuture<tonic::Response<RateLimitResponse>, tonic::Status>;
-
-    fn call(&mut self, request: tonic::Request<RateLimitRequest>) -> Self::Future {
+#[tonic::async_trait]
+impl RateLimitService for Service {
+    async fn should_rate_limit(
+        &self,
+        request: tonic::Request<RateLimitRequest>,
+    ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
         let response = lock(&self.0).decide(request.into_inner());
-        Box::pin(async move { Ok(tonic::Response::new(response)) })
-    }
-}
-
-impl<B> Service<http::Request<B>> for RateLimitService
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let state = self.0.clone();
-        Box::pin(async move {
-            if request.uri().path() != "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit" {
-                return Ok(tonic::Status::unimplemented("only ShouldRateLimit").into_http());
-            }
-            let mut grpc = Grpc::new(tonic_prost::ProstCodec::default());
-            Ok(grpc.unary(ShouldRateLimit(state), request).await)
-        })
+        Ok(tonic::Response::new(response))
     }
 }
 
@@ -135,18 +109,27 @@ pub struct TestRls {
 }
 
 impl TestRls {
-    /// Starts the service with these limits: `(client id, requests a minute)`.
+    /// Starts the service with these Limitador limits, in every domain's namespace
+    /// (`tokengate`): `(client id, requests a minute)`.
     pub fn start(limits: &[(&str, u32)]) -> std::io::Result<TestRls> {
-        let state: Shared = Arc::new(Mutex::new(State {
-            limits: limits.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
-            ..State::default()
-        }));
+        let limiter = RateLimiter::new(10_000);
+        for (client_id, per_minute) in limits {
+            let condition =
+                format!("client_id == '{}'", client_id.replace('\\', "\\\\").replace('\'', "\\'"));
+            let condition =
+                condition.as_str().try_into().map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+            let variable = "client_id".try_into().map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+            let limit =
+                Limit::new("tokengate", u64::from(*per_minute), WINDOW_SECONDS, [condition], [variable]);
+            limiter.add_limit(limit);
+        }
+        let state: Shared = Arc::new(Mutex::new(State { limiter, calls: Vec::new() }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        let service = RateLimitService(state.clone());
+        let service = RateLimitServiceServer::new(Service(state.clone()));
         let thread = std::thread::spawn(move || {
             runtime.block_on(async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
