@@ -66,7 +66,6 @@ impl State {
                     name: "per client".into(),
                     requests_per_unit: u32::try_from(counter.max_value()).unwrap_or(u32::MAX),
                     unit: Unit::Minute.into(),
-                    ..Default::default()
                 }),
                 limit_remaining: counter.remaining().and_then(|r| u32::try_from(r).ok()).unwrap_or(0),
                 duration_until_reset: counter.expires_in().map(|left| Duration {
