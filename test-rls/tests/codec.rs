@@ -60,7 +60,6 @@ proptest! {
                 name: "per client".into(),
                 requests_per_unit,
                 unit,
-                ..Default::default()
             }),
             limit_remaining: remaining,
             duration_until_reset: reset.map(|(seconds, nanos)| Duration { seconds, nanos }),
