@@ -3,7 +3,7 @@
 //! unwrap, so they are not used); and the two stream-level translations, a core
 //! `Response` to a local reply and an IdP answer to a core `IdpReply`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
@@ -61,6 +61,25 @@ impl Dispatcher for EnvoyHost {
         )
         .map_err(|status| host_error("dispatch_http_call", status))
     }
+
+    /// Enqueues on this worker's own queue (without one, the root's tick dispatches).
+    fn wake(&self) {
+        if let Some(queue) = WAKE_QUEUE.with(Cell::get)
+            && hostcalls::enqueue_shared_queue(queue, Some(b"")).is_err()
+        {
+            log::debug!("wake-up queue unavailable; the next tick dispatches");
+        }
+    }
+}
+
+thread_local! {
+    /// This worker's wake-up queue, registered by its root context.
+    static WAKE_QUEUE: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// Sets the queue `wake` enqueues on.
+pub fn set_wake_queue(queue: u32) {
+    WAKE_QUEUE.with(|q| q.set(Some(queue)));
 }
 
 impl Entropy for EnvoyHost {

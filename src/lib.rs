@@ -1,6 +1,7 @@
 //! tokengate, the proxy-wasm filter. This crate is the thin host layer: it implements
-//! `tokengate-core`'s host traits over `proxy_wasm::hostcalls` and drives the core's
-//! request flow from Envoy's callbacks. Everything that decides an answer lives in the core.
+//! `tokengate-core`'s host traits over `proxy_wasm::hostcalls` and translates Envoy's
+//! callbacks into the events of the core's `Worker` (one per worker thread) and their
+//! steps back into Envoy actions. Everything that decides an answer lives in the core.
 //!
 //! On native targets the crate is empty, so the integration tests under `tests/` can link
 //! without the proxy-wasm host imports.
@@ -9,8 +10,6 @@
 mod filter;
 #[cfg(target_arch = "wasm32")]
 mod host;
-#[cfg(target_arch = "wasm32")]
-mod hub;
 #[cfg(target_arch = "wasm32")]
 mod root;
 

@@ -112,7 +112,7 @@ fn no_module_of_the_core_or_the_host_crate_imports_one_that_imports_it_back() {
     let root = workspace_root();
     for dir in ["core/src", "src"] {
         let graph = module_graph(&root.join(dir));
-        assert!(graph.len() > 3, "{dir}: {graph:?}");
+        assert!(graph.len() >= 3, "{dir}: {graph:?}");
         if let Some(found) = circle(&graph) {
             panic!("{dir}: import circle {}", found.join(" -> "));
         }

@@ -23,6 +23,8 @@ pub mod seal;
 pub mod sorted;
 pub mod store;
 pub mod usage;
+pub mod worker;
 
 pub use config::Config;
 pub use gate::{Gate, IdpReply, KeyedCall, Outcome, PendingCall, Plan, Waiter};
+pub use worker::{Step, Stream, Worker};

@@ -21,6 +21,8 @@ pub struct FakeHost {
     dispatch_fails: Cell<bool>,
     /// Every set fails with a host error (as when shared data is out of memory).
     writes_fail: Cell<bool>,
+    /// Wake-ups asked for so far.
+    wakes: Cell<u32>,
     /// Runs just before the set with this index (counted from when it was armed).
     interleaved: RefCell<Option<(u32, Interleaved)>>,
     sets_seen: Cell<u32>,
@@ -47,6 +49,11 @@ impl FakeHost {
     /// Every IdP call dispatched so far.
     pub fn calls(&self) -> Vec<IdpCall> {
         self.calls.borrow().clone()
+    }
+
+    /// How many times the root context was asked to wake.
+    pub fn wakes(&self) -> u32 {
+        self.wakes.get()
     }
 
     /// From now on every write to shared data fails with a host error (`false`: they work).
@@ -163,6 +170,10 @@ impl Dispatcher for FakeHost {
         let mut calls = self.calls.borrow_mut();
         calls.push(call.clone());
         Ok(calls.len() as u32)
+    }
+
+    fn wake(&self) {
+        self.wakes.set(self.wakes.get() + 1);
     }
 }
 

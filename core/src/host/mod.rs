@@ -50,6 +50,9 @@ pub struct IdpCall {
 pub trait Dispatcher {
     /// Starts the call; the answer arrives later, keyed by the returned token.
     fn dispatch(&self, call: &IdpCall) -> Result<u32, HostError>;
+    /// Wakes this worker's root context soon (Envoy: its shared queue), so a keyed call is
+    /// dispatched before the next tick.
+    fn wake(&self);
 }
 
 /// Random bytes, for nonces.

@@ -1,0 +1,43 @@
+//! One worker's coordination point: the keyed IdP calls to dispatch and in flight, and the
+//! streams waiting for an outcome or a usage report. Keyed calls are dispatched from the
+//! worker's root context, not the stream that needed them, so a client that goes away
+//! neither cancels the call nor loses the token for everyone else.
+
+use std::collections::HashMap;
+
+use crate::gate::{KeyedCall, Waiter};
+
+/// A stream's id: the host's HTTP context id.
+pub type StreamId = u32;
+
+#[derive(Default)]
+pub struct Hub {
+    /// Keyed calls to dispatch at the root's next callback.
+    pub jobs: Vec<KeyedCall>,
+    /// Keyed calls in flight, by the host's call token.
+    pub calls: HashMap<u32, KeyedCall>,
+    /// Streams waiting for their key's outcome.
+    pub waiters: Vec<(StreamId, Waiter)>,
+    /// Usage-report requests, answered once every worker has flushed its pending hits.
+    pub reports: Vec<(StreamId, ReportRequest)>,
+}
+
+/// A usage-report request waiting for its answer.
+pub struct ReportRequest {
+    /// When every worker has ticked (and flushed its hits) since the request came.
+    pub due_ms: u64,
+    pub accept: Option<String>,
+    pub accept_encoding: Option<String>,
+    pub path: String,
+}
+
+impl Hub {
+    pub fn forget(&mut self, stream: StreamId) {
+        self.waiters.retain(|(id, _)| *id != stream);
+        self.reports.retain(|(id, _)| *id != stream);
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.jobs.is_empty() && self.waiters.is_empty() && self.reports.is_empty()
+    }
+}

@@ -1,0 +1,181 @@
+//! One worker's tokengate: the configuration, the key prefix, the index of served tokens,
+//! the pending hits and the hub of keyed calls and waiters, in one handle; and the
+//! per-request state machine ([`stream`]) the host drives with a handful of calls. The host
+//! only translates callbacks: Envoy's events in, [`Step`]s and answers out.
+//!
+//! Stream events: [`Worker::on_request_headers`], [`Worker::on_request_body`],
+//! [`Worker::on_call_answer`], [`Worker::on_stream_gone`]. Root events:
+//! [`Worker::on_wake`] (dispatch keyed calls), [`Worker::on_keyed_answer`],
+//! [`Worker::on_tick`]. Each root event returns the answers for other streams.
+
+mod hub;
+mod stream;
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+pub use hub::{ReportRequest, StreamId};
+pub use stream::{Step, Stream};
+
+use crate::cache::LocalIndex;
+use crate::config::Config;
+use crate::fingerprint::Fingerprint;
+use crate::flight::CallOutcome;
+use crate::gate::{Gate, IdpReply, KeyedCall};
+use crate::hit_tally::PendingHits;
+use crate::host::Host;
+use crate::response::Response;
+use hub::Hub;
+
+/// How often the host ticks the worker: waiters look for outcomes written by other
+/// workers, pending hits are flushed to shared data.
+pub const TICK: Duration = Duration::from_millis(20);
+
+/// Answers for other streams than the one in the callback: `(stream, response)`.
+pub type Answers = Vec<(StreamId, Response)>;
+
+pub struct Worker {
+    config: Config,
+    /// Prefix of every shared-data key: the plugin name, so two plugins in one VM never
+    /// read each other's entries.
+    key_prefix: String,
+    /// This worker's copies of tokens it served (see `cache::local`).
+    local_index: RefCell<LocalIndex>,
+    /// This worker's hits not yet counted in shared data (see `hit_tally`).
+    pending_hits: RefCell<PendingHits>,
+    hub: RefCell<Hub>,
+}
+
+impl Worker {
+    pub fn new(config: Config, key_prefix: &str) -> Worker {
+        let entries = config.cache.max_entries as usize;
+        Worker {
+            local_index: RefCell::new(LocalIndex::new(entries)),
+            pending_hits: RefCell::new(PendingHits::new(entries)),
+            config,
+            key_prefix: key_prefix.to_owned(),
+            hub: RefCell::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// The request flow with this worker's index and pending hits.
+    fn gate<'a>(&'a self, host: &'a dyn Host) -> Gate<'a> {
+        self.bare_gate(host).with_local_index(&self.local_index).with_pending_hits(&self.pending_hits)
+    }
+
+    /// The request flow without them: for answers that neither serve from the index nor
+    /// count an arriving hit (calls, waiters, refusals).
+    fn bare_gate<'a>(&'a self, host: &'a dyn Host) -> Gate<'a> {
+        Gate::new(&self.config, host, &self.key_prefix)
+    }
+
+    /// Prepares shared data before the worker serves; `false` if it could not (it is then
+    /// created on first use).
+    pub fn prepare(&self, host: &dyn Host) -> bool {
+        self.bare_gate(host).prepare()
+    }
+
+    /// Queues a keyed call for the root context and wakes it.
+    fn submit(&self, host: &dyn Host, call: KeyedCall) {
+        self.hub.borrow_mut().jobs.push(call);
+        host.wake();
+    }
+
+    /// The root was woken: dispatches the queued keyed calls. A call that cannot be
+    /// dispatched ends at once (its waiters get the failure).
+    pub fn on_wake(&self, host: &dyn Host) -> Answers {
+        let jobs = std::mem::take(&mut self.hub.borrow_mut().jobs);
+        let mut answers = Answers::new();
+        for job in jobs {
+            match host.dispatch(&job.call) {
+                Ok(token) => {
+                    self.hub.borrow_mut().calls.insert(token, job);
+                }
+                Err(e) => {
+                    log::warn!("IdP call not dispatched: {e}");
+                    let outcome = self.bare_gate(host).finish_call(&job, None);
+                    answers.extend(self.answer_waiters(host, Some((&job.fingerprint, &outcome))));
+                }
+            }
+        }
+        answers
+    }
+
+    /// The answer to a keyed call (`None`: it failed); a token for no call of this worker
+    /// is ignored.
+    pub fn on_keyed_answer(&self, host: &dyn Host, token: u32, reply: Option<&IdpReply>) -> Answers {
+        let Some(job) = self.hub.borrow_mut().calls.remove(&token) else {
+            return Answers::new();
+        };
+        let outcome = self.bare_gate(host).finish_call(&job, reply);
+        self.answer_waiters(host, Some((&job.fingerprint, &outcome)))
+    }
+
+    /// Is `token` one of this worker's keyed calls (answered by the root context)?
+    pub fn is_keyed_call(&self, token: u32) -> bool {
+        self.hub.borrow().calls.contains_key(&token)
+    }
+
+    /// The periodic tick: flushes pending hits, dispatches queued calls, answers waiters
+    /// whose outcome another worker wrote (or whose deadline passed) and due usage reports.
+    pub fn on_tick(&self, host: &dyn Host) -> Answers {
+        if !self.pending_hits.borrow().is_empty() {
+            self.gate(host).flush_hits();
+        }
+        let mut answers = Answers::new();
+        if self.hub.borrow().is_idle() {
+            return answers;
+        }
+        answers.extend(self.on_wake(host));
+        answers.extend(self.answer_waiters(host, None));
+        answers.extend(self.answer_reports(host));
+        answers
+    }
+
+    /// Answers every waiter whose outcome is known; `known` is the outcome of a call this
+    /// worker just finished, for its key's waiters.
+    fn answer_waiters(&self, host: &dyn Host, known: Option<(&Fingerprint, &CallOutcome)>) -> Answers {
+        let gate = self.bare_gate(host);
+        let waiters = std::mem::take(&mut self.hub.borrow_mut().waiters);
+        let mut answers = Answers::new();
+        let mut still_waiting = Vec::with_capacity(waiters.len());
+        for (stream, waiter) in waiters {
+            let outcome = known.filter(|(fp, _)| **fp == waiter.fingerprint).map(|(_, o)| o);
+            match gate.answer(&waiter, outcome) {
+                Some(response) => answers.push((stream, response)),
+                None => still_waiting.push((stream, waiter)),
+            }
+        }
+        self.hub.borrow_mut().waiters.extend(still_waiting);
+        answers
+    }
+
+    /// The usage reports that have waited long enough.
+    fn answer_reports(&self, host: &dyn Host) -> Answers {
+        let now = host.now_ms();
+        let due: Vec<_> = {
+            let mut hub = self.hub.borrow_mut();
+            let (due, waiting) =
+                std::mem::take(&mut hub.reports).into_iter().partition(|(_, r)| r.due_ms <= now);
+            hub.reports = waiting;
+            due
+        };
+        let gate = self.bare_gate(host);
+        due.into_iter()
+            .map(|(stream, r)| {
+                (stream, gate.usage(r.accept.as_deref(), r.accept_encoding.as_deref(), &r.path))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

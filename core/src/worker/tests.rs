@@ -1,0 +1,292 @@
+//! The worker's state machine natively, against the fake host: streams as Envoy would
+//! drive them, the root context's wake-ups, ticks and keyed answers, the rate-limit
+//! service step and the waiters.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::host::Metric;
+use crate::host::fake::FakeHost;
+use crate::response::CACHE_HEADER;
+
+const T0: u64 = 1_700_000_000_000;
+const FORM: &str = "application/x-www-form-urlencoded";
+
+fn worker(extra: Value) -> Worker {
+    let mut doc = json!({
+        "upstream": {"cluster": "idp", "authority": "tenant.example", "timeout": "5s"},
+        "cache": {"min_remaining_ttl": "1s"},
+        "usage_path": "/usage"
+    });
+    if let (Value::Object(d), Value::Object(e)) = (&mut doc, extra) {
+        d.extend(e);
+    }
+    Worker::new(Config::from_json(doc.to_string().as_bytes()).unwrap(), "tg")
+}
+
+fn headers(method: &str, path: &str) -> Vec<(String, String)> {
+    vec![
+        (":method".into(), method.into()),
+        (":path".into(), path.into()),
+        ("content-type".into(), FORM.into()),
+    ]
+}
+
+fn form(secret: &str) -> Vec<u8> {
+    format!("grant_type=client_credentials&client_id=c1&client_secret={secret}&audience=a").into_bytes()
+}
+
+/// A token request as Envoy delivers it: headers, then the whole body.
+fn request(worker: &Worker, host: &FakeHost, stream: &mut Stream, body: Vec<u8>) -> Step {
+    let step = worker.on_request_headers(host, stream, &headers("POST", "/oauth/token"), false);
+    assert_eq!(step, Step::Continue, "the headers go on to the buffer filter");
+    let size = body.len();
+    worker.on_request_body(host, stream, size, true, move || body)
+}
+
+fn token_reply(token: &str) -> IdpReply {
+    IdpReply {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+            .to_string()
+            .into_bytes(),
+    }
+}
+
+fn cache_of(response: &Response) -> &str {
+    response.header(CACHE_HEADER).unwrap_or_default()
+}
+
+fn access_token(response: &Response) -> String {
+    let body: Value = serde_json::from_slice(&response.body).unwrap();
+    body["access_token"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn a_miss_and_a_coalesced_request_wait_for_one_keyed_call_and_the_next_is_a_hit() {
+    let (host, worker) = (FakeHost::new(T0), worker(json!({})));
+    let (mut first, mut second) = (Stream::new(1), Stream::new(2));
+    assert_eq!(request(&worker, &host, &mut first, form("s1")), Step::Pause);
+    assert_eq!(host.wakes(), 1, "the root is woken to dispatch the call");
+    assert_eq!(request(&worker, &host, &mut second, form("s1")), Step::Pause);
+    assert!(host.calls().is_empty(), "streams never dispatch keyed calls themselves");
+
+    assert!(worker.on_wake(&host).is_empty());
+    assert_eq!(host.calls().len(), 1);
+    let token = host.calls().len() as u32;
+    assert!(worker.is_keyed_call(token));
+    let answers = worker.on_keyed_answer(&host, token, Some(&token_reply("tok-1")));
+    let by_stream: Vec<(StreamId, &str, String)> =
+        answers.iter().map(|(s, r)| (*s, cache_of(r), access_token(r))).collect();
+    assert_eq!(by_stream, [(1, "miss", "tok-1".into()), (2, "coalesced", "tok-1".into())]);
+    assert!(!worker.is_keyed_call(token));
+
+    let mut third = Stream::new(3);
+    let Step::Respond(hit) = request(&worker, &host, &mut third, form("s1")) else { panic!("not answered") };
+    assert_eq!((cache_of(&hit), access_token(&hit)), ("hit", "tok-1".into()));
+    assert_eq!(host.calls().len(), 1);
+}
+
+#[test]
+fn a_waiter_whose_client_went_away_gets_no_answer_and_the_others_do() {
+    let (host, worker) = (FakeHost::new(T0), worker(json!({})));
+    let (mut gone, mut stays) = (Stream::new(1), Stream::new(2));
+    request(&worker, &host, &mut gone, form("s1"));
+    request(&worker, &host, &mut stays, form("s1"));
+    worker.on_stream_gone(&gone);
+    worker.on_wake(&host);
+    let answers = worker.on_keyed_answer(&host, 1, Some(&token_reply("tok-1")));
+    assert_eq!(answers.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [2]);
+}
+
+#[test]
+fn a_keyed_call_that_cannot_be_dispatched_answers_its_waiters_at_once() {
+    let (host, worker) = (FakeHost::new(T0), worker(json!({})));
+    let mut stream = Stream::new(7);
+    request(&worker, &host, &mut stream, form("s1"));
+    host.fail_dispatch(true);
+    let answers = worker.on_wake(&host);
+    assert_eq!(answers.len(), 1);
+    assert_eq!((answers[0].0, answers[0].1.status), (7, 503));
+}
+
+#[test]
+fn a_waiter_on_another_workers_call_is_answered_on_the_tick() {
+    let host = FakeHost::new(T0);
+    let (owner, other) = (worker(json!({})), worker(json!({})));
+    let (mut a, mut b) = (Stream::new(1), Stream::new(2));
+    request(&owner, &host, &mut a, form("s1"));
+    // The other worker's request finds the key's call in flight: it waits on shared data.
+    assert_eq!(request(&other, &host, &mut b, form("s1")), Step::Pause);
+    owner.on_wake(&host);
+    assert!(other.on_tick(&host).is_empty(), "still in flight");
+    let owners = owner.on_keyed_answer(&host, 1, Some(&token_reply("tok-9")));
+    assert_eq!(owners.len(), 1);
+    let answers = other.on_tick(&host);
+    assert_eq!(answers.len(), 1);
+    assert_eq!(
+        (answers[0].0, cache_of(&answers[0].1), access_token(&answers[0].1)),
+        (2, "coalesced", "tok-9".into())
+    );
+    assert_eq!(host.calls().len(), 1);
+}
+
+#[test]
+fn a_forwarded_request_is_answered_from_its_own_call_and_a_late_answer_is_ignored() {
+    let (host, worker) = (FakeHost::new(T0), worker(json!({})));
+    let mut stream = Stream::new(4);
+    let body =
+        b"grant_type=client_credentials&client_id=c1&client_assertion_type=jwt&client_assertion=eyJ".to_vec();
+    assert_eq!(request(&worker, &host, &mut stream, body), Step::Pause);
+    let token = host.calls().len() as u32;
+    assert_eq!(
+        worker.on_call_answer(&host, &mut stream, token + 1, None, &[]),
+        None,
+        "another call's answer"
+    );
+    let response = worker.on_call_answer(&host, &mut stream, token, Some(&token_reply("fwd")), &[]).unwrap();
+    assert_eq!((response.status, cache_of(&response)), (200, "bypass"));
+    assert_eq!(worker.on_call_answer(&host, &mut stream, token, Some(&token_reply("fwd")), &[]), None);
+}
+
+#[test]
+fn other_requests_pass_and_refusals_are_answered_from_the_headers() {
+    let (host, worker) = (FakeHost::new(T0), worker(json!({})));
+    let mut stream = Stream::new(1);
+    assert_eq!(worker.on_request_headers(&host, &mut stream, &headers("GET", "/api"), true), Step::Continue);
+    assert_eq!(worker.on_request_body(&host, &mut stream, 10, true, Vec::new), Step::Continue);
+    let Step::Respond(wrong) =
+        worker.on_request_headers(&host, &mut Stream::new(2), &headers("GET", "/OAUTH/token/"), true)
+    else {
+        panic!("a token path variant is refused")
+    };
+    assert_eq!((wrong.status, wrong.header("allow")), (400, Some("POST")));
+    let mut large = headers("POST", "/oauth/token");
+    large.push(("content-length".into(), "100000".into()));
+    let Step::Respond(too_large) = worker.on_request_headers(&host, &mut Stream::new(3), &large, false)
+    else {
+        panic!("a declared length over the limit is refused")
+    };
+    assert_eq!(too_large.status, 413);
+}
+
+#[test]
+fn a_usage_report_waits_for_every_worker_to_tick() {
+    let (host, worker) = (FakeHost::new(T0), worker(json!({})));
+    let mut hit = Stream::new(1);
+    request(&worker, &host, &mut hit, form("s1"));
+    worker.on_wake(&host);
+    worker.on_keyed_answer(&host, 1, Some(&token_reply("tok-1")));
+    let mut report = Stream::new(9);
+    assert_eq!(worker.on_request_headers(&host, &mut report, &headers("GET", "/usage"), true), Step::Pause);
+    assert!(worker.on_tick(&host).is_empty(), "not before two ticks");
+    host.advance_ms(TICK.as_millis() as u64 * 2 + 5);
+    let answers = worker.on_tick(&host);
+    assert_eq!(answers.len(), 1);
+    let body: Value = serde_json::from_slice(&answers[0].1.body).unwrap();
+    assert_eq!((answers[0].0, body["totals"]["misses"].as_u64()), (9, Some(1)));
+}
+
+/// A gRPC answer of the rate-limit service: `overall_code`, one status with a limit of
+/// `limit` a minute and `remaining` left.
+fn rls_reply(code: u64, limit: u64, remaining: u64) -> IdpReply {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let field = |out: &mut Vec<u8>, number: u64, bytes: &[u8]| {
+        varint(out, number << 3 | 2);
+        varint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    };
+    let mut rate = Vec::new();
+    varint(&mut rate, 1 << 3);
+    varint(&mut rate, limit);
+    varint(&mut rate, 2 << 3);
+    varint(&mut rate, 2);
+    let mut status = Vec::new();
+    varint(&mut status, 1 << 3);
+    varint(&mut status, code);
+    field(&mut status, 2, &rate);
+    varint(&mut status, 3 << 3);
+    varint(&mut status, remaining);
+    let mut message = Vec::new();
+    varint(&mut message, 1 << 3);
+    varint(&mut message, code);
+    field(&mut message, 2, &status);
+    let mut body = vec![0];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    IdpReply { status: 200, headers: vec![("grpc-status".into(), "0".into())], body }
+}
+
+fn with_service() -> Worker {
+    worker(json!({
+        "rate_limit": {"default": {"max_tokens": 100, "tokens_per_fill": 100, "fill_interval": "60s"}},
+        "rate_limit_service": {"cluster": "ratelimit", "timeout": "1s"}
+    }))
+}
+
+#[test]
+fn the_rate_limit_service_is_asked_first_and_its_over_limit_is_a_429() {
+    let (host, worker) = (FakeHost::new(T0), with_service());
+    let mut stream = Stream::new(1);
+    assert_eq!(request(&worker, &host, &mut stream, form("s1")), Step::Pause);
+    assert_eq!(host.calls()[0].cluster, "ratelimit");
+    let response = worker.on_call_answer(&host, &mut stream, 1, Some(&rls_reply(2, 3, 0)), &[]).unwrap();
+    assert_eq!((response.status, response.header("x-tokengate-decision")), (429, Some("rate_limited")));
+    assert_eq!(response.header("x-ratelimit-limit"), Some("3"));
+    assert_eq!(host.calls().len(), 1, "no IdP call for a refused request");
+}
+
+#[test]
+fn under_the_services_limit_the_request_goes_on_with_the_services_headers() {
+    let (host, worker) = (FakeHost::new(T0), with_service());
+    let mut stream = Stream::new(1);
+    request(&worker, &host, &mut stream, form("s1"));
+    assert_eq!(
+        worker.on_call_answer(&host, &mut stream, 1, Some(&rls_reply(1, 3, 2)), &[]),
+        None,
+        "now waiting"
+    );
+    worker.on_wake(&host);
+    let answers = worker.on_keyed_answer(&host, 2, Some(&token_reply("tok-1")));
+    let response = &answers[0].1;
+    assert_eq!((response.status, cache_of(response)), (200, "miss"));
+    assert_eq!(
+        (response.header("x-ratelimit-limit"), response.header("x-ratelimit-remaining")),
+        (Some("3"), Some("2"))
+    );
+    assert_eq!(host.metric(Metric::RateLimitServiceErrors), 0);
+}
+
+#[test]
+fn a_failed_or_unreadable_service_answer_leaves_the_decision_to_the_local_bucket() {
+    let (host, worker) = (FakeHost::new(T0), with_service());
+    for (stream_id, reply) in [(1, None), (2, Some(IdpReply { status: 503, headers: vec![], body: vec![] }))]
+    {
+        let mut stream = Stream::new(stream_id);
+        request(&worker, &host, &mut stream, form("s1"));
+        let token = host.calls().len() as u32;
+        worker.on_call_answer(&host, &mut stream, token, reply.as_ref(), &[]);
+    }
+    assert_eq!(host.metric(Metric::RateLimitServiceErrors), 2);
+    worker.on_wake(&host);
+    let idp_call = host.calls().len() as u32;
+    let answers = worker.on_keyed_answer(&host, idp_call, Some(&token_reply("tok-1")));
+    assert_eq!(answers.len(), 2, "both decided locally: a miss and a coalesced request");
+    assert_eq!(answers[0].1.header("x-ratelimit-limit"), Some("100"));
+}
+
+#[test]
+fn a_service_that_cannot_be_called_is_counted_and_the_local_bucket_decides_at_once() {
+    let (host, worker) = (FakeHost::new(T0), with_service());
+    host.fail_dispatch(true);
+    let mut stream = Stream::new(1);
+    assert_eq!(request(&worker, &host, &mut stream, form("s1")), Step::Pause, "waiting for the IdP call");
+    assert_eq!(host.metric(Metric::RateLimitServiceErrors), 1);
+}
