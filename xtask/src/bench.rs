@@ -283,7 +283,14 @@ pub fn run(
 
     cmd::step(&format!("{rounds} rounds of {seconds} s per row"));
     for round in 1..=rounds {
-        for row in &mut rows {
+        // Every other round runs the rows in reverse: a row's place in the round (what ran
+        // just before it) measurably moves its numbers on a busy VM, so an A/B pair must
+        // take both places equally often.
+        let mut order: Vec<&mut Row> = rows.iter_mut().collect();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for row in order {
             let script = dir.join(format!("{}.lua", row.name));
             fs::write(&script, lua(&row.load)).map_err(|e| e.to_string())?;
             let cpu_before = row.pid.and_then(cpu_ticks);
