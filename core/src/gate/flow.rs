@@ -76,47 +76,7 @@ impl Gate<'_> {
         };
         let client_id = request.client_id.as_deref();
         if request.kind() == RequestKind::Forward {
-            // Forwarded credentials are never proven beforehand (a refresh token or an
-            // assertion is new each time): the bucket is read now and charged for a token.
-            let limits = self.admit(client_id, now, None, false);
-            let limit_headers = limits.headers(now);
-            if limits.rate.is_some_and(|(_, d)| !d.allowed) {
-                return respond(self.rate_limited(client_id, &limits, now));
-            }
-            let idp = self.idp_record();
-            if let Some(until) = self.backoff_deadline(limits.backoff_until_ms, &idp, now) {
-                return respond(self.backoff_refusal(client_id, until, &limit_headers, &idp, now));
-            }
-            let quota_spent_ms = match self.pay_for_call(client_id, &limits, false, now) {
-                Ok(spent) => spent.map(|_| now),
-                Err(refused) => {
-                    let (refusal, decision) = refused.answer(now);
-                    let refusal = with_headers(refusal, &limit_headers);
-                    return respond(self.conclude(client_id, decision, refusal, false));
-                }
-            };
-            let call = self.idp_call(head, body, None);
-            self.host.add(Metric::IdpCalls, 1);
-            return match self.host.dispatch(&call) {
-                Ok(token) => Plan {
-                    outcome: Outcome::AwaitIdp(PendingCall {
-                        token,
-                        limit_headers,
-                        client_id: client_id.map(str::to_owned),
-                        quota_spent_ms,
-                        charge_on_token: self.global_rate.is_none(),
-                    }),
-                    background: None,
-                },
-                Err(_) => {
-                    self.host.add(Metric::IdpErrors, 1);
-                    if let (Some(id), Some(spent)) = (client_id, quota_spent_ms) {
-                        self.give_back_quota(id, spent, now);
-                    }
-                    let r = with_headers(unavailable(Decision::Bypass), &limit_headers);
-                    respond(self.conclude(client_id, Decision::Bypass, r, true))
-                }
-            };
+            return self.forward(head, body, client_id, now);
         }
         let identity = Identity::of(&request, &self.config.upstream);
         let (fp, key) = (identity.fingerprint, identity.seal_key);
@@ -188,6 +148,83 @@ impl Gate<'_> {
                 return respond(self.backoff_refusal(client_id, until, &limit_headers, &idp, now));
             }
         }
+        self.call_for_key(
+            head,
+            body,
+            &identity,
+            client_id,
+            &limits,
+            limit_headers,
+            proven,
+            cached.as_ref(),
+            now,
+        )
+    }
+
+    /// A forwarded request (another grant, a client assertion, DPoP): never cached, its own
+    /// IdP call from the stream. Its credentials are never proven beforehand (a refresh
+    /// token or an assertion is new each time): the bucket is read now and charged for a
+    /// token.
+    fn forward(&self, head: &RequestHead, body: &[u8], client_id: Option<&str>, now: u64) -> Plan {
+        // Forwarded credentials are never proven beforehand (a refresh token or an
+        // assertion is new each time): the bucket is read now and charged for a token.
+        let limits = self.admit(client_id, now, None, false);
+        let limit_headers = limits.headers(now);
+        if limits.rate.is_some_and(|(_, d)| !d.allowed) {
+            return respond(self.rate_limited(client_id, &limits, now));
+        }
+        let idp = self.idp_record();
+        if let Some(until) = self.backoff_deadline(limits.backoff_until_ms, &idp, now) {
+            return respond(self.backoff_refusal(client_id, until, &limit_headers, &idp, now));
+        }
+        let quota_spent_ms = match self.pay_for_call(client_id, &limits, false, now) {
+            Ok(spent) => spent.map(|_| now),
+            Err(refused) => {
+                let (refusal, decision) = refused.answer(now);
+                let refusal = with_headers(refusal, &limit_headers);
+                return respond(self.conclude(client_id, decision, refusal, false));
+            }
+        };
+        let call = self.idp_call(head, body, None);
+        self.host.add(Metric::IdpCalls, 1);
+        match self.host.dispatch(&call) {
+            Ok(token) => Plan {
+                outcome: Outcome::AwaitIdp(PendingCall {
+                    token,
+                    limit_headers,
+                    client_id: client_id.map(str::to_owned),
+                    quota_spent_ms,
+                    charge_on_token: self.global_rate.is_none(),
+                }),
+                background: None,
+            },
+            Err(_) => {
+                self.host.add(Metric::IdpErrors, 1);
+                if let (Some(id), Some(spent)) = (client_id, quota_spent_ms) {
+                    self.give_back_quota(id, spent, now);
+                }
+                let r = with_headers(unavailable(Decision::Bypass), &limit_headers);
+                respond(self.conclude(client_id, Decision::Bypass, r, true))
+            }
+        }
+    }
+
+    /// A request that needs the IdP for its key: joins the key's call in flight, or owns
+    /// the next one (after the unproven bucket and the quota allow it).
+    #[allow(clippy::too_many_arguments)]
+    fn call_for_key(
+        &self,
+        head: &RequestHead,
+        body: &[u8],
+        identity: &Identity,
+        client_id: Option<&str>,
+        limits: &LimitState,
+        limit_headers: Vec<Header>,
+        proven: bool,
+        cached: Option<&CacheEntry>,
+        now: u64,
+    ) -> Plan {
+        let (fp, key) = (identity.fingerprint, identity.seal_key);
         let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
         let begin = self.flights().begin(&fp, now, deadline_ms).unwrap_or(Begin::Uncoordinated);
         let mut waiter = Waiter {
@@ -224,13 +261,13 @@ impl Gate<'_> {
             Begin::Uncoordinated => None,
         };
         let mut headers = std::mem::take(&mut waiter.limit_headers);
-        let spent = match self.pay_for_call(client_id, &limits, proven, now) {
+        let spent = match self.pay_for_call(client_id, limits, proven, now) {
             Ok(spent) => spent,
             // A spent quota is answered below, where a token with lifetime left may still do.
             Err(Refused::Quota(rule, decision)) => Some((rule, decision)),
             Err(Refused::Unproven(refusal)) => {
                 let refusal = with_headers(refusal, &headers);
-                self.refuse_flight(&identity, generation, &refusal);
+                self.refuse_flight(identity, generation, &refusal);
                 return respond(self.conclude(client_id, Decision::RateLimited, refusal, false));
             }
         };
@@ -242,8 +279,8 @@ impl Gate<'_> {
             );
             if !decision.allowed {
                 let refusal = proof::quota_refusal(&rule, &decision, now);
-                self.refuse_flight(&identity, generation, &refusal);
-                let (response, decided) = match stale_token(cached.as_ref(), &key, now) {
+                self.refuse_flight(identity, generation, &refusal);
+                let (response, decided) = match stale_token(cached, &key, now) {
                     Some(token) => (Response::json(200, token, Decision::Stale), Decision::Stale),
                     None => (refusal, Decision::QuotaRejected),
                 };
