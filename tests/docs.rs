@@ -1,6 +1,7 @@
 //! The documentation lives in the repository: every link in the README, the CHANGELOG and
-//! `docs/` is relative and resolves to a file or folder in it (and an `#anchor` to a
-//! heading of the linked Markdown file), and nothing points at the project's private notes.
+//! `docs/` is relative, never climbs out of its file's folder (`..`), and resolves to a file
+//! or folder (and an `#anchor` to a heading of the linked Markdown file); nothing points at
+//! the project's private notes.
 
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -74,16 +75,16 @@ fn check(file: &Path) -> Vec<String> {
             broken.push(format!("{link}: the documentation says it in its own words, without links out"));
             continue;
         }
+        if link.split('/').any(|part| part == "..") {
+            broken.push(format!("{link}: climbs out of its folder (name the repository path instead)"));
+            continue;
+        }
         let (path, anchor) = link.split_once('#').map_or((link.as_str(), None), |(p, a)| (p, Some(a)));
         let target = if path.is_empty() { file.to_path_buf() } else { file.parent().unwrap().join(path) };
         let Ok(resolved) = target.canonicalize() else {
             broken.push(format!("{link}: no such file"));
             continue;
         };
-        if !resolved.starts_with(workspace_root().canonicalize().unwrap()) {
-            broken.push(format!("{link}: outside the repository"));
-            continue;
-        }
         if let Some(anchor) = anchor
             && resolved.extension().is_some_and(|e| e == "md")
             && !anchors(&std::fs::read_to_string(&resolved).unwrap()).iter().any(|a| a == anchor)
@@ -106,10 +107,10 @@ fn every_relative_link_in_the_documentation_resolves_inside_the_repository() {
 }
 
 #[test]
-fn the_link_check_catches_a_missing_file_an_escape_a_missing_heading_and_a_link_out() {
+fn the_link_check_catches_a_missing_file_a_climb_out_a_missing_heading_and_a_link_out() {
     let dir = workspace_root().join("docs");
     let probe = dir.join(format!("probe-{}.md", std::process::id()));
-    std::fs::write(&probe, "[a](nope.md) [b](../../outside.md) [c](deployment.md#no-such-heading) [d](deployment.md#istio) [e](https://example.com)\n")
+    std::fs::write(&probe, "[a](nope.md) [b](../README.md) [c](deployment.md#no-such-heading) [d](deployment.md#istio) [e](https://example.com)\n")
         .unwrap();
     let broken = check(&probe);
     std::fs::remove_file(&probe).unwrap();

@@ -74,7 +74,7 @@ impl Decision {
 
     /// The decision an `x-tokengate-cache` value stands for (`bypass` for anything else).
     pub fn of_cache_header(value: Option<&str>) -> Decision {
-        Decision::ALL[..5].iter().copied().find(|d| Some(d.as_str()) == value).unwrap_or(Decision::Bypass)
+        Decision::ALL.into_iter().find(|d| Some(d.cache_header()) == value).unwrap_or(Decision::Bypass)
     }
 
     /// The stat it is counted in.

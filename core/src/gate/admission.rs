@@ -53,13 +53,9 @@ impl Gate<'_> {
         client_id: &str,
         op: impl Fn(&ClientTable<'_>, bool) -> Result<Option<T>, StoreError>,
     ) -> Option<T> {
-        match op(&self.clients(Standing::Trusted), self.configured(client_id)) {
-            Ok(Some(out)) => Some(out),
-            Ok(None) => self.stored(op(&self.clients(Standing::Guest), true)).flatten(),
-            Err(_) => {
-                self.host.add(Metric::StoreErrors, 1);
-                None
-            }
+        match self.stored(op(&self.clients(Standing::Trusted), self.configured(client_id)))? {
+            Some(out) => Some(out),
+            None => self.stored(op(&self.clients(Standing::Guest), true)).flatten(),
         }
     }
 
