@@ -20,7 +20,12 @@ pub enum Decision {
     Negative,
     /// Neither served from nor stored in the cache (other grants, DPoP, relayed failures).
     Bypass,
+    /// The IdP refused this request's own call (`401`/`403`: a wrong secret, say).
+    Rejected,
     RateLimited,
+    /// Refused locally: the client id's bucket of IdP calls for credentials the IdP has
+    /// not accepted yet (`rate_limit.unproven`) is empty.
+    Unproven,
     QuotaRejected,
     /// Refused locally: the IdP asked for a back-off (its `429`).
     Backoff,
@@ -29,14 +34,16 @@ pub enum Decision {
 
 impl Decision {
     /// Every decision, in `index` order.
-    pub const ALL: [Decision; 10] = [
+    pub const ALL: [Decision; 12] = [
         Decision::Hit,
         Decision::Miss,
         Decision::Coalesced,
         Decision::Stale,
         Decision::Negative,
         Decision::Bypass,
+        Decision::Rejected,
         Decision::RateLimited,
+        Decision::Unproven,
         Decision::QuotaRejected,
         Decision::Backoff,
         Decision::BadRequest,
@@ -55,19 +62,23 @@ impl Decision {
             Decision::Stale => "stale",
             Decision::Negative => "negative",
             Decision::Bypass => "bypass",
+            Decision::Rejected => "rejected",
             Decision::RateLimited => "rate_limited",
+            Decision::Unproven => "unproven",
             Decision::QuotaRejected => "quota_rejected",
             Decision::Backoff => "idp_backoff",
             Decision::BadRequest => "bad_request",
         }
     }
 
-    /// `x-tokengate-cache`: how the cache took part (`bypass` for every refusal).
+    /// `x-tokengate-cache`: how the cache took part (`bypass` for every local refusal;
+    /// `miss` for the IdP's refusal of this request's own call).
     pub fn cache_header(self) -> &'static str {
         match self {
             Decision::Hit | Decision::Miss | Decision::Coalesced | Decision::Stale | Decision::Negative => {
                 self.as_str()
             }
+            Decision::Rejected => Decision::Miss.as_str(),
             _ => Decision::Bypass.as_str(),
         }
     }
@@ -86,7 +97,9 @@ impl Decision {
             Decision::Stale => Metric::Stale,
             Decision::Negative => Metric::Negative,
             Decision::Bypass => Metric::Bypass,
+            Decision::Rejected => Metric::Rejected,
             Decision::RateLimited => Metric::RateLimited,
+            Decision::Unproven => Metric::Unproven,
             Decision::QuotaRejected => Metric::QuotaRejected,
             Decision::Backoff => Metric::IdpBackoffRejected,
             Decision::BadRequest => Metric::BadRequests,

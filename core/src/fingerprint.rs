@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use hkdf::Hkdf;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::config::Upstream;
 use crate::request::TokenRequest;
@@ -16,15 +16,19 @@ use crate::seal::SealKey;
 
 /// Domain separation: a new canonical form gets a new tag, never a silent collision.
 const TAG: &[u8] = b"tokengate/fingerprint/v3";
+const CREDENTIAL_TAG: &[u8] = b"tokengate/credential/v1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
 
-/// What a token request is, for the cache: where to find its token and how to open it.
+/// What a token request is, for the cache: where to find its token and how to open it,
+/// and whose credentials a token for it proves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
     pub fingerprint: Fingerprint,
     pub seal_key: SealKey,
+    /// The credentials alone (see [`credential`]).
+    pub credential: Fingerprint,
 }
 
 impl Identity {
@@ -35,8 +39,29 @@ impl Identity {
         // 32-byte outputs are far below HKDF's limit: these expansions cannot fail.
         let _ = hkdf.expand(b"cache-key", &mut fingerprint);
         let _ = hkdf.expand(b"seal-key", &mut seal_key);
-        Identity { fingerprint: Fingerprint(fingerprint), seal_key: SealKey(seal_key) }
+        Identity {
+            fingerprint: Fingerprint(fingerprint),
+            seal_key: SealKey(seal_key),
+            credential: credential(request, upstream),
+        }
     }
+}
+
+/// Proof is per credential, not per cache key: the IdP, the client id, how the client
+/// authenticated and its secret (a Basic header as sent), and nothing it asked for. A
+/// token issued for one audience proves the same credentials for every other.
+pub fn credential(request: &TokenRequest, upstream: &Upstream) -> Fingerprint {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(CREDENTIAL_TAG);
+    field(&mut out, "upstream.cluster", &upstream.cluster);
+    field(&mut out, "upstream.authority", &upstream.authority);
+    field(&mut out, "upstream.path", &upstream.path);
+    field(&mut out, "client_id", request.client_id.as_deref().unwrap_or_default());
+    match &request.basic {
+        Some(decoded) => field_bytes(&mut out, b"client_secret_basic", decoded),
+        None => field(&mut out, "client_secret_post", request.client_secret.as_deref().unwrap_or_default()),
+    }
+    Fingerprint(Sha256::digest(&out).into())
 }
 
 /// Length-prefixed fields in a fixed order, then every parameter sorted by name.
@@ -141,6 +166,37 @@ mod tests {
     }
 
     const BASE: &str = "grant_type=client_credentials&client_id=c1&client_secret=s1&audience=a";
+
+    fn credential_of(body: &str, authorization: Option<&str>) -> Fingerprint {
+        let head = RequestHead {
+            content_type: Some("application/x-www-form-urlencoded".into()),
+            authorization: authorization.map(str::to_owned),
+            dpop: None,
+        };
+        credential(&TokenRequest::parse(&head, body.as_bytes()).unwrap(), &upstream())
+    }
+
+    #[test]
+    fn a_credential_is_the_same_for_every_audience_and_scope_and_differs_by_secret_and_method() {
+        let base = credential_of(BASE, None);
+        for same in [
+            "grant_type=client_credentials&client_id=c1&client_secret=s1&audience=b&scope=read",
+            "grant_type=client_credentials&client_id=c1&client_secret=s1&organization=o",
+        ] {
+            assert_eq!(credential_of(same, None), base, "{same}");
+        }
+        for other in [
+            "grant_type=client_credentials&client_id=c1&client_secret=s2&audience=a",
+            "grant_type=client_credentials&client_id=c2&client_secret=s1&audience=a",
+        ] {
+            assert_ne!(credential_of(other, None), base, "{other}");
+        }
+        // The same id and secret sent in a Basic header: another way to authenticate.
+        let basic = credential_of("grant_type=client_credentials&audience=a", Some("Basic YzE6czE="));
+        assert_ne!(basic, base);
+        assert_eq!(basic, credential_of("grant_type=client_credentials&audience=b", Some("Basic YzE6czE=")));
+        assert_ne!(base, fp(BASE), "never the cache key");
+    }
 
     #[test]
     fn scope_order_and_repeats_do_not_matter() {

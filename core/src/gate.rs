@@ -93,6 +93,8 @@ pub struct KeyedCall {
     pub fingerprint: Fingerprint,
     /// Seals the token for the cache (held in this worker's memory only).
     pub seal_key: SealKey,
+    /// The credentials a token proves (see `proof`).
+    pub credential: Fingerprint,
     /// The flight generation this call owns; `None` when it runs uncoordinated.
     pub generation: Option<u64>,
     pub call: IdpCall,

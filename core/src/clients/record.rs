@@ -6,7 +6,7 @@ use crate::limits::{Bucket, QuotaWindow};
 use crate::record::{Reader, Writer};
 
 /// Bumped when the layout changes: a record of another layout reads as an empty slot.
-const FORMAT_VERSION: u8 = 6;
+const FORMAT_VERSION: u8 = 7;
 
 /// What one client did, counted exactly across workers (the usage report's row).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -93,9 +93,10 @@ impl Gate<'_> {
             (None, Some(_)) => Some(Decision::Negative),
             (None, None) => None,
         };
-        // Proven credentials (a hit, or a key the IdP issued a token for in the window) are
-        // charged now; a remembered refusal never is, and unproven ones when a token comes.
-        let proven = hit.is_some() || (negative.is_none() && self.proven(&fp, now));
+        // Proven credentials (a hit, or credentials the IdP issued a token to in the window,
+        // for any audience or scope) are charged now; a remembered refusal never is, and
+        // unproven ones when a token comes.
+        let proven = hit.is_some() || (negative.is_none() && self.proven(&identity.credential, now));
         // Hits and remembered refusals are counted with the admission: one write.
         let limits = self.admit(client_id, now, expected, proven);
         let limit_headers = limits.headers(now);
@@ -180,8 +181,7 @@ impl Gate<'_> {
         let quota_spent_ms = match self.pay_for_call(client_id, &limits, false, now) {
             Ok(spent) => spent.map(|_| now),
             Err(refused) => {
-                let (refusal, decision) = refused.answer(now);
-                let refusal = with_headers(refusal, &limit_headers);
+                let (refusal, decision) = refused.answer(&limit_headers, now);
                 return respond(self.conclude(client_id, decision, refusal, false));
             }
         };
@@ -265,10 +265,10 @@ impl Gate<'_> {
             Ok(spent) => spent,
             // A spent quota is answered below, where a token with lifetime left may still do.
             Err(Refused::Quota(rule, decision)) => Some((rule, decision)),
-            Err(Refused::Unproven(refusal)) => {
-                let refusal = with_headers(refusal, &headers);
+            Err(refused @ Refused::Unproven(..)) => {
+                let (refusal, decision) = refused.answer(&headers, now);
                 self.refuse_flight(identity, generation, &refusal);
-                return respond(self.conclude(client_id, Decision::RateLimited, refusal, false));
+                return respond(self.conclude(client_id, decision, refusal, false));
             }
         };
         if let Some((rule, decision)) = spent {
@@ -290,6 +290,7 @@ impl Gate<'_> {
         waiter.call = Some(KeyedCall {
             fingerprint: fp,
             seal_key: key,
+            credential: identity.credential,
             generation,
             call: self.idp_call(head, body, Some(&fp)),
             started_ms: now,

@@ -160,6 +160,7 @@ impl Gate<'_> {
         Some(KeyedCall {
             fingerprint: fp,
             seal_key: identity.seal_key,
+            credential: identity.credential,
             generation: Some(generation),
             call: self.idp_call(head, body, Some(&fp)),
             started_ms: now,
@@ -231,7 +232,11 @@ impl Gate<'_> {
             Some(r) if r.status >= 500 && !is_json(&r.body) => unreachable(),
             Some(r) => {
                 let backoff = self.observe_idp(r, call.client_id.as_deref(), now);
-                let identity = Identity { fingerprint: call.fingerprint, seal_key: call.seal_key };
+                let identity = Identity {
+                    fingerprint: call.fingerprint,
+                    seal_key: call.seal_key,
+                    credential: call.credential,
+                };
                 let entry = self.nonce().and_then(|nonce| {
                     CacheEntry::from_token_response(&identity, r.status, &r.body, call.started_ms, nonce)
                 });
@@ -246,7 +251,7 @@ impl Gate<'_> {
                 }
                 let issued = r.status == 200 && has_access_token(&r.body);
                 if issued {
-                    self.prove(&call.fingerprint, call.client_id.as_deref(), now);
+                    self.prove(&call.credential, call.client_id.as_deref(), now);
                 }
                 match (issued, call.client_id.as_deref(), call.quota_spent_ms) {
                     (true, Some(id), _) => self.issued(id, now),

@@ -1,7 +1,8 @@
-//! Who pays for a request (README, "Who pays for a request"): knowing a client id is
-//! not enough to spend that client's limits. Credentials are proven when the IdP issued a
-//! token for their exact cache key (kept in the `proven` table for the issuance window);
-//! proven requests are charged to the client's bucket at once, unproven ones only when the
+//! Who pays for a request (docs/behaviour.md, "Who pays for a request"): knowing a client
+//! id is not enough to spend that client's limits. Credentials are proven when the IdP
+//! issued a token to them, for any audience or scope: the `proven` table holds their
+//! credential fingerprint (client id, how it authenticated, the secret) for the issuance
+//! window. Proven requests are charged to the client's bucket at once, unproven ones only when the
 //! IdP's token comes. The IdP calls unproven credentials cause spend buckets of their own:
 //! one per client id (`rate_limit.unproven`) and one shared by client ids the IdP never
 //! issued a token to (`rate_limit.unknown_clients`). A quota unit is spent per call and
@@ -13,9 +14,9 @@ use crate::config::{BucketRule, QuotaRule};
 use crate::decision::Decision;
 use crate::fingerprint::Fingerprint;
 use crate::limits::LimitState;
-use crate::limits::{Bucket, BucketDecision, QuotaDecision, seconds_until};
+use crate::limits::{Bucket, BucketDecision, QuotaDecision, bucket_headers, seconds_until};
 use crate::request::RequestError;
-use crate::response::{ErrorCode, Response};
+use crate::response::{ErrorCode, Header, Response};
 use crate::store::Change;
 
 use super::{Gate, refused, with_headers};
@@ -24,16 +25,32 @@ use super::{Gate, refused, with_headers};
 pub(super) enum Refused {
     /// The client's quota is spent.
     Quota(QuotaRule, QuotaDecision),
-    /// An unproven bucket is empty: its 429.
-    Unproven(Response),
+    /// A bucket of IdP calls for unproven credentials is empty: the client id's
+    /// (`rate_limit.unproven`) or the one unknown client ids share.
+    Unproven(UnprovenBucket, BucketRule, BucketDecision),
+}
+
+/// Which unproven-credentials bucket refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum UnprovenBucket {
+    /// `rate_limit.unproven`: the client id's own.
+    PerClient,
+    /// `rate_limit.unknown_clients`: shared by client ids the IdP never issued a token to.
+    UnknownClients,
 }
 
 impl Refused {
-    /// The 429 and the decision it is counted as.
-    pub(super) fn answer(self, now: u64) -> (Response, Decision) {
+    /// The 429 and the decision it is counted as. A spent quota carries the client's
+    /// rate-limit headers; an unproven refusal carries its own bucket's instead, so it is
+    /// never mistaken for the client's rate limit.
+    pub(super) fn answer(self, client_headers: &[Header], now: u64) -> (Response, Decision) {
         match self {
-            Refused::Quota(rule, d) => (quota_refusal(&rule, &d, now), Decision::QuotaRejected),
-            Refused::Unproven(refusal) => (refusal, Decision::RateLimited),
+            Refused::Quota(rule, d) => {
+                (with_headers(quota_refusal(&rule, &d, now), client_headers), Decision::QuotaRejected)
+            }
+            Refused::Unproven(bucket, rule, d) => {
+                (unproven_refusal(bucket, &rule, &d, now), Decision::Unproven)
+            }
         }
     }
 }
@@ -43,15 +60,17 @@ impl Gate<'_> {
         SlotTable::new(self.host, self.key_prefix, self.config.cache.max_entries)
     }
 
-    /// Whether the IdP issued a token for this cache key within the issuance window.
-    pub(super) fn proven(&self, fp: &Fingerprint, now: u64) -> bool {
-        matches!(self.proven_keys().get(fp), Ok(Some(entry)) if entry.live(now))
+    /// Whether the IdP issued a token to these credentials (a credential fingerprint)
+    /// within the issuance window.
+    pub(super) fn proven(&self, credential: &Fingerprint, now: u64) -> bool {
+        matches!(self.proven_keys().get(credential), Ok(Some(entry)) if entry.live(now))
     }
 
-    /// The IdP issued a token for this key: its credentials are proven for the window.
-    pub(super) fn prove(&self, fp: &Fingerprint, client_id: Option<&str>, now: u64) {
+    /// The IdP issued a token to these credentials: proven for the window, whatever
+    /// audience or scope they ask for next.
+    pub(super) fn prove(&self, credential: &Fingerprint, client_id: Option<&str>, now: u64) {
         let window_ms = client_id.map_or(super::DAY_MS, |id| self.issuance_window_ms(id));
-        let entry = ProvenEntry { fingerprint: *fp, expires_at_ms: now.saturating_add(window_ms) };
+        let entry = ProvenEntry { fingerprint: *credential, expires_at_ms: now.saturating_add(window_ms) };
         self.stored(self.proven_keys().put(&entry, now));
     }
 
@@ -96,8 +115,8 @@ impl Gate<'_> {
                 })
             })
             .unwrap_or_default();
-        if let Some(d) = spend.unproven.filter(|d| !d.allowed) {
-            return Err(Refused::Unproven(unproven_refusal(&d, now)));
+        if let (Some(rule), Some(d)) = (per_client, spend.unproven.filter(|d| !d.allowed)) {
+            return Err(Refused::Unproven(UnprovenBucket::PerClient, rule, d));
         }
         let spent = quota_rule.zip(spend.quota);
         if let Some(shared) = unproven.filter(|_| client_id.is_none_or(|id| !self.known(id)))
@@ -108,7 +127,7 @@ impl Gate<'_> {
             {
                 self.give_back_quota(id, now, now);
             }
-            return Err(Refused::Unproven(unproven_refusal(&d, now)));
+            return Err(Refused::Unproven(UnprovenBucket::UnknownClients, shared.unknown_clients, d));
         }
         match spent {
             Some((rule, d)) if !d.allowed => Err(Refused::Quota(rule, d)),
@@ -157,13 +176,22 @@ pub(super) fn quota_refusal(rule: &QuotaRule, decision: &QuotaDecision, now: u64
     r
 }
 
-fn unproven_refusal(decision: &BucketDecision, now: u64) -> Response {
-    let mut r = Response::oauth_error(
-        429,
-        ErrorCode::TooManyRequests,
-        "too many token requests with credentials the identity provider has not accepted yet",
-        Decision::Bypass,
-    );
-    r.push_header("retry-after", seconds_until(now, decision.next_fill_ms).max(1).to_string());
-    r
+/// The 429 of an empty unproven-credentials bucket: it names its limit and carries that
+/// bucket's rate-limit headers.
+fn unproven_refusal(bucket: UnprovenBucket, rule: &BucketRule, d: &BucketDecision, now: u64) -> Response {
+    let (description, policy) = match bucket {
+        UnprovenBucket::PerClient => (
+            "unproven-credentials limit (rate_limit.unproven) reached: too many token requests with \
+             credentials the identity provider has not accepted yet",
+            "unproven",
+        ),
+        UnprovenBucket::UnknownClients => (
+            "unproven-credentials limit (rate_limit.unknown_clients) reached: too many token requests \
+             from client ids the identity provider has not issued a token to",
+            "unknown_clients",
+        ),
+    };
+    let mut r = Response::oauth_error(429, ErrorCode::TooManyRequests, description, Decision::Bypass);
+    r.push_header("retry-after", seconds_until(now, d.next_fill_ms).max(1).to_string());
+    with_headers(r, &bucket_headers(policy, rule, d, now))
 }

@@ -192,3 +192,71 @@ fn a_bad_request_from_a_known_client_carries_its_rate_limit_headers() {
     assert_eq!(r.status, 400);
     assert_eq!(header_u64(&r, "x-ratelimit-remaining"), 3);
 }
+
+#[test]
+fn credentials_proven_once_are_proven_for_every_audience() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({
+        "rate_limit": {"default": {"max_tokens": 100, "tokens_per_fill": 100, "fill_interval": "1m"}}
+    }));
+    let gate = Gate::new(&config, &host, "tokengate");
+    // The real client fetches a token for one audience; an attacker then empties c1's
+    // unproven bucket (10 calls a minute).
+    assert_eq!(exchange(&gate, &form(), &body("s1", "a0"), Some(token_reply("t0", 3600))).status, 200);
+    for i in 0..12 {
+        exchange(&gate, &form(), &body(&format!("guess-{i}"), "a0"), Some(denied()));
+    }
+    // Other audiences with the proven secret: each a miss, none refused.
+    for i in 1..=12 {
+        let audience = format!("a{i}");
+        let r = exchange(&gate, &form(), &body("s1", &audience), Some(token_reply("t", 3600)));
+        assert_eq!((r.status, r.header(CACHE_HEADER)), (200, Some("miss")), "audience {audience}");
+    }
+}
+
+#[test]
+fn eleven_audiences_at_start_up_are_not_refused_as_unproven() {
+    let host = FakeHost::new(T0);
+    // Unproven credentials may cause 10 IdP calls a minute (the default).
+    let config = config(json!({
+        "rate_limit": {"default": {"max_tokens": 100, "tokens_per_fill": 100, "fill_interval": "1m"}}
+    }));
+    let gate = Gate::new(&config, &host, "tokengate");
+    for i in 0..11 {
+        let audience = format!("https://api-{i}.example.com");
+        let r = exchange(&gate, &form(), &body("s1", &audience), Some(token_reply("t", 3600)));
+        assert_eq!(r.status, 200, "audience #{i}: {}", String::from_utf8_lossy(&r.body));
+    }
+}
+
+#[test]
+fn an_unproven_refusal_names_itself_with_its_own_bucket_and_count() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({
+        "usage_path": "/tokengate/usage",
+        "rate_limit": {
+            "clients": {"c1": {"max_tokens": 3, "tokens_per_fill": 3, "fill_interval": "1h"}},
+            "unproven": {"max_tokens": 2, "tokens_per_fill": 2, "fill_interval": "1m"}
+        }
+    }));
+    let gate = Gate::new(&config, &host, "tokengate");
+    for i in 0..2 {
+        let r = exchange(&gate, &form(), &body(&format!("guess-{i}"), "a"), Some(denied()));
+        assert_eq!(r.header(crate::response::DECISION_HEADER), Some("rejected"), "the IdP's own 401");
+        assert_eq!(r.header(CACHE_HEADER), Some("miss"), "it called the IdP");
+    }
+    let r = exchange(&gate, &form(), &body("guess-2", "a"), Some(denied()));
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header(crate::response::DECISION_HEADER), Some("unproven"));
+    let description = json_of(&r)["error_description"].as_str().unwrap().to_owned();
+    assert!(description.contains("rate_limit.unproven"), "{description}");
+    assert_eq!(header_u64(&r, "x-ratelimit-limit"), 2, "the unproven bucket's limit, not the client's 3");
+    assert_eq!(header_u64(&r, "x-ratelimit-remaining"), 0);
+    assert!(r.header("ratelimit-policy").unwrap().starts_with("\"unproven\";q=2;w=60"));
+    assert_eq!(r.headers.iter().filter(|(n, _)| n == "x-ratelimit-limit").count(), 1);
+    let row = usage_of_c1(&gate);
+    assert_eq!((row["unproven"].as_u64(), row["rejected"].as_u64()), (Some(1), Some(2)), "{row}");
+    assert_eq!((row["rate_limited"].as_u64(), row["misses"].as_u64()), (Some(0), Some(0)), "{row}");
+    assert_eq!(host.metric(Metric::Unproven), 1);
+    assert_eq!(host.metric(Metric::Rejected), 2);
+}

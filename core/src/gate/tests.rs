@@ -614,8 +614,11 @@ fn a_million_identities_fit_in_the_configured_slots() {
         fp[..8].copy_from_slice(&i.to_le_bytes());
         fp[8..16].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
         fp[16..24].copy_from_slice(&i.rotate_left(29).to_le_bytes());
-        let identity =
-            crate::fingerprint::Identity { fingerprint: Fingerprint(fp), seal_key: SealKey([1; 32]) };
+        let identity = crate::fingerprint::Identity {
+            fingerprint: Fingerprint(fp),
+            seal_key: SealKey([1; 32]),
+            credential: Fingerprint([2; 32]),
+        };
         let now = T0 + i;
         let token = format!(r#"{{"access_token":"t{i}","expires_in":60}}"#);
         let entry = CacheEntry::from_token_response(&identity, 200, token.as_bytes(), now, [2; 12]).unwrap();

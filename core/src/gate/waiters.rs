@@ -35,7 +35,11 @@ impl Gate<'_> {
         if response.status == 200 {
             return Some(self.answer_token(waiter, response, now));
         }
-        let decision = response.cached_as();
+        // The IdP refused this request's own call: counted apart from the misses.
+        let decision = match response.cached_as() {
+            Decision::Miss if matches!(response.status, 401 | 403) => Decision::Rejected,
+            decision => decision,
+        };
         Some(self.conclude(
             waiter.client_id.as_deref(),
             decision,

@@ -76,6 +76,10 @@ pub enum Metric {
     RateLimited,
     QuotaRejected,
     BadRequests,
+    /// Requests whose own IdP call the IdP refused (`401`/`403`).
+    Rejected,
+    /// Requests refused by the unproven-credentials limit (`rate_limit.unproven`).
+    Unproven,
     /// IdP `429`s that started (or extended) a back-off.
     IdpBackoffStarted,
     /// Requests answered `429` locally during an IdP back-off.
@@ -93,7 +97,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 18] = [
+    pub const ALL: [Metric; 20] = [
         Metric::Requests,
         Metric::Hits,
         Metric::Misses,
@@ -106,6 +110,8 @@ impl Metric {
         Metric::RateLimited,
         Metric::QuotaRejected,
         Metric::BadRequests,
+        Metric::Rejected,
+        Metric::Unproven,
         Metric::IdpBackoffStarted,
         Metric::IdpBackoffRejected,
         Metric::IdpReserveHeld,
@@ -134,6 +140,8 @@ impl Metric {
             Metric::RateLimited => "tokengate_rate_limited_total",
             Metric::QuotaRejected => "tokengate_quota_rejected_total",
             Metric::BadRequests => "tokengate_bad_requests_total",
+            Metric::Rejected => "tokengate_rejected_total",
+            Metric::Unproven => "tokengate_unproven_total",
             Metric::IdpBackoffStarted => "tokengate_idp_backoff_started_total",
             Metric::IdpBackoffRejected => "tokengate_idp_backoff_rejected_total",
             Metric::IdpReserveHeld => "tokengate_idp_reserve_held_total",

@@ -26,13 +26,14 @@ impl Bucket {
         Bucket { tokens: rule.max_tokens, last_fill_ms: now_ms }
     }
 
-    /// The bucket with every fill up to `now_ms` applied. A clock that went backwards
-    /// adds nothing.
+    /// The bucket with every fill up to `now_ms` applied, read against `rule` as it is
+    /// now: a balance above its maximum (a limit lowered by a configuration change) is
+    /// clamped at once. A clock that went backwards adds nothing.
     pub fn refilled(self, rule: &BucketRule, now_ms: u64) -> Bucket {
         let interval = rule.fill_interval_ms.max(1);
         let fills = now_ms.saturating_sub(self.last_fill_ms) / interval;
         if fills == 0 {
-            return self;
+            return Bucket { tokens: self.tokens.min(rule.max_tokens), ..self };
         }
         Bucket {
             tokens: self
@@ -92,6 +93,17 @@ mod tests {
     const RULE: BucketRule = BucketRule { max_tokens: 5, tokens_per_fill: 5, fill_interval_ms: 60_000 };
 
     #[test]
+    fn a_lowered_maximum_clamps_the_balance_at_once() {
+        let thirty = BucketRule { max_tokens: 30, tokens_per_fill: 30, fill_interval_ms: 60_000 };
+        let (bucket, _) = Bucket::full(&thirty, 1_000).take(&thirty, 1_000);
+        assert_eq!(bucket.tokens, 29);
+        // The same record read against a limit of 5, within the same fill interval.
+        assert_eq!(bucket.peek(&RULE, 2_000).remaining, 5);
+        let (after, d) = bucket.take(&RULE, 2_000);
+        assert_eq!((d.allowed, d.remaining, after.tokens), (true, 4, 4));
+    }
+
+    #[test]
     fn five_per_minute_allows_five_then_refuses_until_the_fill() {
         let mut bucket = Bucket::full(&RULE, 1_000);
         for expected_remaining in (0..5).rev() {
@@ -148,6 +160,18 @@ mod tests {
             }
             let fills = (now - start) / interval;
             prop_assert!(allowed <= max + fills * per_fill);
+        }
+
+        /// Whatever a record holds (written under another configuration), it is read
+        /// within the current maximum.
+        #[test]
+        fn any_balance_reads_within_the_current_maximum(
+            tokens in 0u64..1_000, last in 0u64..100_000, max in 1u64..50, at in 0u64..200_000,
+        ) {
+            let rule = BucketRule { max_tokens: max, tokens_per_fill: 1, fill_interval_ms: 60_000 };
+            let bucket = Bucket { tokens, last_fill_ms: last };
+            prop_assert!(bucket.peek(&rule, at).remaining <= max);
+            prop_assert!(bucket.take(&rule, at).1.remaining < max);
         }
 
         /// A refused request changes nothing but the fill bookkeeping.

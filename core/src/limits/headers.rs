@@ -2,8 +2,9 @@
 //! Auth0's `x-ratelimit-*` (reset as a Unix timestamp), the IETF draft's `ratelimit-policy`
 //! and `ratelimit`, and Auth0's `auth0-client-quota-limit` where a quota applies.
 
+use super::BucketDecision;
 use super::LimitState;
-use crate::config::QuotaRule;
+use crate::config::{BucketRule, QuotaRule};
 use crate::response::Header;
 
 /// Whole seconds from `now_ms` until `at_ms`, rounded up.
@@ -20,21 +21,26 @@ fn quota_bucket(rule: &QuotaRule) -> std::borrow::Cow<'static, str> {
     }
 }
 
+/// A bucket's headers, its policy named `policy` in the IETF form: Auth0's
+/// `x-ratelimit-*` (the reset as a Unix timestamp), `ratelimit-policy` and `ratelimit`.
+pub fn bucket_headers(policy: &str, rule: &BucketRule, d: &BucketDecision, now_ms: u64) -> Vec<Header> {
+    let reset_in = seconds_until(now_ms, d.next_fill_ms);
+    let window = rule.fill_interval_ms.div_ceil(1000);
+    vec![
+        ("x-ratelimit-limit".into(), rule.max_tokens.to_string().into()),
+        ("x-ratelimit-remaining".into(), d.remaining.to_string().into()),
+        ("x-ratelimit-reset".into(), (now_ms / 1000 + reset_in).to_string().into()),
+        ("ratelimit-policy".into(), format!("\"{policy}\";q={};w={window}", rule.max_tokens).into()),
+        ("ratelimit".into(), format!("\"{policy}\";r={};t={reset_in}", d.remaining).into()),
+    ]
+}
+
 impl LimitState {
     pub fn headers(&self, now_ms: u64) -> Vec<Header> {
-        let mut headers: Vec<Header> = Vec::new();
-        if let Some((rule, d)) = &self.rate {
-            let reset_in = seconds_until(now_ms, d.next_fill_ms);
-            headers.push(("x-ratelimit-limit".into(), rule.max_tokens.to_string().into()));
-            headers.push(("x-ratelimit-remaining".into(), d.remaining.to_string().into()));
-            headers.push(("x-ratelimit-reset".into(), (now_ms / 1000 + reset_in).to_string().into()));
-            let window = rule.fill_interval_ms.div_ceil(1000);
-            headers.push((
-                "ratelimit-policy".into(),
-                format!("\"client\";q={};w={window}", rule.max_tokens).into(),
-            ));
-            headers.push(("ratelimit".into(), format!("\"client\";r={};t={reset_in}", d.remaining).into()));
-        }
+        let mut headers: Vec<Header> = match &self.rate {
+            Some((rule, d)) => bucket_headers("client", rule, d, now_ms),
+            None => Vec::new(),
+        };
         if let Some((rule, d)) = &self.quota {
             headers.push((
                 "auth0-client-quota-limit".into(),
@@ -60,8 +66,7 @@ impl LimitState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BucketRule;
-    use crate::limits::{BucketDecision, QuotaDecision};
+    use crate::limits::QuotaDecision;
 
     #[test]
     fn spec_formats() {

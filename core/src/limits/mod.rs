@@ -6,7 +6,7 @@ mod headers;
 mod quota;
 
 pub use bucket::{Bucket, BucketDecision};
-pub use headers::seconds_until;
+pub use headers::{bucket_headers, seconds_until};
 pub use quota::{QuotaDecision, QuotaWindow, window_start};
 
 use crate::config::{BucketRule, QuotaRule};
