@@ -1,7 +1,7 @@
-//! The Istio manifests under `deploy/istio/`: valid against Istio's own CRD schemas (and the
-//! Gateway API's), through their published models (`testbed::KUBERNETES_MODELS`, installed by
-//! `cargo xtask test`); and the rules the schemas do not hold, such as where a WasmPlugin
-//! attaches.
+//! The Istio manifests under `deploy/istio/`, read as Kubernetes reads YAML (YAML 1.1, see
+//! `read_as_kubernetes`): valid against Istio's own CRD schemas (and the Gateway API's),
+//! through their published models (`testbed::KUBERNETES_PACKAGES`, installed by `cargo xtask
+//! test`); and the rules the schemas do not hold, such as where a WasmPlugin attaches.
 
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -10,7 +10,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 use testbed::workspace_root;
 use tokengate_core::Config;
@@ -32,47 +31,68 @@ fn manifests() -> Vec<PathBuf> {
     found
 }
 
-fn documents(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
-        .collect()
-}
-
 fn name_of(path: &Path) -> String {
     path.strip_prefix(workspace_root()).unwrap().display().to_string()
 }
 
-/// Runs the published models' validation over `docs`: Ok(report) or Err(report).
-fn validate_with_models(docs: &[(String, Value)]) -> Result<String, String> {
-    let models = testbed::kubernetes_models_dir();
+/// Runs `tests/support/<script>` with the pinned npm packages, `input` as JSON on stdin:
+/// Ok(stdout) or Err(stdout and stderr).
+fn node(script: &str, input: &Value) -> Result<String, String> {
+    let packages = testbed::kubernetes_models_dir();
     assert!(
-        testbed::KUBERNETES_MODELS
+        testbed::KUBERNETES_PACKAGES
             .iter()
-            .all(|(package, _)| models.join("node_modules").join(package).exists()),
-        "Istio's models are missing: `cargo xtask test` installs them"
+            .all(|(package, _)| packages.join("node_modules").join(package).exists()),
+        "Istio's models or the YAML reader are missing: `cargo xtask test` installs them"
     );
-    let script = workspace_root().join("tests/support/validate-k8s.mjs");
     let mut child = Command::new("node")
-        .arg(&script)
-        .arg(&models)
+        .arg(workspace_root().join("tests/support").join(script))
+        .arg(&packages)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let input: Vec<Value> = docs.iter().map(|(file, doc)| json!({"file": file, "doc": doc})).collect();
-    child.stdin.take().unwrap().write_all(serde_json::to_string(&input).unwrap().as_bytes()).unwrap();
+    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if out.status.success() { Ok(report) } else { Err(report) }
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// The documents of each (name, YAML text), as Kubernetes reads them: kubectl and the API
+/// server read YAML 1.1 (go-yaml v2), where an unquoted `000…0` is the integer 0 and `on`
+/// is `true`; serde_yaml would have read strings. Read by a YAML 1.1 implementation
+/// (`tests/support/k8s-yaml.mjs`), so every check here sees what Kubernetes would.
+fn read_as_kubernetes(texts: &[(String, String)]) -> Vec<(String, Value)> {
+    let input: Vec<Value> = texts.iter().map(|(file, text)| json!({"file": file, "text": text})).collect();
+    let out =
+        node("k8s-yaml.mjs", &json!(input)).unwrap_or_else(|report| panic!("unreadable YAML:\n{report}"));
+    let docs: Vec<Value> = serde_json::from_str(&out).unwrap();
+    docs.into_iter().map(|d| (d["file"].as_str().unwrap().to_owned(), d["doc"].clone())).collect()
+}
+
+fn read_files(paths: &[PathBuf]) -> Vec<(String, Value)> {
+    let texts: Vec<(String, String)> =
+        paths.iter().map(|path| (name_of(path), std::fs::read_to_string(path).unwrap())).collect();
+    read_as_kubernetes(&texts)
+}
+
+fn documents(path: &str) -> Vec<Value> {
+    read_files(&[workspace_root().join(path)]).into_iter().map(|(_, doc)| doc).collect()
+}
+
+/// Runs the published models' validation over `docs`: Ok(report) or Err(report).
+fn validate_with_models(docs: &[(String, Value)]) -> Result<String, String> {
+    let input: Vec<Value> = docs.iter().map(|(file, doc)| json!({"file": file, "doc": doc})).collect();
+    node("validate-k8s.mjs", &json!(input))
 }
 
 fn all_documents() -> Vec<(String, Value)> {
-    manifests()
-        .iter()
-        .flat_map(|path| documents(path).into_iter().map(move |doc| (name_of(path), doc)))
-        .collect()
+    read_files(&manifests())
 }
 
 #[test]
@@ -85,10 +105,68 @@ fn every_istio_manifest_is_valid_against_istios_crd_schemas() {
 
 #[test]
 fn the_schema_check_refuses_what_istio_would_refuse() {
-    let mut plugin = documents(&workspace_root().join("deploy/istio/wasmplugin.yaml")).remove(0);
+    let mut plugin = documents("deploy/istio/wasmplugin.yaml").remove(0);
     plugin["spec"]["failStrategy"] = json!("FAIL_SOMETIMES");
     let report = validate_with_models(&[("edited".into(), plugin)]).unwrap_err();
     assert!(report.contains("failStrategy"), "{report}");
+}
+
+#[test]
+fn yaml_is_read_as_kubernetes_reads_it() {
+    let text = "zeros: 0000\noctal: 0777\nquoted: \"0777\"\nswitch: on\nanswer: yes\nshort: n\n\
+                float: 1e3\non: key\ndate: 2001-12-14\nbase60: 1:20\n";
+    let (_, doc) = read_as_kubernetes(&[("probe".into(), text.into())]).remove(0);
+    // YAML 1.1 as go-yaml v2 reads it: the key `on` is `true`, written "true" in JSON; dates
+    // and base-60 numbers stay strings.
+    let expected = json!({
+        "zeros": 0, "octal": 511, "quoted": "0777", "switch": true, "answer": true, "short": false,
+        "float": 1000, "true": "key", "date": "2001-12-14", "base60": "1:20"
+    });
+    assert_eq!(doc, expected);
+}
+
+#[test]
+fn an_unquoted_all_zero_sha256_is_an_integer_the_schema_refuses() {
+    let path = workspace_root().join("deploy/istio/wasmplugin.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let zeros = "0".repeat(64);
+    let quoted = format!("sha256: \"{zeros}\"");
+    assert!(text.contains(&quoted), "{} pins no quoted all-zero placeholder", name_of(&path));
+    let unquoted = text.replace(&quoted, &format!("sha256: {zeros}"));
+    let (_, plugin) = read_as_kubernetes(&[("unquoted".into(), unquoted)]).remove(0);
+    assert_eq!(plugin["spec"]["sha256"], json!(0));
+    let report = validate_with_models(&[("unquoted".into(), plugin.clone())]).unwrap_err();
+    assert!(report.contains("sha256"), "{report}");
+    assert!(attach_problems(&plugin).contains(&"no sha256 digest pin".to_owned()));
+}
+
+/// What users replace with their own: the image, its digest, the tenant's host and the
+/// Secrets' names. Quoted, so that what replaces them stays a string however it is spelled
+/// (Kubernetes reads YAML 1.1, where a digest of digits only is a number).
+const PLACEHOLDERS: [&str; 5] = [
+    "registry.example.com",
+    "0000000000000000",
+    "your-tenant.auth0.com",
+    "tokengate-registry",
+    "auth0-gateway-cert",
+];
+
+#[test]
+fn every_placeholder_is_quoted() {
+    let mut found = 0;
+    for path in manifests() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let item = line.trim_start().trim_start_matches("- ");
+            if item.starts_with('#') || !PLACEHOLDERS.iter().any(|p| item.contains(p)) {
+                continue;
+            }
+            found += 1;
+            let value = item.split_once(": ").map_or(item, |(_, value)| value);
+            assert!(value.starts_with('"'), "{}:{}: unquoted placeholder: {line}", name_of(&path), n + 1);
+        }
+    }
+    assert!(found >= 20, "{found} placeholders");
 }
 
 /// What keeps a WasmPlugin from attaching, or from being deployable as shipped, that the
@@ -184,4 +262,58 @@ fn every_gateway_listens_with_tls_only() {
             }
         }
     }
+}
+
+fn of_kind(docs: &[Value], kind: &str) -> Value {
+    docs.iter().find(|d| d["kind"] == kind).cloned().unwrap_or_else(|| panic!("no {kind}"))
+}
+
+#[test]
+fn the_istio_manifests_fit_together_and_tokengate_accepts_the_plugin_config() {
+    let docs: Vec<Value> = [
+        "deploy/istio/wasmplugin.yaml",
+        "deploy/istio/envoyfilter-buffer.yaml",
+        "deploy/istio/auth0-egress.yaml",
+        "deploy/istio/gateway-routes.yaml",
+    ]
+    .iter()
+    .flat_map(|p| documents(p))
+    .collect();
+    let plugin = of_kind(&docs, "WasmPlugin");
+    assert_eq!(plugin["spec"]["phase"], "AUTHN");
+    let plugin_config = serde_json::to_string(&plugin["spec"]["pluginConfig"]).unwrap();
+    let config =
+        Config::from_json(plugin_config.as_bytes()).unwrap_or_else(|e| panic!("pluginConfig refused: {e}"));
+
+    let entry = of_kind(&docs, "ServiceEntry");
+    let host = entry["spec"]["hosts"][0].as_str().unwrap();
+    assert_eq!(config.upstream.cluster, format!("outbound|443||{host}"));
+    assert_eq!(config.upstream.authority, host);
+    assert_eq!(of_kind(&docs, "DestinationRule")["spec"]["host"].as_str(), Some(host));
+    assert_eq!(
+        of_kind(&docs, "DestinationRule")["spec"]["trafficPolicy"]["portLevelSettings"][0]["tls"]["mode"],
+        "SIMPLE"
+    );
+
+    let patches = of_kind(&docs, "EnvoyFilter")["spec"]["configPatches"].clone();
+    let insert = patches.as_array().unwrap().iter().find(|p| p["applyTo"] == "HTTP_FILTER").unwrap();
+    assert_eq!(insert["patch"]["operation"], "INSERT_BEFORE");
+    assert_eq!(
+        insert["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+        "envoy.filters.http.router"
+    );
+    assert_eq!(insert["patch"]["value"]["name"], "envoy.filters.http.buffer");
+    assert_eq!(insert["patch"]["value"]["disabled"], true);
+    let route_patch = patches.as_array().unwrap().iter().find(|p| p["applyTo"] == "HTTP_ROUTE").unwrap();
+    let route_name = route_patch["match"]["routeConfiguration"]["vhost"]["route"]["name"].as_str().unwrap();
+    assert_eq!(
+        route_patch["patch"]["value"]["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"],
+        false
+    );
+
+    // The route the buffer is switched on for is the token route.
+    let routes = of_kind(&docs, "VirtualService")["spec"]["http"].clone();
+    let token_route = routes.as_array().unwrap().iter().find(|r| r["name"] == route_name).unwrap();
+    let path = token_route["match"][0]["uri"]["exact"].as_str().unwrap();
+    assert!(config.token_paths.iter().any(|p| p == path), "{path} is not a token path");
 }

@@ -44,12 +44,14 @@ pub const AUTH0_PYTHON_VERSION: &str = "4.13.0";
 /// A Node.js OAuth client the tests drive tokengate with (npm `simple-oauth2`).
 pub const SIMPLE_OAUTH2_VERSION: &str = "5.1.0";
 
-/// Istio's and the Gateway API's published models (npm, generated from Istio 1.29's and
-/// Gateway API's CRD schemas): `tests/istio.rs` validates the shipped manifests with them.
-pub const KUBERNETES_MODELS: [(&str, &str); 2] =
-    [("@kubernetes-models/istio", "3.0.1"), ("@kubernetes-models/gateway-api", "2.0.0")];
+/// What `tests/istio.rs` checks the shipped manifests with (npm): Istio's and the Gateway
+/// API's published models (generated from Istio 1.29's and Gateway API's CRD schemas), and
+/// `yaml`, a YAML 1.1 reader, to read the manifests as Kubernetes does (an unquoted `000…0`
+/// is an integer, `on` a boolean).
+pub const KUBERNETES_PACKAGES: [(&str, &str); 3] =
+    [("@kubernetes-models/istio", "3.0.1"), ("@kubernetes-models/gateway-api", "2.0.0"), ("yaml", "2.9.1")];
 
-/// Where `cargo xtask test` installs `KUBERNETES_MODELS` (`npm install --prefix`).
+/// Where `cargo xtask test` installs `KUBERNETES_PACKAGES` (`npm install --prefix`).
 pub fn kubernetes_models_dir() -> PathBuf {
     workspace_root().join(".tools").join("kubernetes-models")
 }

@@ -88,7 +88,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 /// What only `cargo xtask test` needs: `wasm-opt` (the size budget is for the optimized
 /// module), the Debian test tools, the real OAuth clients the integration tests drive
 /// tokengate with (`tests/clients.rs`: Auth0's Python SDK from pip and simple-oauth2 from
-/// npm) and Istio's published models (`tests/istio.rs`), pinned, under `.tools/`.
+/// npm) and Istio's published models with a YAML 1.1 reader (`tests/istio.rs`), pinned,
+/// under `.tools/`.
 pub fn test_tools() -> Result<(), String> {
     cmd::step("setup (test tools)");
     if !wasm_opt().exists() {
@@ -121,7 +122,7 @@ pub fn test_tools() -> Result<(), String> {
         cmd::run(python, &["-m", "pip", "install", "--quiet", "--target", &dir, &package], &[])?;
     }
     npm_packages(&testbed::simple_oauth2_dir(), &[("simple-oauth2", testbed::SIMPLE_OAUTH2_VERSION)])?;
-    npm_packages(&testbed::kubernetes_models_dir(), &testbed::KUBERNETES_MODELS)?;
+    npm_packages(&testbed::kubernetes_models_dir(), &testbed::KUBERNETES_PACKAGES)?;
     Ok(())
 }
 
