@@ -55,6 +55,18 @@ impl TokengateRoot {
     }
 }
 
+/// The plugin is going away (its listener drained after a configuration change, or the VM
+/// is stopping): Envoy deletes the root context, and the calls it has in flight are released
+/// for the requests that wait on them, on any worker. Done on drop, in `proxy_on_delete`:
+/// exporting `proxy_on_done` would cost every stream a trip into the VM (`xtask/src/trim.rs`).
+impl Drop for TokengateRoot {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.on_done(&EnvoyHost);
+        }
+    }
+}
+
 impl Context for TokengateRoot {
     fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _: usize) {
         let Some(worker) = self.worker.clone() else {
@@ -69,6 +81,12 @@ impl Context for TokengateRoot {
 
 impl RootContext for TokengateRoot {
     fn on_configure(&mut self, size: usize) -> bool {
+        // Envoy gives a new configuration a new root context; replacing this one's worker
+        // would strand the streams and calls it holds.
+        if self.worker.is_some() {
+            log::error!("configuration rejected: this plugin instance is already configured");
+            return false;
+        }
         let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
             .ok()
             .flatten()

@@ -42,6 +42,52 @@ fn wrong_secrets_for_a_client_id_cost_the_real_client_nothing() {
     }
 }
 
+#[test]
+fn proof_is_per_credential_and_an_unproven_refusal_names_itself() {
+    let config = plugin_config(json!({"usage_path": "/tokengate/usage", "rate_limit": {
+        "default": {"max_tokens": 100, "tokens_per_fill": 100, "fill_interval": "1h"},
+        "unproven": {"max_tokens": 3, "tokens_per_fill": 3, "fill_interval": "1h"}}}));
+    let stack = Stack::start(config, 3600);
+    // A service with the right secret asks for more audiences than the unproven bucket
+    // holds: the first token proves its credentials for every other audience.
+    for i in 0..11 {
+        let r = stack.post_form(&cc_form("c1", "s1", &format!("https://api-{i}.example.com")));
+        assert_eq!((r.status, cache_status(&r)), (200, "miss"), "audience #{i}: {}", r.text());
+    }
+    // Guesses spend the unproven bucket (its first call was the real client's).
+    for i in 0..2 {
+        let r = stack.post_form(&cc_form("c1", &format!("guess-{i}"), "a"));
+        assert_oauth_error_or_idp(&r, 401);
+        assert_eq!(r.header("x-tokengate-decision"), Some("rejected"), "the IdP's own 401");
+    }
+    let refused = stack.post_form(&cc_form("c1", "guess-2", "a"));
+    assert_oauth_error(&refused, 429, "too_many_requests");
+    assert_eq!(refused.header("x-tokengate-decision"), Some("unproven"));
+    let description = json_body(&refused)["error_description"].as_str().unwrap().to_owned();
+    assert!(description.contains("rate_limit.unproven"), "{description}");
+    assert_eq!(header_u64(&refused, "x-ratelimit-limit"), 3, "the unproven bucket's, not the client's 100");
+    assert_eq!(header_u64(&refused, "x-ratelimit-remaining"), 0);
+    assert!(refused.header("ratelimit-policy").unwrap().starts_with("\"unproven\";q=3;"));
+    assert!(header_u64(&refused, "retry-after") >= 1);
+    // The real client is not refused because of the guesses.
+    let real = stack.post_form(&cc_form("c1", "s1", "https://api-11.example.com"));
+    assert_eq!((real.status, cache_status(&real)), (200, "miss"), "{}", real.text());
+    assert_eq!(header_u64(&real, "x-ratelimit-limit"), 100);
+
+    let report = testbed::request("GET", stack.port(), "/tokengate/usage", &[], b"").unwrap().json().unwrap();
+    let c1 = report["clients"].as_array().unwrap().iter().find(|r| r["client_id"] == "c1").unwrap().clone();
+    assert_eq!(
+        (&c1["unproven"], &c1["rejected"], &c1["rate_limited"]),
+        (&json!(1), &json!(2), &json!(0)),
+        "{c1}"
+    );
+    let stats = stack.envoy.stats().unwrap();
+    for (name, value) in [("tokengate_unproven_total", 1), ("tokengate_rejected_total", 2)] {
+        let line = format!("wasmcustom.{name}: {value}");
+        assert!(stats.lines().any(|l| l == line), "no {line:?} in the stats");
+    }
+}
+
 /// The IdP's own 401 relayed (a JSON body with `error`).
 fn assert_oauth_error_or_idp(r: &testbed::Response, status: u16) {
     assert_eq!(r.status, status, "{}", r.text());

@@ -89,8 +89,10 @@ fn usage_report_counts_each_client_exactly_and_matches_the_envoy_stats() {
     let c2 = row(&report, "c2");
     assert_eq!(
         (&c2["requests"], &c2["misses"], &c2["negative"], &c2["tokens_issued"], &c2["tokens_issued_total"]),
-        (&json!(3), &json!(2), &json!(1), &json!(1), &json!(1))
+        (&json!(3), &json!(1), &json!(1), &json!(1), &json!(1))
     );
+    // The IdP's 401 for the wrong secret has its own count, not a miss.
+    assert_eq!(c2["rejected"], 1);
     let c3 = row(&report, "c3");
     assert_eq!(
         (&c3["requests"], &c3["hits"], &c3["rate_limited"], &c3["tokens_issued"]),
@@ -110,7 +112,9 @@ fn usage_report_counts_each_client_exactly_and_matches_the_envoy_stats() {
     for (name, value) in [
         ("tokengate_requests_total", 11),
         ("tokengate_hits_total", 3),
-        ("tokengate_misses_total", 5),
+        ("tokengate_misses_total", 4),
+        ("tokengate_rejected_total", 1),
+        ("tokengate_unproven_total", 0),
         ("tokengate_negative_total", 1),
         ("tokengate_rate_limited_total", 2),
         ("tokengate_idp_calls_total", 5),

@@ -3,6 +3,8 @@
 //! deadline; the first request to find no live marker becomes the owner, the others wait
 //! for the outcome the owner writes into the same record. A call that never returns, or an
 //! owner whose VM died, cannot wedge the key: after the deadline the next request owns it.
+//! An owner that goes away first (its root context deleted after a configuration change)
+//! releases its calls: waiters see the release and retake the key at once.
 
 use crate::fingerprint::Fingerprint;
 use crate::host::StoreError;
@@ -24,8 +26,12 @@ pub struct CallOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FlightState {
-    InFlight { deadline_ms: u64 },
+    InFlight {
+        deadline_ms: u64,
+    },
     Done(CallOutcome),
+    /// The owner went away before its call was answered: the next request owns the key.
+    Released,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +109,20 @@ impl<'a> FlightTable<'a> {
         })
     }
 
+    /// The owner of the call `generation` is going away without its answer: waiters
+    /// retake the key instead of waiting for an outcome nobody will write.
+    pub fn release(&self, fp: &Fingerprint, generation: u64) -> Result<(), StoreError> {
+        let hex = fp.to_hex();
+        self.store.update(&self.slot_key(fp), b"", |bytes| match decode(bytes) {
+            Some(record @ FlightRecord { state: FlightState::InFlight { .. }, .. })
+                if record.key == hex && record.generation == generation =>
+            {
+                Change::Write(encode(&FlightRecord { state: FlightState::Released, ..record }), ())
+            }
+            _ => Change::Keep(()),
+        })
+    }
+
     /// The record of the key's slot, if it is about this key.
     pub fn read(&self, fp: &Fingerprint) -> Result<Option<FlightRecord>, StoreError> {
         let hex = fp.to_hex();
@@ -115,6 +135,9 @@ impl<'a> FlightTable<'a> {
 const FORMAT_VERSION: u8 = 1;
 const IN_FLIGHT: u8 = 0;
 const DONE: u8 = 1;
+/// A state added without a new layout: an older module reads the record as an empty slot,
+/// which is what a released call is to it too.
+const RELEASED: u8 = 2;
 
 fn encode(record: &FlightRecord) -> Vec<u8> {
     let mut out = Writer::new(FORMAT_VERSION, 128);
@@ -132,6 +155,9 @@ fn encode(record: &FlightRecord) -> Vec<u8> {
                 out.bytes(name.as_bytes()).bytes(value.as_bytes());
             }
             out.bytes(o.body.as_bytes());
+        }
+        FlightState::Released => {
+            out.u8(RELEASED);
         }
     }
     out.finish()
@@ -161,6 +187,7 @@ fn decode(bytes: &[u8]) -> Option<FlightRecord> {
                 body,
             })
         }
+        RELEASED => FlightState::Released,
         _ => return None,
     };
     r.is_done().then_some(FlightRecord { key, generation, state })
@@ -190,7 +217,9 @@ mod tests {
             headers: vec![("retry-after".into(), "7".into()), ("x-é".into(), String::new())],
             body: "{\"error\":\"too_many_requests\"}".into(),
         };
-        for state in [FlightState::InFlight { deadline_ms: 12_345 }, FlightState::Done(done)] {
+        for state in
+            [FlightState::InFlight { deadline_ms: 12_345 }, FlightState::Done(done), FlightState::Released]
+        {
             let record = FlightRecord { key: "ab".repeat(32), generation: u64::MAX, state };
             let bytes = encode(&record);
             assert_eq!(decode(&bytes), Some(record));
@@ -222,6 +251,25 @@ mod tests {
         assert_eq!(record.state, FlightState::Done(outcome(200)));
         // After the outcome, the next miss owns a new call.
         assert_eq!(flights.begin(&fp, 20, 5_000).unwrap(), Begin::Owner { generation: 2 });
+    }
+
+    #[test]
+    fn a_released_call_is_taken_over_at_once_and_only_its_own_generation_is_released() {
+        let host = FakeHost::new(0);
+        let store = Store::new(&host, &host, "tg");
+        let flights = FlightTable::new(&store, "tg", 64);
+        let fp = Fingerprint([5; 32]);
+        assert_eq!(flights.begin(&fp, 0, 60_000).unwrap(), Begin::Owner { generation: 1 });
+        flights.release(&fp, 7).unwrap();
+        assert!(matches!(flights.read(&fp).unwrap().unwrap().state, FlightState::InFlight { .. }));
+        flights.release(&fp, 1).unwrap();
+        assert_eq!(flights.read(&fp).unwrap().unwrap().state, FlightState::Released);
+        // Long before the deadline, the next request owns the key's next call.
+        assert_eq!(flights.begin(&fp, 10, 60_000).unwrap(), Begin::Owner { generation: 2 });
+        // A finished call is never released.
+        flights.finish(&fp, 2, outcome(200)).unwrap();
+        flights.release(&fp, 2).unwrap();
+        assert_eq!(flights.read(&fp).unwrap().unwrap().state, FlightState::Done(outcome(200)));
     }
 
     #[test]

@@ -123,6 +123,11 @@ pub struct Waiter {
     pub charge_on_token: bool,
     /// The call to dispatch, when this request owns it.
     pub call: Option<KeyedCall>,
+    /// The credentials a token for this request proves.
+    pub credential: Fingerprint,
+    /// The key's IdP call as this request would make it: made again if the call it waits
+    /// for is released (see [`Gate::answer`]).
+    pub request: IdpCall,
 }
 
 /// The IdP's answer to a dispatched call.

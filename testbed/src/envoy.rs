@@ -59,6 +59,11 @@ pub struct EnvoyOptions {
     pub log_level: String,
     pub envoy_binary: PathBuf,
     pub wasm_path: PathBuf,
+    /// Serve the template's listeners from a file Envoy watches (filesystem LDS), so a
+    /// test can change the configuration of a running Envoy ([`Envoy::swap_plugin_config`]).
+    pub lds: bool,
+    /// More command-line arguments (`--drain-time-s 1`, say).
+    pub extra_args: Vec<String>,
 }
 
 impl EnvoyOptions {
@@ -73,6 +78,8 @@ impl EnvoyOptions {
             log_level: "info".into(),
             envoy_binary: crate::envoy_binary(),
             wasm_path: crate::wasm_path(),
+            lds: false,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -83,6 +90,8 @@ pub struct Envoy {
     dir: PathBuf,
     listen_port: u16,
     admin_port: u16,
+    /// What renders the configuration again for a listener swap (with `lds`).
+    swap: Option<(String, Vars)>,
 }
 
 static INSTANCE: AtomicU32 = AtomicU32::new(0);
@@ -105,23 +114,24 @@ impl Envoy {
         let instance = INSTANCE.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("tokengate-envoy-{}-{instance}", std::process::id()));
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let config = render_config(
-            &template,
-            &Vars {
-                bind_address: "127.0.0.1".into(),
-                idp_host: "127.0.0.1".into(),
-                admin_port: opts.admin_port,
-                listen_port: opts.listen_port,
-                idp_port: opts.idp_port,
-                wasm_path: opts.wasm_path.clone(),
-                plugin_config: opts.plugin_config.clone(),
-                // Certificates are made only for a template that uses them (the fleet's).
-                tls_dir: match template.contains("{{TLS_DIR}}") {
-                    true => crate::tls::test_dir()?,
-                    false => PathBuf::new(),
-                },
+        let vars = Vars {
+            bind_address: "127.0.0.1".into(),
+            idp_host: "127.0.0.1".into(),
+            admin_port: opts.admin_port,
+            listen_port: opts.listen_port,
+            idp_port: opts.idp_port,
+            wasm_path: opts.wasm_path.clone(),
+            plugin_config: opts.plugin_config.clone(),
+            // Certificates are made only for a template that uses them (the fleet's).
+            tls_dir: match template.contains("{{TLS_DIR}}") {
+                true => crate::tls::test_dir()?,
+                false => PathBuf::new(),
             },
-        )?;
+        };
+        let mut config = render_config(&template, &vars)?;
+        if opts.lds {
+            config = with_lds(&config, &dir)?;
+        }
         let config_path = dir.join("envoy.yaml");
         let admin_path = dir.join("admin-address.txt");
         let log_path = dir.join("envoy.log");
@@ -142,12 +152,14 @@ impl Envoy {
             .args(["--file-flush-interval-msec", "100"])
             .arg("--admin-address-path")
             .arg(&admin_path)
+            .args(&opts.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", opts.envoy_binary.display()))?;
-        let mut envoy = Envoy { child, dir, listen_port: 0, admin_port: 0 };
+        let swap = opts.lds.then_some((template, vars));
+        let mut envoy = Envoy { child, dir, listen_port: 0, admin_port: 0, swap };
         envoy.wait_ready(&admin_path)?;
         Ok(envoy)
     }
@@ -194,6 +206,41 @@ impl Envoy {
 
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.listen_port)
+    }
+
+    /// Changes the plugin configuration of the running Envoy (started with `lds`) the way
+    /// an operator's config management does: the listener file is rewritten and renamed
+    /// into place in one step, and Envoy's watch picks it up. Returns once Envoy has
+    /// applied the update (at most 30 s).
+    pub fn swap_plugin_config(&mut self, plugin_config: &str) -> Result<(), String> {
+        let Some((template, vars)) = &mut self.swap else {
+            return Err("Envoy was not started with lds".into());
+        };
+        vars.plugin_config = plugin_config.to_owned();
+        vars.listen_port = self.listen_port;
+        let listeners = lds_resources(&render_config(template, vars)?)?;
+        let applied = self.stat("listener_manager.lds.update_success")?;
+        let staged = self.dir.join("lds").join(".listeners.json.new");
+        fs::write(&staged, listeners).map_err(|e| e.to_string())?;
+        fs::rename(&staged, self.dir.join("lds").join(LDS_FILE)).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.stat("listener_manager.lds.update_success")? > applied {
+                return if self.stat("listener_manager.lds.update_rejected")? > 0 {
+                    Err(format!("Envoy rejected the listener:\n{}", self.log_tail(20)))
+                } else {
+                    Ok(())
+                };
+            }
+            sleep(Duration::from_millis(50));
+        }
+        Err(format!("Envoy did not apply the listener swap in 30 s:\n{}", self.log_tail(20)))
+    }
+
+    /// A counter or gauge from the admin `/stats` (0 when Envoy does not show it yet).
+    pub fn stat(&self, name: &str) -> Result<u64, String> {
+        let prefix = format!("{name}: ");
+        Ok(self.stats()?.lines().find_map(|l| l.strip_prefix(&prefix)?.parse().ok()).unwrap_or(0))
     }
 
     /// Envoy's log so far.
@@ -243,6 +290,48 @@ impl Drop for Envoy {
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The listener file's name in the watched `lds/` folder.
+const LDS_FILE: &str = "listeners.json";
+
+/// The rendered configuration with its listeners moved into `dir/lds/listeners.json`, served
+/// by filesystem LDS (the folder is watched, so a rename into it is picked up).
+fn with_lds(config: &str, dir: &Path) -> Result<String, String> {
+    let mut bootstrap: serde_json::Value = serde_yaml::from_str(config).map_err(|e| e.to_string())?;
+    let lds_dir = dir.join("lds");
+    fs::create_dir_all(&lds_dir).map_err(|e| e.to_string())?;
+    fs::write(lds_dir.join(LDS_FILE), lds_resources(config)?).map_err(|e| e.to_string())?;
+    if let Some(statics) = bootstrap["static_resources"].as_object_mut() {
+        statics.remove("listeners");
+    }
+    // Dynamic resources need the node named.
+    bootstrap["node"] = serde_json::json!({"id": "tokengate", "cluster": "tokengate"});
+    bootstrap["dynamic_resources"] = serde_json::json!({
+        "lds_config": {
+            "resource_api_version": "V3",
+            "path_config_source": {
+                "path": lds_dir.join(LDS_FILE),
+                "watched_directory": {"path": lds_dir},
+            },
+        },
+    });
+    // JSON is YAML: the file keeps its name.
+    serde_json::to_string_pretty(&bootstrap).map_err(|e| e.to_string())
+}
+
+/// The configuration's listeners as an LDS discovery response.
+fn lds_resources(config: &str) -> Result<String, String> {
+    let bootstrap: serde_json::Value = serde_yaml::from_str(config).map_err(|e| e.to_string())?;
+    let listeners = bootstrap["static_resources"]["listeners"].as_array().cloned().unwrap_or_default();
+    let resources: Vec<serde_json::Value> = listeners
+        .into_iter()
+        .map(|mut l| {
+            l["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener".into();
+            l
+        })
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({"resources": resources})).map_err(|e| e.to_string())
 }
 
 /// `envoy --mode validate -c <config>`.

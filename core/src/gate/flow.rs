@@ -227,6 +227,7 @@ impl Gate<'_> {
         let (fp, key) = (identity.fingerprint, identity.seal_key);
         let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
         let begin = self.flights().begin(&fp, now, deadline_ms).unwrap_or(Begin::Uncoordinated);
+        let request = self.idp_call(head, body, Some(&fp));
         let mut waiter = Waiter {
             fingerprint: fp,
             seal_key: key,
@@ -237,6 +238,8 @@ impl Gate<'_> {
             client_id: client_id.map(str::to_owned),
             charge_on_token: !proven && self.global_rate.is_none(),
             call: None,
+            credential: identity.credential,
+            request,
         };
         let generation = match begin {
             Begin::Joined { generation, deadline_ms } => {
@@ -252,7 +255,7 @@ impl Gate<'_> {
                 let floor = self.config.cache.min_remaining_ttl_ms;
                 if self.tokens().get(&fp).ok().flatten().is_some_and(|e| e.servable(now, floor)) {
                     self.release_flight(&fp, generation);
-                    if let Some(response) = self.answer(&waiter, None) {
+                    if let Some(response) = self.answer(&mut waiter, None) {
                         return respond(response);
                     }
                 }
@@ -287,16 +290,7 @@ impl Gate<'_> {
                 return respond(self.conclude(client_id, decided, with_headers(response, &headers), false));
             }
         }
-        waiter.call = Some(KeyedCall {
-            fingerprint: fp,
-            seal_key: key,
-            credential: identity.credential,
-            generation,
-            call: self.idp_call(head, body, Some(&fp)),
-            started_ms: now,
-            client_id: client_id.map(str::to_owned),
-            quota_spent_ms: spent.map(|_| now),
-        });
+        waiter.call = Some(waiter.keyed_call(generation, now, spent.map(|_| now)));
         waiter.owner = true;
         waiter.limit_headers = headers;
         Plan { outcome: Outcome::Wait(Box::new(waiter)), background: None }

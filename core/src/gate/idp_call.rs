@@ -93,6 +93,14 @@ impl Gate<'_> {
         self.stored(self.flights().finish(fp, generation, outcome));
     }
 
+    /// This worker goes away before the call's answer comes: its waiters, on any worker,
+    /// retake the key at once instead of waiting for its deadline.
+    pub fn release_call(&self, call: &KeyedCall) {
+        if let Some(generation) = call.generation {
+            self.stored(self.flights().release(&call.fingerprint, generation));
+        }
+    }
+
     /// Records a refusal given instead of the key's call as the call's outcome, so the
     /// requests waiting for it get the same answer.
     pub(super) fn refuse_flight(&self, identity: &Identity, generation: Option<u64>, refusal: &Response) {

@@ -52,11 +52,11 @@ fn exchange(gate: &Gate, head: &RequestHead, body: &str, reply: Option<IdpReply>
     match decision.outcome {
         Outcome::Respond(r) => r,
         Outcome::AwaitIdp(pending) => gate.complete_forward(&pending, reply.as_ref()),
-        Outcome::Wait(waiter) => {
+        Outcome::Wait(mut waiter) => {
             let call = waiter.call.clone().expect("a lone request owns its call");
             run_call(gate, &call, reply.as_ref());
             let outcome = gate.finish_call(&call, reply.as_ref());
-            gate.answer(&waiter, Some(&outcome)).expect("answered once the call is done")
+            gate.answer(&mut waiter, Some(&outcome)).expect("answered once the call is done")
         }
     }
 }
@@ -321,16 +321,16 @@ fn concurrent_misses_make_one_call_and_the_others_are_coalesced() {
     let host = FakeHost::new(T0);
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
-    let owner = expect_wait(&gate, &form(), &body("s1", "a"));
+    let mut owner = expect_wait(&gate, &form(), &body("s1", "a"));
     assert!(owner.owner && owner.call.is_some());
-    let waiters: Vec<Waiter> = (0..5).map(|_| expect_wait(&gate, &form(), &body("s1", "a"))).collect();
+    let mut waiters: Vec<Waiter> = (0..5).map(|_| expect_wait(&gate, &form(), &body("s1", "a"))).collect();
     assert!(waiters.iter().all(|w| !w.owner && w.call.is_none()));
     // Still in flight: nobody is answered yet.
-    assert!(gate.answer(&waiters[0], None).is_none());
+    assert!(gate.answer(&mut waiters[0], None).is_none());
     let outcome = gate.finish_call(owner.call.as_ref().unwrap(), Some(&token_reply("tok-1", 3600)));
-    let first = gate.answer(&owner, Some(&outcome)).unwrap();
+    let first = gate.answer(&mut owner, Some(&outcome)).unwrap();
     assert_eq!(first.header(CACHE_HEADER), Some("miss"));
-    for w in &waiters {
+    for w in &mut waiters {
         let r = gate.answer(w, None).unwrap();
         assert_eq!(r.header(CACHE_HEADER), Some("coalesced"));
         assert_eq!(json_of(&r)["access_token"], "tok-1");
@@ -401,14 +401,14 @@ fn waiters_share_an_idp_refusal_and_it_is_remembered() {
     let config = config(json!({"cache": {"min_remaining_ttl": "1s", "negative_ttl": "10s"}}));
     let gate = Gate::new(&config, &host, "tokengate");
     let owner = expect_wait(&gate, &form(), &body("bad", "a"));
-    let waiter = expect_wait(&gate, &form(), &body("bad", "a"));
+    let mut waiter = expect_wait(&gate, &form(), &body("bad", "a"));
     let denied = IdpReply {
         status: 401,
         headers: vec![("content-type".into(), "application/json".into())],
         body: br#"{"error":"access_denied","error_description":"Unauthorized"}"#.to_vec(),
     };
     gate.finish_call(owner.call.as_ref().unwrap(), Some(&denied));
-    let r = gate.answer(&waiter, None).unwrap();
+    let r = gate.answer(&mut waiter, None).unwrap();
     assert_eq!((r.status, r.header(CACHE_HEADER)), (401, Some("coalesced")));
     assert_eq!(json_of(&r)["error"], "access_denied");
     // Twenty retries within negative_ttl: answered locally.
@@ -428,11 +428,11 @@ fn a_waiter_gives_up_at_the_deadline_with_503() {
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
     let _owner = expect_wait(&gate, &form(), &body("s1", "a"));
-    let waiter = expect_wait(&gate, &form(), &body("s1", "a"));
+    let mut waiter = expect_wait(&gate, &form(), &body("s1", "a"));
     host.advance_ms(5_000);
-    assert!(gate.answer(&waiter, None).is_none());
+    assert!(gate.answer(&mut waiter, None).is_none());
     host.advance_ms(1_000);
-    let r = gate.answer(&waiter, None).unwrap();
+    let r = gate.answer(&mut waiter, None).unwrap();
     assert_eq!((r.status, r.header(CACHE_HEADER)), (503, Some("coalesced")));
     // The abandoned flight does not wedge the key: the next request owns a new call.
     assert!(expect_wait(&gate, &form(), &body("s1", "a")).owner);
@@ -925,13 +925,13 @@ fn a_token_that_cannot_be_stored_is_still_answered_and_the_failed_write_is_count
     let host = FakeHost::new(T0);
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
-    let waiter = expect_wait(&gate, &form(), &body("s1", "a"));
+    let mut waiter = expect_wait(&gate, &form(), &body("s1", "a"));
     let call = waiter.call.clone().unwrap();
     run_call(&gate, &call, None);
     // Every write from here on fails: the token, the outcome.
     host.fail_writes(true);
     let outcome = gate.finish_call(&call, Some(&token_reply("tok-1", 3600)));
-    let answer = gate.answer(&waiter, Some(&outcome)).unwrap();
+    let answer = gate.answer(&mut waiter, Some(&outcome)).unwrap();
     assert_eq!((answer.status, json_of(&answer)["access_token"].clone()), (200, json!("tok-1")));
     assert!(host.metric(Metric::StoreErrors) >= 1, "the lost writes are counted");
     assert_eq!(host.metric(Metric::CacheEntries), 0);

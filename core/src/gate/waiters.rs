@@ -6,7 +6,10 @@ use super::*;
 impl Gate<'_> {
     /// The response for a waiter, or `None` while its call is still in flight. `known` is
     /// the outcome when this worker made the call; otherwise it is read from shared data.
-    pub fn answer(&self, waiter: &Waiter, known: Option<&CallOutcome>) -> Option<Response> {
+    ///
+    /// A call released by its owner (its root context went away) is retaken: the waiter
+    /// joins the key's next call, or makes it (`waiter.call` is then set, to dispatch).
+    pub fn answer(&self, waiter: &mut Waiter, known: Option<&CallOutcome>) -> Option<Response> {
         let now = self.host.now_ms();
         let label = if waiter.owner { Decision::Miss } else { Decision::Coalesced };
         let cached = self.tokens().get(&waiter.fingerprint).ok().flatten();
@@ -16,7 +19,14 @@ impl Gate<'_> {
         }
         let outcome = match known {
             Some(outcome) => Some(outcome.clone()),
-            None => self.shared_outcome(waiter, now),
+            None => match self.shared_outcome(waiter, now) {
+                Shared::Done(outcome) => Some(outcome),
+                Shared::Pending => None,
+                Shared::Released => {
+                    self.retake(waiter, now);
+                    return None;
+                }
+            },
         };
         let stale = stale_token(cached.as_ref(), &waiter.seal_key, now);
         let response = match outcome {
@@ -67,15 +77,65 @@ impl Gate<'_> {
 
     /// The outcome of the waiter's call from the flight record. A record that moved on to
     /// another call (or key) means the outcome is lost: answered as unreachable.
-    pub(super) fn shared_outcome(&self, waiter: &Waiter, now: u64) -> Option<CallOutcome> {
-        let generation = waiter.generation?;
+    fn shared_outcome(&self, waiter: &Waiter, now: u64) -> Shared {
+        let Some(generation) = waiter.generation else {
+            return Shared::Pending;
+        };
         match self.flights().read(&waiter.fingerprint) {
             Ok(Some(record)) if record.generation == generation => match record.state {
-                FlightState::Done(outcome) => Some(outcome),
-                FlightState::InFlight { .. } => None,
+                FlightState::Done(outcome) => Shared::Done(outcome),
+                FlightState::InFlight { .. } => Shared::Pending,
+                FlightState::Released => Shared::Released,
             },
-            Ok(_) if now < waiter.deadline_ms => Some(unreachable_outcome()),
-            _ => None,
+            Ok(_) if now < waiter.deadline_ms => Shared::Done(unreachable_outcome()),
+            _ => Shared::Pending,
+        }
+    }
+
+    /// The waiter's call was released: it joins the key's next call or owns it. The
+    /// released call's quota unit and unproven call pay for the one that replaces it.
+    fn retake(&self, waiter: &mut Waiter, now: u64) {
+        let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
+        let generation = match self.stored(self.flights().begin(&waiter.fingerprint, now, deadline_ms)) {
+            Some(Begin::Joined { generation, deadline_ms }) => {
+                waiter.generation = Some(generation);
+                waiter.deadline_ms = deadline_ms.saturating_add(WAIT_GRACE_MS);
+                return;
+            }
+            Some(Begin::Owner { generation }) => Some(generation),
+            Some(Begin::Uncoordinated) | None => None,
+        };
+        waiter.generation = generation;
+        waiter.deadline_ms = deadline_ms;
+        waiter.owner = true;
+        waiter.call = Some(waiter.keyed_call(generation, now, None));
+    }
+}
+
+/// What the flight record says about a waiter's call.
+enum Shared {
+    Pending,
+    Done(CallOutcome),
+    Released,
+}
+
+impl Waiter {
+    /// The key's call as this request makes it, owning flight `generation`.
+    pub(super) fn keyed_call(
+        &self,
+        generation: Option<u64>,
+        now: u64,
+        quota_spent_ms: Option<u64>,
+    ) -> KeyedCall {
+        KeyedCall {
+            fingerprint: self.fingerprint,
+            seal_key: self.seal_key,
+            credential: self.credential,
+            generation,
+            call: self.request.clone(),
+            started_ms: now,
+            client_id: self.client_id.clone(),
+            quota_spent_ms,
         }
     }
 }

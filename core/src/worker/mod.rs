@@ -124,6 +124,20 @@ impl Worker {
         self.hub.borrow().calls.contains_key(&token)
     }
 
+    /// The root context is going away (a configuration change drained its listener):
+    /// the keyed calls it made or was about to make are released, so requests waiting for
+    /// them on any worker retake their keys at once. Their answers would reach no one.
+    pub fn on_done(&self, host: &dyn Host) {
+        let (jobs, calls) = {
+            let mut hub = self.hub.borrow_mut();
+            (std::mem::take(&mut hub.jobs), std::mem::take(&mut hub.calls))
+        };
+        let gate = self.bare_gate(host);
+        for call in jobs.iter().chain(calls.values()) {
+            gate.release_call(call);
+        }
+    }
+
     /// The periodic tick: flushes pending hits, dispatches queued calls, answers waiters
     /// whose outcome another worker wrote (or whose deadline passed) and due usage reports.
     pub fn on_tick(&self, host: &dyn Host) -> Answers {
@@ -147,11 +161,17 @@ impl Worker {
         let waiters = std::mem::take(&mut self.hub.borrow_mut().waiters);
         let mut answers = Answers::new();
         let mut still_waiting = Vec::with_capacity(waiters.len());
-        for (stream, waiter) in waiters {
+        for (stream, mut waiter) in waiters {
             let outcome = known.filter(|(fp, _)| **fp == waiter.fingerprint).map(|(_, o)| o);
-            match gate.answer(&waiter, outcome) {
+            match gate.answer(&mut waiter, outcome) {
                 Some(response) => answers.push((stream, response)),
-                None => still_waiting.push((stream, waiter)),
+                None => {
+                    // It retook a released call's key and owns the next call.
+                    if let Some(call) = waiter.call.take() {
+                        self.submit(host, call);
+                    }
+                    still_waiting.push((stream, waiter));
+                }
             }
         }
         self.hub.borrow_mut().waiters.extend(still_waiting);

@@ -290,3 +290,33 @@ fn a_service_that_cannot_be_called_is_counted_and_the_local_bucket_decides_at_on
     assert_eq!(request(&worker, &host, &mut stream, form("s1")), Step::Pause, "waiting for the IdP call");
     assert_eq!(host.metric(Metric::RateLimitServiceErrors), 1);
 }
+
+#[test]
+fn a_root_that_goes_away_releases_its_call_and_a_waiter_on_another_root_retakes_the_key() {
+    // Two roots on one shared store: the old configuration's (going away) and the new one's.
+    let host = FakeHost::new(T0);
+    let (old, new) = (worker(json!({})), worker(json!({})));
+    let (mut first, mut second) = (Stream::new(1), Stream::new(2));
+    assert_eq!(request(&old, &host, &mut first, form("s1")), Step::Pause);
+    old.on_wake(&host);
+    assert_eq!(host.calls().len(), 1, "the old root's call is in flight");
+    assert_eq!(request(&new, &host, &mut second, form("s1")), Step::Pause);
+    assert!(new.on_tick(&host).is_empty(), "it waits for the old root's call");
+    assert_eq!(host.calls().len(), 1, "coalesced, not called again");
+
+    // The old root is deleted before its answer comes: the answer would reach no one.
+    old.on_done(&host);
+    host.advance_ms(20);
+    assert!(new.on_tick(&host).is_empty());
+    assert!(new.on_tick(&host).is_empty());
+    assert_eq!(host.calls().len(), 2, "the waiter retook the key long before the deadline");
+    let token = host.calls().len() as u32;
+    assert!(new.is_keyed_call(token));
+    let answers = new.on_keyed_answer(&host, token, Some(&token_reply("tok-2")));
+    assert_eq!(answers.len(), 1);
+    let (stream, response) = &answers[0];
+    assert_eq!((*stream, response.status, cache_of(response)), (2, 200, "miss"));
+    assert_eq!(access_token(response), "tok-2");
+    // A late answer to the released call changes nothing.
+    assert!(old.on_keyed_answer(&host, 1, Some(&token_reply("tok-1"))).is_empty());
+}
