@@ -9,7 +9,7 @@ pub mod tls;
 
 use std::path::PathBuf;
 
-pub use client::{Response, get, post_form, post_json, request};
+pub use client::{Response, get, https_request, post_form, post_json, request};
 pub use envoy::{
     COMPOSE_CONFIG, Envoy, EnvoyOptions, Vars, compose_config, compose_vars, render_config, validate,
 };
