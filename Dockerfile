@@ -26,10 +26,23 @@ ENTRYPOINT ["mock-idp"]
 FROM envoyproxy/envoy:v1.40.0 AS envoy
 COPY --from=module /tokengate.wasm /etc/envoy/tokengate.wasm
 
-# Certificates for the compose fleet's mutual TLS between edges and gateways: a CA made at
-# build time, on your machine, for this demo only (bring your own PKI in production).
-FROM debian:bookworm-slim AS fleet-certs
+# openssl, for the demos' certificates below: CAs made at build time, on your machine, for
+# these demos only (bring your own PKI in production).
+FROM debian:bookworm-slim AS openssl
 RUN apt-get update && apt-get install -y --no-install-recommends openssl && rm -rf /var/lib/apt/lists/*
+
+# The compose demo's HTTPS listener (docker-compose.yaml): a CA and a certificate for
+# localhost and 127.0.0.1. Its CA is /etc/envoy/tls/ca.crt in the envoy container:
+#   docker compose cp envoy:/etc/envoy/tls/ca.crt target/demo/ca.crt
+FROM openssl AS demo-certs
+COPY envoy/make-demo-certs.sh /make-demo-certs.sh
+RUN sh /make-demo-certs.sh /tls
+
+FROM envoy AS envoy-demo
+COPY --from=demo-certs /tls /etc/envoy/tls
+
+# Certificates for the compose fleet's mutual TLS between edges and gateways.
+FROM openssl AS fleet-certs
 COPY envoy/fleet/make-certs.sh /make-certs.sh
 RUN sh /make-certs.sh /tls
 

@@ -193,6 +193,11 @@ fn the_dockerfile_builds_the_module_image_and_runs_binaries_on_the_release_they_
     assert_eq!(envoy.1, format!("envoyproxy/envoy:v{}", testbed::DEFAULT_ENVOY_VERSION));
     assert!(envoy.2.contains(&format!("COPY --from=module /tokengate.wasm {WASM_IN_CONTAINER}")));
     assert_eq!(stage(&stages, "envoy-fleet").1, "envoy");
+    assert_eq!(stage(&stages, "envoy-demo").1, "envoy");
+    assert!(
+        stage(&stages, "envoy-demo").2.contains(&format!("COPY --from=demo-certs /tls {TLS_IN_CONTAINER}"))
+    );
+    assert!(stage(&stages, "demo-certs").2.iter().any(|l| l == "RUN sh /make-demo-certs.sh /tls"));
     assert!(
         stage(&stages, "envoy-fleet").2.contains(&format!("COPY --from=fleet-certs /tls {TLS_IN_CONTAINER}"))
     );
@@ -253,7 +258,8 @@ fn check_compose(path: &str, context_prefix: &str) -> serde_yaml::Mapping {
 fn the_compose_file_needs_only_docker_and_starts_in_order() {
     let services = check_compose("docker-compose.yaml", ".");
     let envoy = &services["envoy"];
-    assert_eq!(envoy["build"]["target"], "envoy");
+    // The official Envoy image with the module and the demo's certificates.
+    assert_eq!(envoy["build"]["target"], "envoy-demo");
     let command: Vec<&str> =
         envoy["command"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
     let config_in_container = command[command.iter().position(|a| *a == "-c").unwrap() + 1];
@@ -268,6 +274,62 @@ fn the_compose_file_needs_only_docker_and_starts_in_order() {
     let idp_command: Vec<&str> =
         idp["command"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(idp_command.contains(&"0.0.0.0:9090"), "{idp_command:?}");
+
+    // The token listener, published on the host's 127.0.0.1:10000, speaks HTTPS with the
+    // certificate the image holds (the Dockerfile's demo-certs stage).
+    assert!(envoy["ports"].as_sequence().unwrap().iter().any(|p| p == "127.0.0.1:10000:10000"));
+    let config: Value = serde_yaml::from_str(&read(testbed::COMPOSE_CONFIG)).unwrap();
+    let listener = &config["static_resources"]["listeners"][0];
+    assert_eq!(listener["address"]["socket_address"]["port_value"], 10000);
+    let tls = &listener["filter_chains"][0]["transport_socket"]["typed_config"];
+    assert_eq!(
+        tls["@type"],
+        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+    );
+    let certificate = &tls["common_tls_context"]["tls_certificates"][0];
+    assert_eq!(certificate["certificate_chain"]["filename"], format!("{TLS_IN_CONTAINER}/server.crt"));
+    assert_eq!(certificate["private_key"]["filename"], format!("{TLS_IN_CONTAINER}/server.key"));
+}
+
+/// `envoy/make-demo-certs.sh`, which the Dockerfile runs for docker compose, makes the
+/// files the token listener names, for `localhost` and `127.0.0.1`, readable by the Envoy
+/// image's unprivileged user; and Envoy serves HTTPS with them that a client trusting only
+/// that `ca.crt` accepts.
+#[test]
+fn the_compose_demos_certificates_are_made_by_its_script_and_serve_https() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("tokengate-make-demo-certs-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    let script = workspace_root().join("envoy/make-demo-certs.sh");
+    let out = std::process::Command::new("sh").arg(&script).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let template = read("envoy/tokengate.yaml");
+    for file in template.split("{{TLS_DIR}}/").skip(1).map(|rest| rest.split('"').next().unwrap()) {
+        let mode =
+            fs::metadata(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}")).permissions().mode();
+        assert_eq!(mode & 0o044, 0o044, "{file} is not readable by Envoy's user: {mode:o}");
+    }
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 3, "ca.crt, server.crt, server.key and nothing else");
+    for check in [["-verify_hostname", "localhost"], ["-verify_ip", "127.0.0.1"]] {
+        let verify = std::process::Command::new("openssl")
+            .args(["verify", "-purpose", "sslserver", "-CAfile"])
+            .arg(dir.join("ca.crt"))
+            .args(check)
+            .arg(dir.join("server.crt"))
+            .output()
+            .unwrap();
+        assert!(verify.status.success(), "{check:?}: {}", String::from_utf8_lossy(&verify.stdout));
+    }
+
+    let mut options = testbed::EnvoyOptions::new(read("envoy/demo-plugin.json"), 9);
+    options.listener_tls = Some(dir.clone());
+    let envoy = testbed::Envoy::start(&options).unwrap();
+    let usage =
+        testbed::https_request(&dir.join("ca.crt"), "GET", envoy.listen_port(), "/tokengate/usage", &[], b"");
+    assert_eq!(usage.map(|r| r.status), Ok(200));
+    assert!(testbed::get(envoy.listen_port(), "/tokengate/usage").is_err(), "plain HTTP was answered");
+    drop(envoy);
+    let _ = fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -64,6 +64,12 @@ pub struct EnvoyOptions {
     pub lds: bool,
     /// More command-line arguments (`--drain-time-s 1`, say).
     pub extra_args: Vec<String>,
+    /// The token listener of `envoy/tokengate.yaml` speaks HTTPS with `server.crt` and
+    /// `server.key` from this directory (`tls::write_listener_certificates`), as in the demo
+    /// and docker compose. `None` (the default): that listener's `transport_socket` is
+    /// dropped (`without_listener_tls`), so the tests' plain client can talk to it. Other
+    /// templates (the fleet's, the production one) keep their TLS either way.
+    pub listener_tls: Option<PathBuf>,
 }
 
 impl EnvoyOptions {
@@ -80,6 +86,7 @@ impl EnvoyOptions {
             wasm_path: crate::wasm_path(),
             lds: false,
             extra_args: Vec::new(),
+            listener_tls: None,
         }
     }
 }
@@ -92,6 +99,7 @@ pub struct Envoy {
     admin_port: u16,
     /// What renders the configuration again for a listener swap (with `lds`).
     swap: Option<(String, Vars)>,
+    https: bool,
 }
 
 static INSTANCE: AtomicU32 = AtomicU32::new(0);
@@ -102,6 +110,10 @@ impl Envoy {
     pub fn start(opts: &EnvoyOptions) -> Result<Envoy, String> {
         let template =
             fs::read_to_string(&opts.template).map_err(|e| format!("{}: {e}", opts.template.display()))?;
+        let template = match opts.listener_tls {
+            Some(_) => template,
+            None => without_listener_tls(&template),
+        };
         // A template without the filter (a plain Envoy) needs no .wasm.
         let needs_wasm = template.contains("{{WASM_PATH}}");
         for (what, path, needed) in
@@ -122,10 +134,11 @@ impl Envoy {
             idp_port: opts.idp_port,
             wasm_path: opts.wasm_path.clone(),
             plugin_config: opts.plugin_config.clone(),
-            // Certificates are made only for a template that uses them (the fleet's).
-            tls_dir: match template.contains("{{TLS_DIR}}") {
-                true => crate::tls::test_dir()?,
-                false => PathBuf::new(),
+            // Test certificates are made only for a template that uses them (the fleet's).
+            tls_dir: match (&opts.listener_tls, template.contains("{{TLS_DIR}}")) {
+                (Some(dir), _) => dir.clone(),
+                (None, true) => crate::tls::test_dir()?,
+                (None, false) => PathBuf::new(),
             },
         };
         let mut config = render_config(&template, &vars)?;
@@ -159,7 +172,8 @@ impl Envoy {
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", opts.envoy_binary.display()))?;
         let swap = opts.lds.then_some((template, vars));
-        let mut envoy = Envoy { child, dir, listen_port: 0, admin_port: 0, swap };
+        let https = opts.listener_tls.is_some();
+        let mut envoy = Envoy { child, dir, listen_port: 0, admin_port: 0, swap, https };
         envoy.wait_ready(&admin_path)?;
         Ok(envoy)
     }
@@ -204,8 +218,10 @@ impl Envoy {
         self.admin_port
     }
 
+    /// `https://…` when the listener speaks HTTPS (`EnvoyOptions::listener_tls`).
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.listen_port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.listen_port)
     }
 
     /// Changes the plugin configuration of the running Envoy (started with `lds`) the way
@@ -334,6 +350,31 @@ fn lds_resources(config: &str) -> Result<String, String> {
     serde_json::to_string_pretty(&serde_json::json!({"resources": resources})).map_err(|e| e.to_string())
 }
 
+/// The `transport_socket:` block at the end of the token listener's filter chain in
+/// `envoy/tokengate.yaml` (six spaces in, no dash), removed: that listener then speaks
+/// plain HTTP. A template without such a block (the fleet's and the production one open
+/// their filter chain with `- transport_socket:`) comes back unchanged.
+pub fn without_listener_tls(template: &str) -> String {
+    const KEY: &str = "      transport_socket:";
+    let mut out = String::with_capacity(template.len());
+    let mut skipping = false;
+    for line in template.split_inclusive('\n') {
+        if skipping {
+            let indent = line.len() - line.trim_start_matches(' ').len();
+            if line.trim().is_empty() || indent > KEY.len() - "transport_socket:".len() {
+                continue;
+            }
+            skipping = false;
+        }
+        if line.trim_end() == KEY {
+            skipping = true;
+            continue;
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 /// `envoy --mode validate -c <config>`.
 pub fn validate(config: &Path, envoy_binary: &Path) -> Result<(), String> {
     let out = Command::new(envoy_binary)
@@ -384,6 +425,23 @@ pub fn compose_vars(plugin_config: String) -> Vars {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_drops_only_the_token_listeners_transport_socket() {
+        let root = crate::workspace_root();
+        let shipped = fs::read_to_string(root.join("envoy/tokengate.yaml")).unwrap();
+        assert!(shipped.contains("DownstreamTlsContext"));
+        let plain = without_listener_tls(&shipped);
+        let settings = || plain.lines().filter(|l| !l.trim_start().starts_with('#'));
+        assert!(!settings().any(|l| l.contains("transport_socket") || l.contains("{{TLS_DIR}}")), "{plain}");
+        // Everything else is kept, the clusters after the block included.
+        assert!(plain.contains("envoy.filters.http.router") && plain.contains("\n  clusters:\n"));
+        assert!(plain.contains("port_value: {{IDP_PORT}}"));
+        for other in ["envoy/fleet/gateway.yaml", "envoy/fleet/edge.yaml", "envoy/auth0-production.yaml"] {
+            let text = fs::read_to_string(root.join(other)).unwrap();
+            assert_eq!(without_listener_tls(&text), text, "{other}");
+        }
+    }
 
     #[test]
     fn renders_every_placeholder_and_quotes_the_plugin_config() {

@@ -9,7 +9,7 @@ pub mod tls;
 
 use std::path::PathBuf;
 
-pub use client::{Response, get, post_form, post_json, request};
+pub use client::{Response, get, https_request, post_form, post_json, request};
 pub use envoy::{
     COMPOSE_CONFIG, Envoy, EnvoyOptions, Vars, compose_config, compose_vars, render_config, validate,
 };
@@ -59,6 +59,17 @@ pub fn kubernetes_models_dir() -> PathBuf {
 /// Where `cargo xtask test` installs `auth0-python` (`pip install --target`).
 pub fn auth0_python_dir() -> PathBuf {
     workspace_root().join(".tools").join(format!("auth0-python-{AUTH0_PYTHON_VERSION}"))
+}
+
+/// A Python OAuth client that refuses plain HTTP (`InsecureTransportError`) unless told
+/// otherwise: PyPI `requests-oauthlib` with its `oauthlib` and `requests`, pinned.
+/// `xtask/tests/demo_https.rs` gets tokens from the running demo with it.
+pub const REQUESTS_OAUTHLIB: [(&str, &str); 3] =
+    [("requests-oauthlib", "2.0.0"), ("oauthlib", "3.3.1"), ("requests", "2.34.2")];
+
+/// Where `cargo xtask test` installs `REQUESTS_OAUTHLIB` (`pip install --target`).
+pub fn requests_oauthlib_dir() -> PathBuf {
+    workspace_root().join(".tools").join(format!("requests-oauthlib-{}", REQUESTS_OAUTHLIB[0].1))
 }
 
 /// Where `cargo xtask test` installs `simple-oauth2` (`npm install --prefix`).

@@ -2,7 +2,9 @@
 //! production listener on loopback; a gateway certificate the edges verify; an edge client
 //! certificate the gateways require; and a client certificate from another CA, which the
 //! gateways must refuse. `envoy/fleet/make-certs.sh` writes the same files with openssl for
-//! docker compose.
+//! docker compose. And the demo's: a CA made at each start and a server certificate for
+//! `127.0.0.1` and `localhost` (`write_listener_certificates`; `envoy/make-demo-certs.sh`
+//! is its openssl twin for docker compose).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -36,11 +38,35 @@ pub fn write_certificates(dir: &Path) -> Result<(), String> {
     let other_ca = authority("another CA")?;
     std::fs::write(dir.join("ca.crt"), ca.pem()).map_err(|e| e.to_string())?;
     let loopback = [SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST))];
-    leaf(dir, "server", &ca, &["localhost"], &loopback, ExtendedKeyUsagePurpose::ServerAuth)?;
+    loopback_server(dir, &ca)?;
     leaf(dir, "gateway", &ca, &[GATEWAY_NAME], &loopback, ExtendedKeyUsagePurpose::ServerAuth)?;
     leaf(dir, "edge", &ca, &[EDGE_NAME], &[], ExtendedKeyUsagePurpose::ClientAuth)?;
     leaf(dir, "stranger", &other_ca, &[EDGE_NAME], &[], ExtendedKeyUsagePurpose::ClientAuth)?;
     Ok(())
+}
+
+/// Writes `ca.crt` (a CA named `ca_name`, made now; its key is never written) and
+/// `server.{crt,key}` (for `localhost` and `127.0.0.1`, signed by that CA) into `dir`: what
+/// a token listener serves HTTPS with (`EnvoyOptions::listener_tls`). Each file is written
+/// whole or not at all (a reader of `ca.crt` never sees half of it).
+pub fn write_listener_certificates(dir: &Path, ca_name: &str) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let ca = authority(ca_name)?;
+    loopback_server(dir, &ca)?;
+    write_whole(&dir.join("ca.crt"), &ca.pem())
+}
+
+/// `server.{crt,key}` for `localhost` and `127.0.0.1`.
+fn loopback_server(dir: &Path, ca: &CertifiedIssuer<'static, KeyPair>) -> Result<(), String> {
+    let loopback = [SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST))];
+    leaf(dir, "server", ca, &["localhost"], &loopback, ExtendedKeyUsagePurpose::ServerAuth)
+}
+
+/// Writes `text` to a temporary file beside `path`, then renames it to `path`.
+fn write_whole(path: &Path, text: &str) -> Result<(), String> {
+    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&temporary, text).map_err(|e| format!("{}: {e}", temporary.display()))?;
+    std::fs::rename(&temporary, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn authority(name: &str) -> Result<CertifiedIssuer<'static, KeyPair>, String> {
@@ -68,6 +94,6 @@ fn leaf(
     params.extended_key_usages = vec![usage];
     let key = KeyPair::generate().map_err(|e| e.to_string())?;
     let cert = params.signed_by(&key, issuer).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join(format!("{file_stem}.crt")), cert.pem()).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join(format!("{file_stem}.key")), key.serialize_pem()).map_err(|e| e.to_string())
+    write_whole(&dir.join(format!("{file_stem}.crt")), &cert.pem())?;
+    write_whole(&dir.join(format!("{file_stem}.key")), &key.serialize_pem())
 }

@@ -22,7 +22,10 @@ commands:
   build                     build target/wasm32-wasip1/release/tokengate.wasm (needs Rust only)
   image                     build, then write the module as an OCI image layout at target/oci/
   test [--envoy VERSION]    fmt, clippy (native + wasm32), unit tests, wasm build, integration tests
-  demo [--no-wait]          build, start a mock IdP and Envoy with tokengate, show miss -> hit
+  demo [--no-wait] [--envoy VERSION] [--port N] [--admin-port N]
+                            build, start a mock IdP and Envoy with tokengate (HTTPS on
+                            127.0.0.1:10000, its CA in target/demo/ca.crt), show miss -> hit;
+                            Envoy: --envoy VERSION, else $TOKENGATE_ENVOY, else setup's
   bench [--seconds N] [--rounds N] [--only ROW,ROW] [--compare OTHER.wasm]
                             side-by-side benchmark with wrk (default 5 s x 3 rounds per row)
   fleet [--no-wait]         3 edges + 2 gateways + mock IdP on loopback (envoy/fleet/): IdP calls
@@ -40,7 +43,7 @@ fn main() -> ExitCode {
         Some("build") => build::run().map(|_| ()),
         Some("image") => image::run(),
         Some("test") => envoy_version(&args[1..]).and_then(|v| test::run(&v)),
-        Some("demo") => demo::run(args[1..].iter().any(|a| a == "--no-wait")),
+        Some("demo") => demo::Options::parse(&args[1..]).and_then(|options| demo::run(&options)),
         Some("fleet") => fleet::run(args[1..].iter().any(|a| a == "--no-wait")),
         Some("compose-config") => write_compose_config(),
         Some("usage-page") => write_usage_page(),

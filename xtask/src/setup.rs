@@ -88,8 +88,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 /// What only `cargo xtask test` needs: `wasm-opt` (the size budget is for the optimized
 /// module), the Debian test tools, the real OAuth clients the integration tests drive
 /// tokengate with (`tests/clients.rs`: Auth0's Python SDK from pip and simple-oauth2 from
-/// npm) and Istio's published models with a YAML 1.1 reader (`tests/istio.rs`), pinned,
-/// under `.tools/`.
+/// npm; `xtask/tests/demo_https.rs`: requests-oauthlib from pip) and Istio's published
+/// models with a YAML 1.1 reader (`tests/istio.rs`), pinned, under `.tools/`.
 pub fn test_tools() -> Result<(), String> {
     cmd::step("setup (test tools)");
     if !wasm_opt().exists() {
@@ -121,9 +121,29 @@ pub fn test_tools() -> Result<(), String> {
         let python = if cmd::output("python3", &["--version"]).is_ok() { "python3" } else { "python" };
         cmd::run(python, &["-m", "pip", "install", "--quiet", "--target", &dir, &package], &[])?;
     }
+    pip_packages(&testbed::requests_oauthlib_dir(), &testbed::REQUESTS_OAUTHLIB)?;
     npm_packages(&testbed::simple_oauth2_dir(), &[("simple-oauth2", testbed::SIMPLE_OAUTH2_VERSION)])?;
     npm_packages(&testbed::kubernetes_models_dir(), &testbed::KUBERNETES_PACKAGES)?;
     Ok(())
+}
+
+/// `pip install --target dir package==version...`, unless each is there at its version
+/// (pip writes `<package>-<version>.dist-info`, `-` spelled `_`).
+fn pip_packages(dir: &std::path::Path, packages: &[(&str, &str)]) -> Result<(), String> {
+    let wanted: Vec<String> =
+        packages.iter().map(|(package, version)| format!("{package}=={version}")).collect();
+    let installed = |(package, version): &(&str, &str)| {
+        dir.join(format!("{}-{version}.dist-info", package.replace('-', "_"))).is_dir()
+    };
+    if packages.iter().all(installed) {
+        println!("{}: already installed", wanted.join(", "));
+        return Ok(());
+    }
+    let dir = dir.display().to_string();
+    let python = if cmd::output("python3", &["--version"]).is_ok() { "python3" } else { "python" };
+    let mut args = vec!["-m", "pip", "install", "--quiet", "--upgrade", "--target", dir.as_str()];
+    args.extend(wanted.iter().map(String::as_str));
+    cmd::run(python, &args, &[])
 }
 
 /// `npm install package@version...` under `dir`, unless they are all there (in one command:

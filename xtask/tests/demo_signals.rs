@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 /// that the demo exits and nothing listens on those ports any more.
 fn demo_stops_on(signal: &str) {
     let mut demo = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("demo")
+        // Any free ports: another demo on this machine may hold 10000 and 9901.
+        .args(["demo", "--port", "0", "--admin-port", "0"])
         .current_dir(testbed::workspace_root())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -23,7 +24,7 @@ fn demo_stops_on(signal: &str) {
     let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
     for line in lines.by_ref() {
         let line = line.unwrap();
-        // "mock IdP on 127.0.0.1:P1, Envoy on 127.0.0.1:P2 (admin P3)"
+        // "mock IdP on 127.0.0.1:P1, Envoy on https://127.0.0.1:P2 (admin http://127.0.0.1:P3)"
         if line.starts_with("mock IdP on ") {
             ports = line
                 .split(|c: char| !c.is_ascii_digit())
@@ -63,8 +64,7 @@ fn demo_stops_on(signal: &str) {
     }
 }
 
-/// One test for the three signals: the demo prefers ports 10000 and 9901, so runs at the
-/// same time would only move each other to other ports.
+/// One test for the three signals, one demo after another: each writes target/demo/.
 #[test]
 fn the_demo_stops_envoy_and_the_mock_idp_on_sighup_sigterm_and_sigint() {
     for signal in ["HUP", "TERM", "INT"] {
