@@ -63,13 +63,15 @@ fn a_short_drain_releases_the_call_in_flight_and_its_waiters_retake_the_key() {
     let idp = idp();
     // The IdP answers in 3 s, well inside the 20 s timeout; the old listener drains in 1 s.
     idp.set_fault(fault_delay(3_000));
-    let config = |max_entries: u64| {
+    // The new configuration differs in a field that leaves the key's flight slot where it
+    // was (`cache.max_entries` would move it).
+    let config = |negative_ttl: &str| {
         plugin_config(json!({
             "upstream": {"cluster": "idp", "authority": "tenant.example.com", "timeout": "20s"},
-            "cache": {"max_entries": max_entries, "min_remaining_ttl": "1s"}
+            "cache": {"max_entries": 1000, "min_remaining_ttl": "1s", "negative_ttl": negative_ttl}
         }))
     };
-    let mut envoy = start(&config(1000), &idp);
+    let mut envoy = start(&config("10s"), &idp);
     let port = envoy.listen_port();
     let body = cc_form("c1", "s1", "a");
     let first = {
@@ -85,7 +87,7 @@ fn a_short_drain_releases_the_call_in_flight_and_its_waiters_retake_the_key() {
     }
     // A new configuration while the old one's call is in flight; the next request (on the
     // new configuration) waits for that call, whose root context is then deleted.
-    envoy.swap_plugin_config(&config(1001).to_string()).unwrap();
+    envoy.swap_plugin_config(&config("11s").to_string()).unwrap();
     let started = std::time::Instant::now();
     let second = post(port, "/oauth/token", Some(FORM), &[], body.as_bytes());
     let waited = started.elapsed();

@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use hkdf::Hkdf;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::config::Upstream;
 use crate::request::TokenRequest;
@@ -52,7 +52,6 @@ impl Identity {
 /// token issued for one audience proves the same credentials for every other.
 pub fn credential(request: &TokenRequest, upstream: &Upstream) -> Fingerprint {
     let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(CREDENTIAL_TAG);
     field(&mut out, "upstream.cluster", &upstream.cluster);
     field(&mut out, "upstream.authority", &upstream.authority);
     field(&mut out, "upstream.path", &upstream.path);
@@ -61,7 +60,10 @@ pub fn credential(request: &TokenRequest, upstream: &Upstream) -> Fingerprint {
         Some(decoded) => field_bytes(&mut out, b"client_secret_basic", decoded),
         None => field(&mut out, "client_secret_post", request.client_secret.as_deref().unwrap_or_default()),
     }
-    Fingerprint(Sha256::digest(&out).into())
+    // HKDF as for the cache key (its code is in the module already; a plain digest is not).
+    let mut credential = [0u8; 32];
+    let _ = Hkdf::<Sha256>::new(Some(CREDENTIAL_TAG), &out).expand(b"credential", &mut credential);
+    Fingerprint(credential)
 }
 
 /// Length-prefixed fields in a fixed order, then every parameter sorted by name.

@@ -99,25 +99,26 @@ impl<'a> FlightTable<'a> {
 
     /// Records the outcome of the owner's call, unless the slot has moved on.
     pub fn finish(&self, fp: &Fingerprint, generation: u64, outcome: CallOutcome) -> Result<(), StoreError> {
-        let hex = fp.to_hex();
-        self.store.update(&self.slot_key(fp), b"", |bytes| match decode(bytes) {
-            Some(record) if record.key == hex && record.generation == generation => {
-                let done = FlightRecord { state: FlightState::Done(outcome.clone()), ..record };
-                Change::Write(encode(&done), ())
-            }
-            _ => Change::Keep(()),
-        })
+        self.end(fp, generation, FlightState::Done(outcome))
     }
 
     /// The owner of the call `generation` is going away without its answer: waiters
     /// retake the key instead of waiting for an outcome nobody will write.
     pub fn release(&self, fp: &Fingerprint, generation: u64) -> Result<(), StoreError> {
+        self.end(fp, generation, FlightState::Released)
+    }
+
+    /// Ends the call `generation` of the key with `state`, unless the slot has moved on
+    /// or the call already has its outcome.
+    fn end(&self, fp: &Fingerprint, generation: u64, state: FlightState) -> Result<(), StoreError> {
         let hex = fp.to_hex();
         self.store.update(&self.slot_key(fp), b"", |bytes| match decode(bytes) {
-            Some(record @ FlightRecord { state: FlightState::InFlight { .. }, .. })
-                if record.key == hex && record.generation == generation =>
+            Some(record)
+                if record.key == hex
+                    && record.generation == generation
+                    && !matches!(record.state, FlightState::Done(_)) =>
             {
-                Change::Write(encode(&FlightRecord { state: FlightState::Released, ..record }), ())
+                Change::Write(encode(&FlightRecord { state: state.clone(), ..record }), ())
             }
             _ => Change::Keep(()),
         })

@@ -181,13 +181,13 @@ pub(super) fn quota_refusal(rule: &QuotaRule, decision: &QuotaDecision, now: u64
 fn unproven_refusal(bucket: UnprovenBucket, rule: &BucketRule, d: &BucketDecision, now: u64) -> Response {
     let (description, policy) = match bucket {
         UnprovenBucket::PerClient => (
-            "unproven-credentials limit (rate_limit.unproven) reached: too many token requests with \
-             credentials the identity provider has not accepted yet",
+            "unproven-credentials limit reached (rate_limit.unproven): credentials the identity \
+             provider has not accepted yet",
             "unproven",
         ),
         UnprovenBucket::UnknownClients => (
-            "unproven-credentials limit (rate_limit.unknown_clients) reached: too many token requests \
-             from client ids the identity provider has not issued a token to",
+            "unproven-credentials limit reached (rate_limit.unknown_clients): client ids the \
+             identity provider has not accepted yet",
             "unknown_clients",
         ),
     };
