@@ -81,11 +81,13 @@ impl Context for TokengateRoot {
 
 impl RootContext for TokengateRoot {
     fn on_configure(&mut self, size: usize) -> bool {
-        // Envoy gives a new configuration a new root context; replacing this one's worker
-        // would strand the streams and calls it holds.
+        // Envoy gives a new configuration a new root context; it configures an existing
+        // one again only with the configuration it already has (a plugin's key includes
+        // it). The running worker is kept: replacing it would strand the streams and calls
+        // it holds, and refusing would mark the whole plugin failed.
         if self.worker.is_some() {
-            log::error!("configuration rejected: this plugin instance is already configured");
-            return false;
+            log::warn!("configured again: the running worker is kept");
+            return true;
         }
         let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
             .ok()

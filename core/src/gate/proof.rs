@@ -179,19 +179,19 @@ pub(super) fn quota_refusal(rule: &QuotaRule, decision: &QuotaDecision, now: u64
 /// The 429 of an empty unproven-credentials bucket: it names its limit and carries that
 /// bucket's rate-limit headers.
 fn unproven_refusal(bucket: UnprovenBucket, rule: &BucketRule, d: &BucketDecision, now: u64) -> Response {
-    let (description, policy) = match bucket {
-        UnprovenBucket::PerClient => (
-            "unproven-credentials limit reached (rate_limit.unproven): credentials the identity \
-             provider has not accepted yet",
-            "unproven",
-        ),
-        UnprovenBucket::UnknownClients => (
-            "unproven-credentials limit reached (rate_limit.unknown_clients): client ids the \
-             identity provider has not accepted yet",
-            "unknown_clients",
-        ),
+    // The policy is named after its configuration field.
+    let policy = match bucket {
+        UnprovenBucket::PerClient => "unproven",
+        UnprovenBucket::UnknownClients => "unknown_clients",
     };
-    let mut r = Response::oauth_error(429, ErrorCode::TooManyRequests, description, Decision::Bypass);
+    let mut r = Response::oauth_error(
+        429,
+        ErrorCode::TooManyRequests,
+        &format!(
+            "unproven-credentials limit (rate_limit.{policy}) reached: the identity provider has not accepted these credentials yet"
+        ),
+        Decision::Bypass,
+    );
     r.push_header("retry-after", seconds_until(now, d.next_fill_ms).max(1).to_string());
     with_headers(r, &bucket_headers(policy, rule, d, now))
 }

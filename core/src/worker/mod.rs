@@ -128,12 +128,9 @@ impl Worker {
     /// the keyed calls it made or was about to make are released, so requests waiting for
     /// them on any worker retake their keys at once. Their answers would reach no one.
     pub fn on_done(&self, host: &dyn Host) {
-        let (jobs, calls) = {
-            let mut hub = self.hub.borrow_mut();
-            (std::mem::take(&mut hub.jobs), std::mem::take(&mut hub.calls))
-        };
         let gate = self.bare_gate(host);
-        for call in jobs.iter().chain(calls.values()) {
+        let hub = self.hub.borrow();
+        for call in hub.jobs.iter().chain(hub.calls.values()) {
             gate.release_call(call);
         }
     }

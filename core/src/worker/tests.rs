@@ -304,8 +304,10 @@ fn a_root_that_goes_away_releases_its_call_and_a_waiter_on_another_root_retakes_
     assert!(new.on_tick(&host).is_empty(), "it waits for the old root's call");
     assert_eq!(host.calls().len(), 1, "coalesced, not called again");
 
-    // The old root is deleted before its answer comes: the answer would reach no one.
+    // The old root is deleted, with its worker, before its answer comes: the answer would
+    // reach no one.
     old.on_done(&host);
+    drop(old);
     host.advance_ms(20);
     assert!(new.on_tick(&host).is_empty());
     assert!(new.on_tick(&host).is_empty());
@@ -317,6 +319,4 @@ fn a_root_that_goes_away_releases_its_call_and_a_waiter_on_another_root_retakes_
     let (stream, response) = &answers[0];
     assert_eq!((*stream, response.status, cache_of(response)), (2, 200, "miss"));
     assert_eq!(access_token(response), "tok-2");
-    // A late answer to the released call changes nothing.
-    assert!(old.on_keyed_answer(&host, 1, Some(&token_reply("tok-1"))).is_empty());
 }
