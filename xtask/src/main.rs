@@ -9,6 +9,7 @@ mod fuzz;
 mod image;
 mod setup;
 mod signals;
+mod sizing;
 mod test;
 mod trim;
 
@@ -28,6 +29,8 @@ commands:
                             Envoy: --envoy VERSION, else $TOKENGATE_ENVOY, else setup's
   bench [--seconds N] [--rounds N] [--only ROW,ROW] [--compare OTHER.wasm]
                             side-by-side benchmark with wrk (default 5 s x 3 rounds per row)
+  sizing                    Envoy's memory for a few cache.max_entries and worker counts (mock IdP,
+                            loopback): RSS and heap before, full and past full, bytes per entry
   fleet [--no-wait]         3 edges + 2 gateways + mock IdP on loopback (envoy/fleet/): IdP calls
                             per key with and without the gateway tier
   usage-page                compress core/src/usage_page.html into the .gz the module carries
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Some("image") => image::run(),
         Some("test") => envoy_version(&args[1..]).and_then(|v| test::run(&v)),
         Some("demo") => demo::Options::parse(&args[1..]).and_then(|options| demo::run(&options)),
+        Some("sizing") => sizing::run(),
         Some("fleet") => fleet::run(args[1..].iter().any(|a| a == "--no-wait")),
         Some("compose-config") => write_compose_config(),
         Some("usage-page") => write_usage_page(),
