@@ -129,13 +129,40 @@ fn plugin_configs(config: &str) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn the_production_usage_listener_runs_the_token_listeners_configuration_plus_the_usage_path() {
-    let configs = plugin_configs(&read("envoy/auth0-production.yaml"));
+fn the_production_configuration_holds_tokengates_filter_once_and_serves_the_report_on_loopback_only() {
+    let text = read("envoy/auth0-production.yaml");
+    // One copy in the file: the usage listener names the token listener's filter (a YAML
+    // alias), so the two can never drift apart.
+    assert_eq!(
+        text.matches("google.protobuf.StringValue").count(),
+        1,
+        "the plugin configuration is written twice"
+    );
+    assert_eq!((text.matches("- &plugin").count(), text.matches("- *plugin").count()), (1, 1));
+    let configs = plugin_configs(&text);
     let [token, usage] = &configs[..] else { panic!("{configs:?}") };
-    let mut usage = usage.clone();
-    assert_eq!(usage.as_object_mut().unwrap().remove("usage_path"), Some("/tokengate/usage".into()));
-    assert_eq!(&usage, token, "the usage listener's plugin configuration differs from the token listener's");
-    assert!(token.get("usage_path").is_none(), "the public listener must not serve the usage report");
+    assert_eq!(token, usage, "the alias did not give the usage listener the token listener's filter");
+    let usage_path = token["usage_path"].as_str().expect("usage_path is set");
+    // On the public listener Envoy answers the usage path itself, tokengate switched off there
+    // (tokengate matches usage_path exactly, before any `?`, as Envoy's `path` match does).
+    let yaml: Value = serde_yaml::from_str(&text).unwrap();
+    let public = &yaml["static_resources"]["listeners"][0];
+    assert_eq!(public["name"], "token_listener");
+    let routes = public["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]
+        ["routes"]
+        .as_sequence()
+        .unwrap();
+    let report = &routes[0];
+    assert_eq!(
+        report["match"]["path"].as_str(),
+        Some(usage_path),
+        "the first route must be the usage path's"
+    );
+    assert_eq!(report["direct_response"]["status"].as_u64(), Some(404));
+    assert_eq!(report["typed_per_filter_config"]["envoy.filters.http.wasm"]["disabled"], Value::Bool(true));
+    let listener = &yaml["static_resources"]["listeners"][1];
+    assert_eq!(listener["name"], "usage_listener");
+    assert_eq!(listener["address"]["socket_address"]["address"], "127.0.0.1");
 }
 
 #[test]

@@ -133,6 +133,27 @@ fn the_production_listener_serves_tokens_over_tls_only() {
     assert!(String::from_utf8_lossy(&stats.body).contains("tokengate_hits_total"));
     assert_eq!(testbed::get(metrics_port, "/quitquitquit").unwrap().status, 404);
     assert_eq!(testbed::request("POST", metrics_port, "/stats/prometheus", &[], b"").unwrap().status, 404);
+
+    // Both listeners run one filter definition, usage_path included: the report is served on
+    // the loopback usage listener, and the public listener answers its path with a 404.
+    let public = curl(
+        &format!("https://127.0.0.1:{}/tokengate/usage?format=json", envoy.listen_port()),
+        None,
+        None,
+        None,
+    );
+    assert_eq!(public.status, 404, "{}", public.text);
+    assert!(!public.text.contains("c1"), "{}", public.text);
+    let usage_port = listeners["listener_statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "usage_listener")
+        .and_then(|l| l["local_address"]["socket_address"]["port_value"].as_u64())
+        .unwrap() as u16;
+    let report = testbed::get(usage_port, "/tokengate/usage").unwrap();
+    assert_eq!(report.status, 200, "{}", report.text());
+    assert_eq!(report.json().unwrap()["clients"][0]["client_id"], "c1", "{}", report.text());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
