@@ -120,7 +120,7 @@ fn drive_credentials(level: &str) -> Driven {
     }
 }
 
-/// At `info` (the production level the README names) nothing secret reaches Envoy's log:
+/// At `info` (the production level docs/security.md names) nothing secret reaches Envoy's log:
 /// no client secret, no Basic credentials in any encoding, no token.
 #[test]
 fn nothing_secret_reaches_the_log_at_info_level() {
@@ -136,8 +136,9 @@ fn nothing_secret_reaches_the_log_at_info_level() {
 
 /// tokengate itself never logs a secret or a token: at `trace` the plain secrets and the
 /// tokens are absent. Envoy's own debug and trace logs print request headers, so the
-/// base64 Basic credentials do appear there: that is why the README says to run production
-/// at `info` or above. (If Envoy stops doing so, this fails and the README should change.)
+/// base64 Basic credentials do appear there: that is why docs/security.md says to run
+/// production at `info` or above. (If Envoy stops doing so, this fails and the docs should
+/// change.)
 #[test]
 fn at_trace_level_no_plain_secret_or_token_but_envoy_prints_basic_headers() {
     let driven = drive_credentials("trace");

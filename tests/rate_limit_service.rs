@@ -16,7 +16,7 @@ use test_rls::{Call, TestRls};
 use testbed::{Envoy, EnvoyOptions};
 
 /// Envoy's own template with one more cluster: the rate-limit service (HTTP/2, gRPC), as
-/// the README's "Limits across a fleet" shows it.
+/// docs/fleet.md ("Limits across Envoys: the rate-limit service") shows it.
 fn template_with_service(rls_port: u16) -> std::path::PathBuf {
     let template = std::fs::read_to_string(testbed::workspace_root().join("envoy/tokengate.yaml")).unwrap();
     let cluster = format!(

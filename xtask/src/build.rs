@@ -62,7 +62,7 @@ fn identity_of(path: &Path) -> Result<String, String> {
 
 /// `wasm-opt -O3` in place. Run after `trim`, so the code only the dropped callbacks reached
 /// is removed too. -O3, not -Os/-Oz: a cache hit is measured slower at any size setting
-/// (README, "Size"), while -O3 is ~80 KB smaller and no slower than LLVM's output alone.
+/// (docs/performance.md, "Size"), while -O3 is ~80 KB smaller and no slower than LLVM's output alone.
 /// `--merge-similar-functions` then folds functions that differ only in constants (the
 /// monomorphized serde and CAS-loop copies): ~6.6 KB; `--reorder-functions` numbers the
 /// most-called functions first, so most calls take a one-byte index: ~3.3 KB. The hit was

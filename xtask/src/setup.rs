@@ -38,7 +38,7 @@ pub fn build_tools() -> Result<(), String> {
     if wasm_opt().exists() {
         println!("binaryen {BINARYEN_VERSION} (wasm-opt): already installed");
     } else if let Err(why) = install_wasm_opt() {
-        // Optional: the module works without it, ~20 % larger (README, "Size").
+        // Optional: the module works without it, ~20 % larger (docs/performance.md, "Size").
         println!("wasm-opt unavailable ({why}): the module is built without it");
     }
     Ok(())

@@ -5,7 +5,7 @@ use crate::{build, cmd, fuzz, image, setup};
 /// Seconds per fuzz target in the test run (`cargo xtask fuzz` runs longer).
 const FUZZ_SECONDS: u64 = 10;
 
-/// The size budget of the optimized module (README, "Size"): over it, the run fails.
+/// The size budget of the optimized module (docs/performance.md, "Size"): over it, the run fails.
 const WASM_BUDGET_BYTES: u64 = 400_000;
 
 pub fn run(envoy_version: &str) -> Result<(), String> {

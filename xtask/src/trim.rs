@@ -4,8 +4,8 @@
 //! each one the module exports; one it does not export is skipped in C++. Every call is a
 //! trip into the VM, and a cache hit made four of them for nothing: the local reply's
 //! response headers and body, then `on_log` and `on_done`. Without those exports a hit
-//! enters the VM four times fewer (measured with `cargo xtask bench --compare`, see the
-//! README's performance section).
+//! enters the VM four times fewer (measured with `cargo xtask bench --compare`, see
+//! docs/performance.md).
 //!
 //! The build refuses to drop a callback whose trait method the filter implements, so a
 //! later `fn on_http_response_headers` in `src/` cannot be silently lost.
