@@ -20,20 +20,21 @@ pub enum Decision {
     Negative,
     /// Neither served from nor stored in the cache (other grants, DPoP, relayed failures).
     Bypass,
-    /// The IdP refused this request's own call (`401`/`403`: a wrong secret, say).
-    Rejected,
     RateLimited,
-    /// Refused locally: the client id's bucket of IdP calls for credentials the IdP has
-    /// not accepted yet (`rate_limit.unproven`) is empty.
-    Unproven,
     QuotaRejected,
     /// Refused locally: the IdP asked for a back-off (its `429`).
     Backoff,
     BadRequest,
+    /// The IdP refused this request's own call (`401`/`403`: a wrong secret, say).
+    Rejected,
+    /// Refused locally: the client id's bucket of IdP calls for credentials the IdP has
+    /// not accepted yet (`rate_limit.unproven`) is empty.
+    Unproven,
 }
 
 impl Decision {
-    /// Every decision, in `index` order.
+    /// Every decision, in `index` order. New ones go last: a client record of the
+    /// previous format holds the counts of the ones before them.
     pub const ALL: [Decision; 12] = [
         Decision::Hit,
         Decision::Miss,
@@ -41,12 +42,12 @@ impl Decision {
         Decision::Stale,
         Decision::Negative,
         Decision::Bypass,
-        Decision::Rejected,
         Decision::RateLimited,
-        Decision::Unproven,
         Decision::QuotaRejected,
         Decision::Backoff,
         Decision::BadRequest,
+        Decision::Rejected,
+        Decision::Unproven,
     ];
 
     pub fn index(self) -> usize {
@@ -81,11 +82,6 @@ impl Decision {
             Decision::Rejected => Decision::Miss.as_str(),
             _ => Decision::Bypass.as_str(),
         }
-    }
-
-    /// The decision an `x-tokengate-cache` value stands for (`bypass` for anything else).
-    pub fn of_cache_header(value: Option<&str>) -> Decision {
-        Decision::ALL.into_iter().find(|d| Some(d.cache_header()) == value).unwrap_or(Decision::Bypass)
     }
 
     /// The stat it is counted in.
@@ -171,12 +167,10 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_header_reads_back_and_refusals_are_bypass() {
-        for d in Decision::ALL {
-            assert_eq!(Decision::of_cache_header(Some(d.cache_header())).cache_header(), d.cache_header());
-        }
+    fn refusals_are_bypass_to_the_cache_and_the_idps_refusal_a_miss() {
         assert_eq!(Decision::RateLimited.cache_header(), "bypass");
-        assert_eq!(Decision::of_cache_header(None), Decision::Bypass);
+        assert_eq!(Decision::Unproven.cache_header(), "bypass");
+        assert_eq!(Decision::Rejected.cache_header(), "miss");
     }
 
     struct Members(DecisionCounts);

@@ -21,14 +21,11 @@ const CREDENTIAL_TAG: &[u8] = b"tokengate/credential/v1";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
 
-/// What a token request is, for the cache: where to find its token and how to open it,
-/// and whose credentials a token for it proves.
+/// What a token request is, for the cache: where to find its token and how to open it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
     pub fingerprint: Fingerprint,
     pub seal_key: SealKey,
-    /// The credentials alone (see [`credential`]).
-    pub credential: Fingerprint,
 }
 
 impl Identity {
@@ -39,17 +36,14 @@ impl Identity {
         // 32-byte outputs are far below HKDF's limit: these expansions cannot fail.
         let _ = hkdf.expand(b"cache-key", &mut fingerprint);
         let _ = hkdf.expand(b"seal-key", &mut seal_key);
-        Identity {
-            fingerprint: Fingerprint(fingerprint),
-            seal_key: SealKey(seal_key),
-            credential: credential(request, upstream),
-        }
+        Identity { fingerprint: Fingerprint(fingerprint), seal_key: SealKey(seal_key) }
     }
 }
 
 /// Proof is per credential, not per cache key: the IdP, the client id, how the client
 /// authenticated and its secret (a Basic header as sent), and nothing it asked for. A
-/// token issued for one audience proves the same credentials for every other.
+/// token issued for one audience proves the same credentials for every other. Computed
+/// only for a request that may call the IdP (never for a hit).
 pub fn credential(request: &TokenRequest, upstream: &Upstream) -> Fingerprint {
     let mut out = Vec::with_capacity(128);
     field(&mut out, "upstream.cluster", &upstream.cluster);

@@ -22,7 +22,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use proof::Refused;
 
 use crate::decision::Decision;
-use crate::fingerprint::{Fingerprint, Identity};
+use crate::fingerprint::{self, Fingerprint, Identity};
 use crate::flight::{Begin, CallOutcome, FlightState, FlightTable};
 use crate::hit_tally::PendingHits;
 use crate::host::{Host, IdpCall, Metric, StoreError};
@@ -33,9 +33,10 @@ use crate::response::{ErrorCode, Header, Response};
 use crate::seal::{NONCE_BYTES, SealKey};
 use crate::store::Store;
 
-/// IdP response headers relayed to the client with its status and body.
-const RELAYED_HEADERS: [&str; 4] =
-    ["retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"];
+/// IdP response headers relayed to the client with its status and body. Not the IdP's
+/// `x-ratelimit-*`: on tokengate's answers those describe the client's bucket at tokengate,
+/// one meaning; the IdP's last are in the usage report.
+const RELAYED_HEADERS: [&str; 1] = ["retry-after"];
 /// Waiters give up this long after the call's own deadline (the owner needs a moment to
 /// write the outcome after Envoy's timeout fires).
 const WAIT_GRACE_MS: u64 = 500;
@@ -217,7 +218,7 @@ impl<'a> Gate<'a> {
         };
         headers.push(("vary".into(), "accept, accept-encoding".into()));
         headers.extend(crate::usage::SECURITY_HEADERS.iter().map(|(n, v)| ((*n).into(), (*v).into())));
-        Response { status: 200, headers, body, decision: None, client_id: None }
+        Response { status: 200, headers, body, cache: Decision::Bypass }
     }
 
     /// The answer to a body over `max_body_bytes`, sent as soon as it is seen.

@@ -58,9 +58,8 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<Header>,
     pub body: Vec<u8>,
-    /// For the access log: what was decided, and for which client.
-    pub decision: Option<Decision>,
-    pub client_id: Option<String>,
+    /// How the cache took part (its `x-tokengate-cache` header), kept as a value.
+    pub cache: Decision,
 }
 
 impl Response {
@@ -85,8 +84,7 @@ impl Response {
                 (CACHE_HEADER.into(), cache.cache_header().into()),
             ],
             body,
-            decision: None,
-            client_id: None,
+            cache,
         }
     }
 
@@ -103,9 +101,9 @@ impl Response {
         Response::json(status, body, cache)
     }
 
-    /// What the response's `x-tokengate-cache` says was decided (`Bypass` for refusals).
+    /// How the cache took part, as the response was made (`Bypass` for refusals).
     pub fn cached_as(&self) -> Decision {
-        Decision::of_cache_header(self.header(CACHE_HEADER))
+        self.cache
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -116,14 +114,12 @@ impl Response {
         self.headers.push((name.into(), value.into()));
     }
 
-    /// Records the decision and the client on the response (fields and headers).
+    /// Records the decision and the client on the response, for the access log.
     pub fn decided(mut self, decision: Decision, client_id: Option<&str>) -> Response {
         self.push_header(DECISION_HEADER, decision.as_str());
         if let Some(id) = client_id {
             self.push_header(CLIENT_HEADER, header_safe(id));
         }
-        self.decision = Some(decision);
-        self.client_id = client_id.map(str::to_owned);
         self
     }
 }

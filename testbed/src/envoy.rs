@@ -235,18 +235,24 @@ impl Envoy {
         vars.plugin_config = plugin_config.to_owned();
         vars.listen_port = self.listen_port;
         let listeners = lds_resources(&render_config(template, vars)?)?;
-        let applied = self.stat("listener_manager.lds.update_success")?;
+        let (applied, rejected) = (
+            self.stat("listener_manager.lds.update_success")?,
+            self.stat("listener_manager.lds.update_rejected")?,
+        );
         let staged = self.dir.join("lds").join(".listeners.json.new");
         fs::write(&staged, listeners).map_err(|e| e.to_string())?;
         fs::rename(&staged, self.dir.join("lds").join(LDS_FILE)).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if self.stat("listener_manager.lds.update_success")? > applied {
-                return if self.stat("listener_manager.lds.update_rejected")? > 0 {
-                    Err(format!("Envoy rejected the listener:\n{}", self.log_tail(20)))
-                } else {
-                    Ok(())
-                };
+            if self.stat("listener_manager.lds.update_rejected")? > rejected {
+                return Err(format!("Envoy rejected the listener:\n{}", self.log_tail(20)));
+            }
+            // Applied, and the new listener warmed (its Wasm VMs configured): new
+            // connections reach the new configuration.
+            if self.stat("listener_manager.lds.update_success")? > applied
+                && self.stat("listener_manager.total_listeners_warming")? == 0
+            {
+                return Ok(());
             }
             sleep(Duration::from_millis(50));
         }

@@ -170,11 +170,7 @@ mod tests {
 
     use super::*;
 
-    const ID: Identity = Identity {
-        fingerprint: Fingerprint([7; 32]),
-        seal_key: SealKey([9; 32]),
-        credential: Fingerprint([8; 32]),
-    };
+    const ID: Identity = Identity { fingerprint: Fingerprint([7; 32]), seal_key: SealKey([9; 32]) };
 
     fn entry(body: &str, issued_at_ms: u64) -> Option<CacheEntry> {
         CacheEntry::from_token_response(&ID, 200, body.as_bytes(), issued_at_ms, [3; 12])

@@ -5,8 +5,11 @@ use crate::decision::{Decision, DecisionCounts};
 use crate::limits::{Bucket, QuotaWindow};
 use crate::record::{Reader, Writer};
 
-/// Bumped when the layout changes: a record of another layout reads as an empty slot.
+/// Bumped when the layout changes: a record of another layout reads as an empty slot,
+/// except the previous one, which lacks only the counts of the decisions added last.
 const FORMAT_VERSION: u8 = 7;
+const PREVIOUS_VERSION: u8 = 6;
+const PREVIOUS_DECISIONS: usize = 10;
 
 /// What one client did, counted exactly across workers (the usage report's row).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -115,7 +118,10 @@ impl ClientRecord {
 
     /// `None` for an empty slot or bytes of another format.
     pub fn decode(bytes: &[u8]) -> Option<ClientRecord> {
-        let mut r = Reader::open(bytes, FORMAT_VERSION)?;
+        let (mut r, decisions) = match Reader::open(bytes, FORMAT_VERSION) {
+            Some(r) => (r, Decision::ALL.len()),
+            None => (Reader::open(bytes, PREVIOUS_VERSION)?, PREVIOUS_DECISIONS),
+        };
         let client_id = r.string()?;
         let last_seen_ms = r.u64()?;
         let flags = r.u8()?;
@@ -127,7 +133,7 @@ impl ClientRecord {
             if flags & 2 != 0 { Some(QuotaWindow { start_ms: r.u64()?, used: r.u64()? }) } else { None };
         let backoff_until_ms = r.u64()?;
         let mut fields = [0u64; Usage::FIELDS];
-        for field in &mut fields {
+        for field in fields.iter_mut().take(4 + decisions) {
             *field = r.u64()?;
         }
         Some(ClientRecord {
@@ -139,5 +145,27 @@ impl ClientRecord {
             backoff_until_ms,
             usage: Usage::from_fields(fields),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_of_the_previous_format_reads_without_the_counts_added_since() {
+        let mut record = ClientRecord::new("c1", 5);
+        record.bucket = Some(Bucket { tokens: 3, last_fill_ms: 4 });
+        record.usage.requests = 9;
+        record.usage.count(Decision::Hit);
+        record.usage.count(Decision::BadRequest);
+        let current = record.encode();
+        assert_eq!(ClientRecord::decode(&current), Some(record.clone()));
+        // The previous format: its version, and no counts for the two decisions added last.
+        let mut previous = current[..current.len() - 16].to_vec();
+        previous[0] = PREVIOUS_VERSION;
+        assert_eq!(ClientRecord::decode(&previous), Some(record));
+        previous[0] = PREVIOUS_VERSION - 1;
+        assert_eq!(ClientRecord::decode(&previous), None);
     }
 }

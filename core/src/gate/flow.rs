@@ -96,7 +96,11 @@ impl Gate<'_> {
         // Proven credentials (a hit, or credentials the IdP issued a token to in the window,
         // for any audience or scope) are charged now; a remembered refusal never is, and
         // unproven ones when a token comes.
-        let proven = hit.is_some() || (negative.is_none() && self.proven(&identity.credential, now));
+        let credential = match (&hit, &negative) {
+            (None, None) => Some(fingerprint::credential(&request, &self.config.upstream)),
+            _ => None,
+        };
+        let proven = hit.is_some() || credential.is_some_and(|c| self.proven(&c, now));
         // Hits and remembered refusals are counted with the admission: one write.
         let limits = self.admit(client_id, now, expected, proven);
         let limit_headers = limits.headers(now);
@@ -116,7 +120,14 @@ impl Gate<'_> {
             }
             let response = with_headers(Response::json(200, token, Decision::Hit), &limit_headers);
             let background = if self.refresh_due(entry, now) {
-                self.refresh(&identity, head, body, client_id, now)
+                self.refresh(
+                    &identity,
+                    fingerprint::credential(&request, &self.config.upstream),
+                    head,
+                    body,
+                    client_id,
+                    now,
+                )
             } else {
                 None
             };
@@ -149,10 +160,14 @@ impl Gate<'_> {
                 return respond(self.backoff_refusal(client_id, until, &limit_headers, &idp, now));
             }
         }
+        // Set: this request is neither a hit nor a remembered refusal.
+        let credential =
+            credential.unwrap_or_else(|| fingerprint::credential(&request, &self.config.upstream));
         self.call_for_key(
             head,
             body,
             &identity,
+            credential,
             client_id,
             &limits,
             limit_headers,
@@ -217,6 +232,7 @@ impl Gate<'_> {
         head: &RequestHead,
         body: &[u8],
         identity: &Identity,
+        credential: Fingerprint,
         client_id: Option<&str>,
         limits: &LimitState,
         limit_headers: Vec<Header>,
@@ -238,7 +254,7 @@ impl Gate<'_> {
             client_id: client_id.map(str::to_owned),
             charge_on_token: !proven && self.global_rate.is_none(),
             call: None,
-            credential: identity.credential,
+            credential,
             request,
         };
         let generation = match begin {

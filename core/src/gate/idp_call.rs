@@ -131,6 +131,7 @@ impl Gate<'_> {
     pub(super) fn refresh(
         &self,
         identity: &Identity,
+        credential: Fingerprint,
         head: &RequestHead,
         body: &[u8],
         client_id: Option<&str>,
@@ -168,7 +169,7 @@ impl Gate<'_> {
         Some(KeyedCall {
             fingerprint: fp,
             seal_key: identity.seal_key,
-            credential: identity.credential,
+            credential,
             generation: Some(generation),
             call: self.idp_call(head, body, Some(&fp)),
             started_ms: now,
@@ -240,11 +241,7 @@ impl Gate<'_> {
             Some(r) if r.status >= 500 && !is_json(&r.body) => unreachable(),
             Some(r) => {
                 let backoff = self.observe_idp(r, call.client_id.as_deref(), now);
-                let identity = Identity {
-                    fingerprint: call.fingerprint,
-                    seal_key: call.seal_key,
-                    credential: call.credential,
-                };
+                let identity = Identity { fingerprint: call.fingerprint, seal_key: call.seal_key };
                 let entry = self.nonce().and_then(|nonce| {
                     CacheEntry::from_token_response(&identity, r.status, &r.body, call.started_ms, nonce)
                 });
@@ -260,6 +257,8 @@ impl Gate<'_> {
                 let issued = r.status == 200 && has_access_token(&r.body);
                 if issued {
                     self.prove(&call.credential, call.client_id.as_deref(), now);
+                } else if matches!(r.status, 401 | 403) {
+                    self.unprove(&call.credential, now);
                 }
                 match (issued, call.client_id.as_deref(), call.quota_spent_ms) {
                     (true, Some(id), _) => self.issued(id, now),

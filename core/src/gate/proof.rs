@@ -66,6 +66,15 @@ impl Gate<'_> {
         matches!(self.proven_keys().get(credential), Ok(Some(entry)) if entry.live(now))
     }
 
+    /// The IdP refused these credentials (`401`/`403`: a secret since rotated, say): no
+    /// longer proven, so requests with them spend the unproven bucket, never the client's.
+    pub(super) fn unprove(&self, credential: &Fingerprint, now: u64) {
+        if self.proven(credential, now) {
+            let expired = ProvenEntry { fingerprint: *credential, expires_at_ms: now };
+            self.stored(self.proven_keys().put(&expired, now));
+        }
+    }
+
     /// The IdP issued a token to these credentials: proven for the window, whatever
     /// audience or scope they ask for next.
     pub(super) fn prove(&self, credential: &Fingerprint, client_id: Option<&str>, now: u64) {

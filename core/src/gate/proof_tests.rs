@@ -260,3 +260,20 @@ fn an_unproven_refusal_names_itself_with_its_own_bucket_and_count() {
     assert_eq!(host.metric(Metric::Unproven), 1);
     assert_eq!(host.metric(Metric::Rejected), 2);
 }
+
+#[test]
+fn credentials_the_idp_refuses_again_are_no_longer_proven() {
+    let host = FakeHost::new(T0);
+    let config = tight();
+    let gate = Gate::new(&config, &host, "tokengate");
+    let r = exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok", 3600)));
+    assert_eq!((r.status, header_u64(&r, "x-ratelimit-remaining")), (200, 2));
+    // The secret is rotated at the IdP: the next call with it is proven, charged, refused.
+    let r = exchange(&gate, &form(), &body("s1", "b"), Some(denied()));
+    assert_eq!((r.status, header_u64(&r, "x-ratelimit-remaining")), (401, 1));
+    // From now on it is unproven: refused by the IdP without costing the client anything.
+    for audience in ["c", "d", "e"] {
+        let r = exchange(&gate, &form(), &body("s1", audience), Some(denied()));
+        assert_eq!((r.status, header_u64(&r, "x-ratelimit-remaining")), (401, 1), "{audience}");
+    }
+}

@@ -195,7 +195,7 @@ fn only_valid_200_token_responses_are_cached() {
 }
 
 #[test]
-fn idp_errors_are_relayed_with_status_body_and_rate_limit_headers() {
+fn idp_errors_are_relayed_with_status_body_and_retry_after_and_one_meaning_of_rate_limit_headers() {
     let host = FakeHost::new(T0);
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
@@ -213,7 +213,19 @@ fn idp_errors_are_relayed_with_status_body_and_rate_limit_headers() {
     assert_eq!(r.body, reply.body);
     assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
     assert_eq!(r.header("retry-after"), Some("7"));
-    assert_eq!(r.header("x-ratelimit-reset"), Some("1700000007"));
+    // The IdP's x-ratelimit-* are the tenant's, not this client's: they go to the usage
+    // report, never beside (or instead of) the client's own.
+    assert_eq!(r.header("x-ratelimit-reset"), None);
+    let limited = self::config(
+        json!({"rate_limit": {"default": {"max_tokens": 5, "tokens_per_fill": 5, "fill_interval": "1m"}}}),
+    );
+    let limited_gate = Gate::new(&limited, &host, "other");
+    let r =
+        exchange(&limited_gate, &form(), &body("s1", "b"), Some(IdpReply { status: 400, ..reply.clone() }));
+    assert_eq!(r.status, 400);
+    let resets: Vec<&str> =
+        r.headers.iter().filter(|(n, _)| n == "x-ratelimit-reset").map(|(_, v)| v.as_ref()).collect();
+    assert_eq!(resets, vec![(T0 / 1000).to_string().as_str()], "the client's bucket only (full: now)");
     // A JSON 5xx from the IdP is its answer, relayed (once the 429's back-off is over).
     host.advance_ms(8_000);
     let r = exchange(
@@ -614,11 +626,8 @@ fn a_million_identities_fit_in_the_configured_slots() {
         fp[..8].copy_from_slice(&i.to_le_bytes());
         fp[8..16].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
         fp[16..24].copy_from_slice(&i.rotate_left(29).to_le_bytes());
-        let identity = crate::fingerprint::Identity {
-            fingerprint: Fingerprint(fp),
-            seal_key: SealKey([1; 32]),
-            credential: Fingerprint([2; 32]),
-        };
+        let identity =
+            crate::fingerprint::Identity { fingerprint: Fingerprint(fp), seal_key: SealKey([1; 32]) };
         let now = T0 + i;
         let token = format!(r#"{{"access_token":"t{i}","expires_in":60}}"#);
         let entry = CacheEntry::from_token_response(&identity, 200, token.as_bytes(), now, [2; 12]).unwrap();

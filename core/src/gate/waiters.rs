@@ -9,6 +9,7 @@ impl Gate<'_> {
     ///
     /// A call released by its owner (its root context went away) is retaken: the waiter
     /// joins the key's next call, or makes it (`waiter.call` is then set, to dispatch).
+    /// `None` while it waits on.
     pub fn answer(&self, waiter: &mut Waiter, known: Option<&CallOutcome>) -> Option<Response> {
         let now = self.host.now_ms();
         let label = if waiter.owner { Decision::Miss } else { Decision::Coalesced };
@@ -22,10 +23,7 @@ impl Gate<'_> {
             None => match self.shared_outcome(waiter, now) {
                 Shared::Done(outcome) => Some(outcome),
                 Shared::Pending => None,
-                Shared::Released => {
-                    self.retake(waiter, now);
-                    return None;
-                }
+                Shared::Retake => return self.retake(waiter, now),
             },
         };
         let stale = stale_token(cached.as_ref(), &waiter.seal_key, now);
@@ -75,40 +73,55 @@ impl Gate<'_> {
         }
     }
 
-    /// The outcome of the waiter's call from the flight record. A record that moved on to
-    /// another call (or key) means the outcome is lost: answered as unreachable.
+    /// What the flight record of the waiter's key says. The record may have moved on to a
+    /// later call of the same key (another waiter retook a released call): its outcome is
+    /// this key's too, and a later call in flight is joined. A slot another key has taken
+    /// means the outcome is lost: answered as unreachable.
     fn shared_outcome(&self, waiter: &Waiter, now: u64) -> Shared {
         let Some(generation) = waiter.generation else {
             return Shared::Pending;
         };
         match self.flights().read(&waiter.fingerprint) {
-            Ok(Some(record)) if record.generation == generation => match record.state {
+            Ok(Some(record)) => match record.state {
                 FlightState::Done(outcome) => Shared::Done(outcome),
-                FlightState::InFlight { .. } => Shared::Pending,
-                FlightState::Released => Shared::Released,
+                FlightState::InFlight { .. } if record.generation == generation => Shared::Pending,
+                FlightState::InFlight { .. } | FlightState::Released => Shared::Retake,
             },
-            Ok(_) if now < waiter.deadline_ms => Shared::Done(unreachable_outcome()),
+            Ok(None) if now < waiter.deadline_ms => Shared::Done(unreachable_outcome()),
             _ => Shared::Pending,
         }
     }
 
-    /// The waiter's call was released: it joins the key's next call or owns it. The
-    /// released call's quota unit and unproven call pay for the one that replaces it.
-    fn retake(&self, waiter: &mut Waiter, now: u64) {
+    /// The waiter's call was released (or the key moved on to a later call): it joins the
+    /// key's call in flight, or makes the next one. That call spends a quota unit of its
+    /// own (the IdP may have issued a token for the released one); a spent quota is the
+    /// waiter's answer.
+    fn retake(&self, waiter: &mut Waiter, now: u64) -> Option<Response> {
         let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
         let generation = match self.stored(self.flights().begin(&waiter.fingerprint, now, deadline_ms)) {
             Some(Begin::Joined { generation, deadline_ms }) => {
                 waiter.generation = Some(generation);
                 waiter.deadline_ms = deadline_ms.saturating_add(WAIT_GRACE_MS);
-                return;
+                return None;
             }
             Some(Begin::Owner { generation }) => Some(generation),
             Some(Begin::Uncoordinated) | None => None,
         };
+        let client_id = waiter.client_id.as_deref();
+        let spent = self.spend_quota(client_id, now);
+        if let Some((rule, decision)) = spent.filter(|(_, d)| !d.allowed) {
+            // Released again: the other waiters retake it, and each meets the spent quota.
+            if let Some(generation) = generation {
+                self.stored(self.flights().release(&waiter.fingerprint, generation));
+            }
+            let refusal = with_headers(proof::quota_refusal(&rule, &decision, now), &waiter.limit_headers);
+            return Some(self.conclude(client_id, Decision::QuotaRejected, refusal, false));
+        }
         waiter.generation = generation;
         waiter.deadline_ms = deadline_ms;
         waiter.owner = true;
-        waiter.call = Some(waiter.keyed_call(generation, now, None));
+        waiter.call = Some(waiter.keyed_call(generation, now, spent.map(|_| now)));
+        None
     }
 }
 
@@ -116,7 +129,8 @@ impl Gate<'_> {
 enum Shared {
     Pending,
     Done(CallOutcome),
-    Released,
+    /// Released, or moved on to a later call of the key: see [`Gate::retake`].
+    Retake,
 }
 
 impl Waiter {

@@ -38,7 +38,7 @@ pub trait Clock {
 }
 
 /// An HTTP call to the IdP, dispatched asynchronously (`dispatch_http_call`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdpCall {
     pub cluster: String,
     /// Pseudo-headers (`:method`, `:path`, `:authority`) first, then regular headers.

@@ -124,11 +124,13 @@ impl Worker {
         self.hub.borrow().calls.contains_key(&token)
     }
 
-    /// The root context is going away (a configuration change drained its listener):
-    /// the keyed calls it made or was about to make are released, so requests waiting for
+    /// The root context is going away (a configuration change drained its listener): its
+    /// pending hits are flushed, and the keyed calls it made or was about to make are released, so requests waiting for
     /// them on any worker retake their keys at once. Their answers would reach no one.
     pub fn on_done(&self, host: &dyn Host) {
-        let gate = self.bare_gate(host);
+        // Hits not yet counted and leases not yet given back go to shared data first.
+        let gate = self.gate(host);
+        gate.flush_hits();
         let hub = self.hub.borrow();
         for call in hub.jobs.iter().chain(hub.calls.values()) {
             gate.release_call(call);

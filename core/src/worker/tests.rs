@@ -292,31 +292,46 @@ fn a_service_that_cannot_be_called_is_counted_and_the_local_bucket_decides_at_on
 }
 
 #[test]
-fn a_root_that_goes_away_releases_its_call_and_a_waiter_on_another_root_retakes_the_key() {
-    // Two roots on one shared store: the old configuration's (going away) and the new one's.
+fn a_root_that_goes_away_releases_its_call_and_its_waiters_on_other_roots_retake_the_key_once() {
+    // Three roots on one shared store: the old configuration's (going away), and two of the
+    // new one (two workers).
     let host = FakeHost::new(T0);
-    let (old, new) = (worker(json!({})), worker(json!({})));
-    let (mut first, mut second) = (Stream::new(1), Stream::new(2));
+    let (old, new, other) = (worker(json!({})), worker(json!({})), worker(json!({})));
+    let mut first = Stream::new(1);
     assert_eq!(request(&old, &host, &mut first, form("s1")), Step::Pause);
     old.on_wake(&host);
     assert_eq!(host.calls().len(), 1, "the old root's call is in flight");
-    assert_eq!(request(&new, &host, &mut second, form("s1")), Step::Pause);
-    assert!(new.on_tick(&host).is_empty(), "it waits for the old root's call");
-    assert_eq!(host.calls().len(), 1, "coalesced, not called again");
+    let mut waiting = [Stream::new(2), Stream::new(3), Stream::new(4)];
+    for (i, stream) in waiting.iter_mut().enumerate() {
+        let root = if i == 2 { &other } else { &new };
+        assert_eq!(request(root, &host, stream, form("s1")), Step::Pause);
+    }
+    assert!(new.on_tick(&host).is_empty() && other.on_tick(&host).is_empty());
+    assert_eq!(host.calls().len(), 1, "all three wait for the old root's call");
 
     // The old root is deleted, with its worker, before its answer comes: the answer would
     // reach no one.
     old.on_done(&host);
     drop(old);
     host.advance_ms(20);
-    assert!(new.on_tick(&host).is_empty());
-    assert!(new.on_tick(&host).is_empty());
-    assert_eq!(host.calls().len(), 2, "the waiter retook the key long before the deadline");
+    for _ in 0..3 {
+        assert!(new.on_tick(&host).is_empty() && other.on_tick(&host).is_empty());
+    }
+    assert_eq!(
+        host.calls().len(),
+        2,
+        "one waiter retook the key, long before the deadline; the others joined"
+    );
     let token = host.calls().len() as u32;
-    assert!(new.is_keyed_call(token));
-    let answers = new.on_keyed_answer(&host, token, Some(&token_reply("tok-2")));
-    assert_eq!(answers.len(), 1);
-    let (stream, response) = &answers[0];
-    assert_eq!((*stream, response.status, cache_of(response)), (2, 200, "miss"));
-    assert_eq!(access_token(response), "tok-2");
+    let owner = if new.is_keyed_call(token) { &new } else { &other };
+    let mut answers = owner.on_keyed_answer(&host, token, Some(&token_reply("tok-2")));
+    host.advance_ms(20);
+    answers.extend(new.on_tick(&host));
+    answers.extend(other.on_tick(&host));
+    answers.sort_by_key(|(stream, _)| *stream);
+    let seen: Vec<(StreamId, u16, String)> =
+        answers.iter().map(|(s, r)| (*s, r.status, access_token(r))).collect();
+    assert_eq!(seen, [2, 3, 4].map(|s| (s, 200, "tok-2".to_owned())).to_vec());
+    let misses = answers.iter().filter(|(_, r)| cache_of(r) == "miss").count();
+    assert_eq!(misses, 1, "one made the call, the others coalesced onto it");
 }
