@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `<prefix>:token:<slot>` | sealed token responses | `cache::TokenTable` |
 //! | `<prefix>:negative:<slot>` | remembered IdP `401`/`403` | `cache::NegativeTable` |
-//! | `<prefix>:proven:<slot>` | fingerprints the IdP issued a token to | `cache::ProvenTable` |
+//! | `<prefix>:proven:<slot>` | credentials the IdP issued a token to | `cache::ProvenEntry` in a `SlotTable` |
 //! | `<prefix>:flight:<slot>` | in-flight markers and call outcomes | `flight::FlightTable` |
 //! | `<prefix>:client:<slot>` | trusted clients' limits and usage | `clients::ClientTable` |
 //! | `<prefix>:guest:<slot>` | every other client id's | `clients::ClientTable` |

@@ -1,8 +1,10 @@
-//! Proven credentials: cache keys the IdP issued a token for, remembered for the client's
-//! issuance window (the quota window, else a day). A request whose key is here is charged
-//! to its client's bucket at once, like a hit; every other one is charged only when the
-//! IdP's token arrives, so requests with a wrong secret never spend the real client's
-//! limits. Only the IdP can add a key here; a table of its own, so floods never evict it.
+//! Proven credentials: credential fingerprints (client id, how it authenticated, the
+//! secret; `fingerprint::credential`) the IdP issued a token to, remembered for the client's
+//! issuance window (the quota window, else a day), and forgotten when the IdP refuses them.
+//! A request whose credentials are here is charged to its client's bucket at once, like a
+//! hit, for any audience or scope; every other one is charged only when the IdP's token
+//! arrives, so requests with a wrong secret never spend the real client's limits. Only the
+//! IdP can add an entry here; a table of its own, so floods never evict it.
 
 use crate::cache::SlotEntry;
 use crate::fingerprint::Fingerprint;
