@@ -7,6 +7,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 
 use crate::client::{Response, post_form};
 use crate::envoy::{Envoy, EnvoyOptions, compose_vars, render_config};
@@ -140,12 +141,26 @@ impl Fleet {
         Ok(fleet)
     }
 
-    /// Starts one more edge (a new replica, with a cold cache).
+    /// Starts one more edge (a new replica, with a cold cache), and with the gateway tier
+    /// returns once its health checks pass for every running gateway, as a readiness probe
+    /// would hold its traffic: a first check that timed out on a busy host would otherwise
+    /// send some keys to the other gateway until the next one passes.
     pub fn add_edge(&mut self) -> Result<&Envoy, String> {
         let mut options = EnvoyOptions::new(self.edge_plugin.clone(), self.opts.idp_port);
         options.template = self.edge_template.clone();
         options.concurrency = self.opts.concurrency;
-        self.edges.push(Envoy::start(&options)?);
+        let edge = Envoy::start(&options)?;
+        if self.opts.tiered {
+            let running = self.gateways.iter().flatten().count() as u64;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while edge.stat("cluster.gateways.membership_healthy")? < running {
+                if Instant::now() > deadline {
+                    return Err(format!("the edge never saw {running} healthy gateways"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.edges.push(edge);
         self.edges.last().ok_or_else(|| "no edge".to_owned())
     }
 
