@@ -61,8 +61,9 @@ fn a_lowered_rate_limit_applies_at_once_after_a_listener_swap() {
 #[test]
 fn a_short_drain_releases_the_call_in_flight_and_its_waiters_retake_the_key() {
     let idp = idp();
-    // The IdP answers in 3 s, well inside the 20 s timeout; the old listener drains in 1 s.
-    idp.set_fault(fault_delay(3_000));
+    // The IdP answers in 8 s, well inside the 20 s timeout; the old listener drains in 1 s,
+    // so its root context is deleted long before the answer, even on a busy host.
+    idp.set_fault(fault_delay(8_000));
     // The new configuration differs in a field that leaves the key's flight slot where it
     // was (`cache.max_entries` would move it).
     let config = |negative_ttl: &str| {
