@@ -125,8 +125,9 @@ impl Worker {
     }
 
     /// The root context is going away (a configuration change drained its listener): its
-    /// pending hits are flushed, and the keyed calls it made or was about to make are released, so requests waiting for
-    /// them on any worker retake their keys at once. Their answers would reach no one.
+    /// pending hits are flushed, and the keyed calls it made or was about to make are
+    /// released, so requests waiting for them on any worker retake their keys at once.
+    /// Their answers would reach no one.
     pub fn on_done(&self, host: &dyn Host) {
         // Hits not yet counted and leases not yet given back go to shared data first.
         let gate = self.gate(host);
