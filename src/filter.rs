@@ -6,9 +6,9 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
-use tokengate_core::{Step, Stream, Worker};
+use tokengate_core::{ResponseStep, Step, Stream, Worker};
 
-use crate::host::{EnvoyHost, read_idp_reply, send_response};
+use crate::host::{EnvoyHost, amend_response_headers, edit_request_headers, read_idp_reply, send_response};
 
 pub struct TokenFilter {
     /// `None` before a configuration was accepted: everything passes.
@@ -22,10 +22,14 @@ impl TokenFilter {
     }
 }
 
-/// An Envoy action for a step: a local reply is sent now.
+/// An Envoy action for a step: a local reply is sent now, header changes are made now.
 fn act(step: Step) -> Action {
     match step {
         Step::Continue => Action::Continue,
+        Step::Pass(edits) => {
+            edit_request_headers(&edits);
+            Action::Continue
+        }
         Step::Pause => Action::Pause,
         Step::Respond(response) => {
             send_response(&response);
@@ -50,10 +54,12 @@ impl Context for TokenFilter {
             0 => Vec::new(),
             _ => hostcalls::get_map(MapType::HttpCallResponseTrailers).unwrap_or_default(),
         };
-        if let Some(response) =
-            worker.on_call_answer(&EnvoyHost, &mut self.stream, token, reply.as_ref(), &trailers)
-        {
-            send_response(&response);
+        // The stream is held while the call runs: it goes on (resumed) or is answered.
+        let step = worker.on_call_answer(&EnvoyHost, &mut self.stream, token, reply.as_ref(), &trailers);
+        let resume = matches!(step, Step::Continue);
+        act(step);
+        if resume && let Err(status) = hostcalls::resume_http_request() {
+            log::warn!("request not resumed: {status:?}");
         }
     }
 }
@@ -80,6 +86,26 @@ impl HttpContext for TokenFilter {
                 .unwrap_or_default()
         };
         act(worker.on_request_body(&EnvoyHost, &mut self.stream, body_size, end_of_stream, read_body))
+    }
+
+    /// Only the IdP's answer to a forwarded request is read; every other response (a hit's
+    /// local reply among them) costs no host call.
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(worker) = self.worker.as_ref().filter(|_| self.stream.awaits_idp_answer()) else {
+            return Action::Continue;
+        };
+        let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
+        match worker.on_response_headers(&EnvoyHost, &mut self.stream, &headers) {
+            ResponseStep::Continue => Action::Continue,
+            ResponseStep::Amend { remove, set } => {
+                amend_response_headers(remove, &set);
+                Action::Continue
+            }
+            ResponseStep::Replace(response) => {
+                send_response(&response);
+                Action::Pause
+            }
+        }
     }
 }
 

@@ -10,9 +10,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 use tokengate_core::IdpReply;
 use tokengate_core::host::{
-    Clock, Dispatcher, Entropy, HostError, IdpCall, Metric, Metrics, SharedStore, StoreError,
+    Clock, Connection, Dispatcher, Entropy, HostError, IdpCall, Metric, Metrics, SharedStore, StoreError,
 };
-use tokengate_core::response::Response;
+use tokengate_core::response::{Header, Response};
 
 /// Envoy, as seen from one context.
 pub struct EnvoyHost;
@@ -82,6 +82,21 @@ pub fn set_wake_queue(queue: u32) {
     WAKE_QUEUE.with(|q| q.set(Some(queue)));
 }
 
+/// A property of the current stream as text; `None` when Envoy has none (or a host error).
+fn text_property(path: Vec<&str>) -> Option<String> {
+    hostcalls::get_property(path).ok().flatten().and_then(|bytes| String::from_utf8(bytes).ok())
+}
+
+impl Connection for EnvoyHost {
+    fn downstream_address(&self) -> Option<String> {
+        text_property(vec!["source", "address"])
+    }
+
+    fn peer_certificate_digest(&self) -> Option<String> {
+        text_property(vec!["connection", "sha256_peer_certificate_digest"]).filter(|d| !d.is_empty())
+    }
+}
+
 impl Entropy for EnvoyHost {
     /// WASI `random_get`, which Envoy serves from its own secure random source.
     fn fill_random(&self, buf: &mut [u8]) -> bool {
@@ -124,6 +139,53 @@ pub fn send_response(response: &Response) {
         hostcalls::send_http_response(u32::from(response.status), headers, Some(&response.body))
     {
         log::warn!("send_http_response failed: {status:?}");
+    }
+}
+
+/// Changes the current stream's request headers (`None` removes one).
+pub fn edit_request_headers(edits: &[(String, Option<String>)]) {
+    edit_headers(MapType::HttpRequestHeaders, edits.iter().map(|(n, v)| (n.as_str(), v.as_deref())));
+}
+
+/// Removes, then sets, response headers of the current stream.
+pub fn amend_response_headers(remove: &[&str], set: &[Header]) {
+    let removals = remove.iter().map(|name| (*name, None));
+    edit_headers(
+        MapType::HttpResponseHeaders,
+        removals.chain(set.iter().map(|(n, v)| (n.as_ref(), Some(v.as_ref())))),
+    );
+}
+
+// The SDK's `set_map_value` panics on any status but `Ok` (Envoy refuses request-header
+// changes once the headers callback has returned): the same host calls, with the status
+// as a value.
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    fn proxy_replace_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> Status;
+    fn proxy_remove_header_map_value(map_type: MapType, key_data: *const u8, key_size: usize) -> Status;
+}
+
+fn edit_headers<'a>(map: MapType, edits: impl Iterator<Item = (&'a str, Option<&'a str>)>) {
+    for (name, value) in edits {
+        // SAFETY: each pointer and length pair is a live `&str` for the whole call; the
+        // host only reads them.
+        let status = unsafe {
+            match value {
+                Some(v) => {
+                    proxy_replace_header_map_value(map, name.as_ptr(), name.len(), v.as_ptr(), v.len())
+                }
+                None => proxy_remove_header_map_value(map, name.as_ptr(), name.len()),
+            }
+        };
+        if status != Status::Ok {
+            log::warn!("header {name} not changed: {status:?}");
+        }
     }
 }
 

@@ -93,7 +93,8 @@ impl RootContext for TokengateRoot {
             .ok()
             .flatten()
             .unwrap_or_default();
-        let config = match Config::from_json(&bytes) {
+        // `upstream.env_headers` reads the VM's environment (`vm_config.environment_variables`).
+        let config = match Config::from_json_with_env(&bytes, &|name| std::env::var(name).ok()) {
             Ok(config) => config,
             Err(e) => {
                 log::error!("configuration rejected: {e}");

@@ -34,6 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         content_type: Some("application/x-www-form-urlencoded".into()),
         authorization: None,
         dpop: None,
+        ..Default::default()
     };
     let body = b"grant_type=client_credentials&client_id=my-client&client_secret=my-secret-value&audience=https%3A%2F%2Fapi.example.com";
     let request = TokenRequest::parse(&head, body).map_err(|e| e.description)?;

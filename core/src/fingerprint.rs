@@ -50,9 +50,12 @@ pub fn credential(request: &TokenRequest, upstream: &Upstream) -> Fingerprint {
     field(&mut out, "upstream.authority", &upstream.authority);
     field(&mut out, "upstream.path", &upstream.path);
     field(&mut out, "client_id", request.client_id.as_deref().unwrap_or_default());
-    match &request.basic {
-        Some(decoded) => field_bytes(&mut out, b"client_secret_basic", decoded),
-        None => field(&mut out, "client_secret_post", request.client_secret.as_deref().unwrap_or_default()),
+    let secret = request.client_secret.as_deref().filter(|s| !s.is_empty());
+    match (&request.basic, secret, &request.certificate) {
+        (Some(decoded), _, _) => field_bytes(&mut out, b"client_secret_basic", decoded),
+        // Authenticated by the certificate alone (tls_client_auth).
+        (None, None, Some(thumbprint)) => field_bytes(&mut out, b"tls_client_auth", thumbprint),
+        (None, _, _) => field(&mut out, "client_secret_post", secret.unwrap_or_default()),
     }
     // HKDF as for the cache key (its code is in the module already; a plain digest is not).
     let mut credential = [0u8; 32];
@@ -75,6 +78,10 @@ fn canonical_form(request: &TokenRequest, upstream: &Upstream) -> Vec<u8> {
     match &request.basic {
         Some(decoded) => field_bytes(&mut out, b"client_secret_basic", decoded),
         None => field(&mut out, "client_secret_post", ""),
+    }
+    // A token may be bound to the certificate (`cnf` `x5t#S256`): it is another token.
+    if let Some(thumbprint) = &request.certificate {
+        field_bytes(&mut out, b"client_certificate", thumbprint);
     }
     // `SortedMap` order: parameters sorted by name, whatever order they came in.
     for (name, value) in &request.params {
@@ -149,6 +156,10 @@ mod tests {
             max_backoff_ms: 60_000,
             reserve: 0,
             key_header: None,
+            client_ip_header: None,
+            env_headers: Vec::new(),
+            forward_client_certificate: false,
+            owned_headers: Vec::new(),
         }
     }
 
@@ -157,6 +168,7 @@ mod tests {
             content_type: Some("application/x-www-form-urlencoded".into()),
             authorization: None,
             dpop: None,
+            ..Default::default()
         };
         Fingerprint::of(&TokenRequest::parse(&head, body.as_bytes()).unwrap(), &upstream())
     }
@@ -168,6 +180,7 @@ mod tests {
             content_type: Some("application/x-www-form-urlencoded".into()),
             authorization: authorization.map(str::to_owned),
             dpop: None,
+            ..Default::default()
         };
         credential(&TokenRequest::parse(&head, body.as_bytes()).unwrap(), &upstream())
     }
@@ -209,8 +222,12 @@ mod tests {
 
     #[test]
     fn same_json_and_form_request_share_a_key() {
-        let head =
-            RequestHead { content_type: Some("application/json".into()), authorization: None, dpop: None };
+        let head = RequestHead {
+            content_type: Some("application/json".into()),
+            authorization: None,
+            dpop: None,
+            ..Default::default()
+        };
         let json =
             r#"{"grant_type":"client_credentials","client_id":"c1","client_secret":"s1","audience":"a"}"#;
         let r = TokenRequest::parse(&head, json.as_bytes()).unwrap();
@@ -235,6 +252,7 @@ mod tests {
                 content_type: Some("application/x-www-form-urlencoded".into()),
                 authorization: None,
                 dpop: None,
+                ..Default::default()
             },
             BASE.as_bytes(),
         )

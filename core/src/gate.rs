@@ -1,8 +1,8 @@
 //! The request flow as an explicit state machine.
 //!
 //! [`Gate::handle`] turns a complete token request into a [`Plan`]: an answer now (hit,
-//! negative, refusal, 429), a forwarded call the stream dispatches itself
-//! ([`Outcome::AwaitIdp`], answered by [`Gate::complete_forward`]), or a wait for the shared
+//! negative, refusal, 429), a request that goes on to the IdP through the route
+//! ([`Outcome::Forward`], its answer amended by [`Gate::forward_answered`]), or a wait for the shared
 //! outcome of the key's single IdP call ([`Outcome::Wait`]); the call itself, when this
 //! request owns it, is a [`KeyedCall`] the worker's root context dispatches, so it survives
 //! the client going away. [`Gate::finish_call`] stores a call's outcome where every worker
@@ -16,7 +16,9 @@ use crate::cache::{
     CacheEntry, LocalHit, LocalIndex, NegativeEntry, NegativeTable, RequestDigest, TokenTable, render_token,
 };
 use crate::clients::{Admission, ClientTable, Standing};
-use crate::config::{BackoffScope, Config, QuotaRule};
+use crate::config::{
+    BackoffScope, CLIENT_CERTIFICATE_HEADER, CLIENT_CERTIFICATE_VERIFIED_HEADER, Config, QuotaRule,
+};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use proof::Refused;
@@ -29,7 +31,7 @@ use crate::host::{Host, IdpCall, Metric, StoreError};
 use crate::limits::{LimitState, QuotaDecision};
 use crate::rate_limit_service::Verdict;
 use crate::request::{RequestError, RequestHead, RequestKind, TokenRequest};
-use crate::response::{ErrorCode, Header, Response};
+use crate::response::{ErrorCode, Header, HeaderEdits, Response, ResponseStep};
 use crate::seal::{NONCE_BYTES, SealKey};
 use crate::store::Store;
 
@@ -37,6 +39,10 @@ use crate::store::Store;
 /// `x-ratelimit-*`: on tokengate's answers those describe the client's bucket at tokengate,
 /// one meaning; the IdP's last are in the usage report.
 const RELAYED_HEADERS: [&str; 1] = ["retry-after"];
+/// The IdP's rate-limit headers, taken off a forwarded request's answer for the same
+/// reason (tokengate sets its own there).
+const IDP_LIMIT_HEADERS: [&str; 5] =
+    ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "ratelimit", "ratelimit-policy"];
 /// Waiters give up this long after the call's own deadline (the owner needs a moment to
 /// write the outcome after Envoy's timeout fires).
 const WAIT_GRACE_MS: u64 = 500;
@@ -69,16 +75,16 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Respond(Response),
-    /// A forwarded (uncacheable) call in flight from the stream itself.
-    AwaitIdp(PendingCall),
+    /// A forwarded (uncacheable) request: it goes on down the filter chain to the IdP, as
+    /// the route sends it.
+    Forward(ForwardedRequest),
     /// Waiting for the key's IdP call; when `Waiter::call` is set, this request owns it.
     Wait(Box<Waiter>),
 }
 
-/// A forwarded IdP call in flight for one stream, keyed by the host's call token.
+/// A forwarded request on its way to the IdP; its answer comes back through the filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingCall {
-    pub token: u32,
+pub struct ForwardedRequest {
     /// Rate-limit headers for the answer.
     pub limit_headers: Vec<Header>,
     pub client_id: Option<String>,

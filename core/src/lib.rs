@@ -26,5 +26,5 @@ pub mod usage;
 pub mod worker;
 
 pub use config::Config;
-pub use gate::{Gate, IdpReply, KeyedCall, Outcome, PendingCall, Plan, Waiter};
-pub use worker::{Step, Stream, Worker};
+pub use gate::{ForwardedRequest, Gate, IdpReply, KeyedCall, Outcome, Plan, Waiter};
+pub use worker::{HeaderEdits, ResponseStep, Step, Stream, Worker};

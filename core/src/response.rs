@@ -53,6 +53,21 @@ impl ErrorCode {
 /// from being copied into a new allocation on every response (a hit builds about ten).
 pub type Header = (Cow<'static, str>, Cow<'static, str>);
 
+/// Changes to a request's headers on its way to the IdP: `None` removes the header.
+pub type HeaderEdits = Vec<(String, Option<String>)>;
+
+/// What the host does with a response's headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseStep {
+    /// Not tokengate's: as it is.
+    Continue,
+    /// The IdP's answer to a forwarded request goes to the client with its status and body:
+    /// these headers removed, then these set (replacing any of the same name).
+    Amend { remove: &'static [&'static str], set: Vec<Header> },
+    /// Answered with this local reply instead (the IdP could not be reached).
+    Replace(Response),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,

@@ -28,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
         content_type: CONTENT_TYPES.get(usize::from(selector) % 6).map(|c| (*c).to_owned()),
         authorization,
         dpop: (selector & 0x80 != 0).then(|| "proof".to_owned()),
+        ..Default::default()
     };
     if let Ok(request) = TokenRequest::parse(&head, body) {
         let _ = request.kind();

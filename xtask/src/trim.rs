@@ -17,7 +17,6 @@ use wasmparser::{ExternalKind, Parser, Payload};
 
 /// Callbacks removed from the exports, with the SDK trait methods they would call.
 pub const UNUSED_CALLBACKS: &[(&str, &[&str])] = &[
-    ("proxy_on_response_headers", &["on_http_response_headers"]),
     ("proxy_on_response_body", &["on_http_response_body"]),
     ("proxy_on_response_trailers", &["on_http_response_trailers"]),
     ("proxy_on_request_trailers", &["on_http_request_trailers"]),
@@ -177,9 +176,9 @@ mod tests {
         std::fs::write(dir.join("filter.rs"), "fn on_http_request_body(&mut self) {}").unwrap();
         assert!(check_not_implemented(&dir).is_ok());
         std::fs::create_dir_all(dir.join("nested")).unwrap();
-        std::fs::write(dir.join("nested/filter.rs"), "fn on_http_response_headers(&mut self) {}").unwrap();
+        std::fs::write(dir.join("nested/filter.rs"), "fn on_http_response_body(&mut self) {}").unwrap();
         let err = check_not_implemented(&dir).unwrap_err();
-        assert!(err.contains("proxy_on_response_headers"), "{err}");
+        assert!(err.contains("proxy_on_response_body"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

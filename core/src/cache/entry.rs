@@ -6,6 +6,7 @@
 use crate::cache::SlotEntry;
 use crate::cache::token_json::{members, object_without, string_member};
 use crate::fingerprint::{Fingerprint, Identity};
+use crate::json_object::Json;
 use crate::record::{Reader, Writer};
 use crate::seal::{NONCE_BYTES, SealKey};
 
@@ -51,13 +52,13 @@ impl CacheEntry {
         let (_, expires_in) = members.iter().find(|(n, _)| n == "expires_in")?;
         // from_slice, not from_str: every JSON read in the module uses one reader type, so
         // serde_json's parser is compiled once (each reader type is a copy in the .wasm).
-        let lifetime_s = match serde_json::from_slice::<u64>(expires_in.get().as_bytes()) {
-            Ok(s) => s,
-            // A fractional or negative number of seconds (negative ones end up 0, refused).
-            Err(_) => serde_json::from_slice::<f64>(expires_in.get().as_bytes())
-                .ok()
-                .filter(|s| s.is_finite())
-                .map(|s| s as u64)?,
+        // A fractional number of seconds is cut to whole ones; a negative one ends up 0
+        // (refused).
+        let lifetime_s = match Json::parse(expires_in.get().as_bytes())? {
+            Json::Unsigned(s) => s,
+            Json::Float(s) if s.is_finite() => s as u64,
+            Json::Negative(_) => 0,
+            _ => return None,
         };
         if lifetime_s == 0 {
             return None;

@@ -123,6 +123,7 @@ mod tests {
             content_type: Some("application/x-www-form-urlencoded".into()),
             authorization: None,
             dpop: None,
+            ..Default::default()
         };
         let index = LocalIndex::new(8);
         let a = index.digest(&head, b"client_id=c&client_secret=s1");
@@ -132,9 +133,18 @@ mod tests {
         let basic = RequestHead { authorization: Some("Basic eA==".into()), ..head.clone() };
         assert_ne!(index.digest(&basic, b"x"), index.digest(&head, b"x"));
         // The length prefix keeps the parts apart: "ab" + "" is not "a" + "b".
-        let split =
-            RequestHead { content_type: Some("a".into()), authorization: Some("b".into()), dpop: None };
-        let joined = RequestHead { content_type: Some("ab".into()), authorization: None, dpop: None };
+        let split = RequestHead {
+            content_type: Some("a".into()),
+            authorization: Some("b".into()),
+            dpop: None,
+            ..Default::default()
+        };
+        let joined = RequestHead {
+            content_type: Some("ab".into()),
+            authorization: None,
+            dpop: None,
+            ..Default::default()
+        };
         assert_ne!(index.digest(&split, b""), index.digest(&joined, b""));
     }
 

@@ -4,7 +4,7 @@
 
 use serde_json::value::RawValue;
 
-use crate::json_object::entries;
+use crate::json_object::{Json, entries};
 
 /// The members of a JSON object, in document order; `None` for anything else, and for an
 /// object that names a member twice (which of the two would the client read?).
@@ -20,8 +20,10 @@ pub fn members(body: &[u8]) -> Option<Vec<(String, &RawValue)>> {
 /// The member `name`, when it is a JSON string.
 pub fn string_member(members: &[(String, &RawValue)], name: &str) -> Option<String> {
     let (_, raw) = members.iter().find(|(n, _)| n == name)?;
-    // from_slice: the one reader type of the module (see `CacheEntry::from_token_response`).
-    serde_json::from_slice(raw.get().as_bytes()).ok()
+    match Json::parse(raw.get().as_bytes())? {
+        Json::String(s) => Some(s),
+        _ => None,
+    }
 }
 
 /// `{"name":value,...}` of every member but `without`, values as written.

@@ -3,12 +3,9 @@
 //! refusal is a [`ConfigError`] naming the field, so `on_configure` can log one line.
 
 mod duration;
-mod field_path;
 mod raw;
 
 use std::fmt;
-
-use serde_json::error::Category;
 
 use crate::sorted::SortedMap;
 
@@ -18,7 +15,7 @@ use crate::request::{needs_normalizing, normalize_path};
 
 /// The longest `upstream.max_backoff` accepted.
 const MAX_BACKOFF_LIMIT_MS: u64 = 3_600_000;
-use raw::{RawBucket, RawConfig, RawLimits, RawQuota, RawRateLimit, RawRateLimitService};
+use raw::{Json, RawBucket, RawConfig, RawLimits, RawQuota, RawRateLimit, RawRateLimitService};
 
 /// Largest accepted `max_body_bytes`: Envoy's default per-connection buffer limit (1 MiB).
 pub const MAX_BODY_BYTES_LIMIT: u64 = 1 << 20;
@@ -68,7 +65,35 @@ pub struct Upstream {
     pub reserve: u64,
     /// When set, every IdP call carries this header with the hex cache-key fingerprint.
     pub key_header: Option<String>,
+    /// Carries the client's address on every IdP call; `None` = not sent.
+    pub client_ip_header: Option<String>,
+    /// Headers every IdP call carries, with values read from the VM's environment.
+    pub env_headers: Vec<(String, EnvValue)>,
+    /// IdP calls carry the client certificate Envoy verified (`client-certificate`).
+    pub forward_client_certificate: bool,
+    /// Request headers only tokengate may set on the way to the IdP: a client's copies
+    /// are removed from every token request.
+    pub owned_headers: Vec<String>,
 }
+
+/// A header value from the environment (a custom domain's `cname-api-key`): never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvValue(pub String);
+
+impl fmt::Debug for EnvValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EnvValue(..)")
+    }
+}
+
+/// Auth0 reads the client's address from this header on its canonical tenant domain.
+pub const DEFAULT_CLIENT_IP_HEADER: &str = "auth0-forwarded-for";
+/// Auth0's customer-edge headers for mTLS client authentication.
+pub const CLIENT_CERTIFICATE_HEADER: &str = "client-certificate";
+pub const CLIENT_CERTIFICATE_VERIFIED_HEADER: &str = "client-certificate-ca-verified";
+/// Headers `upstream.env_headers` may not set: tokengate or the request itself owns them.
+const RESERVED_ENV_HEADERS: [&str; 7] =
+    ["host", "content-type", "content-length", "authorization", "dpop", "transfer-encoding", "connection"];
 
 /// Where and how to ask the global rate-limit service (see `rate_limit_service`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,21 +223,25 @@ fn non_empty(field: &str, value: &str) -> Result<String, ConfigError> {
 }
 
 impl Config {
-    /// Parses and validates the plugin configuration (the filter's `configuration` string).
+    /// Parses and validates the plugin configuration (the filter's `configuration` string),
+    /// in an environment without variables.
     pub fn from_json(json: &[u8]) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_json::from_slice(json).map_err(|e| {
-            let field = match e.classify() {
-                // Not JSON: a position, but no field to name.
-                Category::Syntax | Category::Eof | Category::Io => String::new(),
-                Category::Data => field_path::field_at(json, e.line(), e.column()),
-            };
-            let field = if field.is_empty() { "configuration".to_owned() } else { field };
-            refuse(field, e.to_string())
-        })?;
-        Config::validate(raw)
+        Config::from_json_with_env(json, &|_| None)
     }
 
-    fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    /// As [`Config::from_json`], with `env` reading the VM's environment variables
+    /// (`upstream.env_headers`).
+    pub fn from_json_with_env(
+        json: &[u8],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        // Only a document that is not JSON fails here: it has no field to name.
+        let doc: Json = serde_json::from_slice(json).map_err(|e| refuse("configuration", e.to_string()))?;
+        let raw = RawConfig::read(&doc)?;
+        Config::validate(raw, env)
+    }
+
+    fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         if raw.token_paths.is_empty() {
             return Err(refuse("token_paths", "must list at least one path"));
         }
@@ -233,6 +262,31 @@ impl Config {
         if timeout_ms > MAX_UPSTREAM_TIMEOUT_MS {
             return Err(refuse("upstream.timeout", "must be at most 60s"));
         }
+        let key_header =
+            up.key_header.as_deref().map(|h| header_name("upstream.key_header", h)).transpose()?;
+        let client_ip_header = up
+            .client_ip_header
+            .as_deref()
+            .map(|h| match header_name("upstream.client_ip_header", h)? {
+                name if RESERVED_ENV_HEADERS.contains(&name.as_str()) => {
+                    Err(refuse("upstream.client_ip_header", "tokengate sets this header itself"))
+                }
+                name => Ok(name),
+            })
+            .transpose()?;
+        let env_headers = env_headers(up.env_headers, env)?;
+        if let Some((name, _)) = env_headers.iter().find(|(n, _)| Some(n) == client_ip_header.as_ref()) {
+            return Err(refuse(format!("upstream.env_headers.{name}"), "is upstream.client_ip_header"));
+        }
+        let mut owned_headers: Vec<String> = [DEFAULT_CLIENT_IP_HEADER, CLIENT_CERTIFICATE_HEADER]
+            .into_iter()
+            .chain([CLIENT_CERTIFICATE_VERIFIED_HEADER])
+            .map(str::to_owned)
+            .chain(client_ip_header.clone())
+            .chain(key_header.clone())
+            .chain(env_headers.iter().map(|(name, _)| name.clone()))
+            .collect();
+        owned_headers.dedup();
         let upstream = Upstream {
             cluster: non_empty("upstream.cluster", &up.cluster)?,
             authority: non_empty("upstream.authority", &up.authority)?,
@@ -256,11 +310,11 @@ impl Config {
                 ms
             },
             reserve: up.reserve,
-            key_header: up
-                .key_header
-                .as_deref()
-                .map(|h| header_name("upstream.key_header", h))
-                .transpose()?,
+            key_header,
+            client_ip_header,
+            env_headers,
+            forward_client_certificate: up.forward_client_certificate,
+            owned_headers,
         };
         let c = raw.cache;
         if c.max_entries == 0 || c.max_entries > MAX_ENTRIES_LIMIT {
@@ -370,6 +424,37 @@ fn limits<R, T>(
         }
     }
     Ok(Limits { default, clients })
+}
+
+/// `upstream.env_headers`: each header's value from its variable, which must be set and
+/// not empty (no IdP call may leave without it). The value never reaches an error.
+fn env_headers(
+    raw: Vec<(String, String)>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, EnvValue)>, ConfigError> {
+    let mut headers: Vec<(String, EnvValue)> = Vec::with_capacity(raw.len());
+    for (name, variable) in raw {
+        let field = format!("upstream.env_headers.{name}");
+        let name = header_name(&field, &name)?;
+        let owned = [DEFAULT_CLIENT_IP_HEADER, CLIENT_CERTIFICATE_HEADER, CLIENT_CERTIFICATE_VERIFIED_HEADER];
+        if RESERVED_ENV_HEADERS.contains(&name.as_str()) || owned.contains(&name.as_str()) {
+            return Err(refuse(field, "tokengate sets this header itself"));
+        }
+        if headers.iter().any(|(n, _)| *n == name) {
+            return Err(refuse(field, "the header is listed twice"));
+        }
+        let variable = non_empty(&field, &variable)?;
+        match env(&variable).filter(|v| !v.trim().is_empty()) {
+            Some(value) => headers.push((name, EnvValue(value))),
+            None => {
+                return Err(refuse(
+                    field,
+                    format!("environment variable {variable} is missing or empty in the Wasm VM"),
+                ));
+            }
+        }
+    }
+    Ok(headers)
 }
 
 fn rate_limit_service(raw: RawRateLimitService) -> Result<RateLimitService, ConfigError> {

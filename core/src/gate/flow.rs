@@ -62,9 +62,12 @@ impl Gate<'_> {
         if body.len() > self.config.max_body_bytes {
             return respond(self.too_large());
         }
-        // A DPoP request is never answered from a cache, this worker's index included.
-        let digest =
-            self.local.filter(|_| head.dpop.is_none()).map(|index| index.borrow().digest(head, body));
+        // A DPoP request is never answered from a cache, this worker's index included; nor
+        // one with a client certificate (its key holds the certificate, checked below).
+        let digest = self
+            .local
+            .filter(|_| head.dpop.is_none() && head.forwarded_client_cert.is_none())
+            .map(|index| index.borrow().digest(head, body));
         let now = self.host.now_ms();
         if let Some(plan) = digest.and_then(|d| self.local_hit(&d, now)) {
             return plan;
@@ -76,7 +79,7 @@ impl Gate<'_> {
         };
         let client_id = request.client_id.as_deref();
         if request.kind() == RequestKind::Forward {
-            return self.forward(head, body, client_id, now);
+            return self.forward(client_id, now);
         }
         let identity = Identity::of(&request, &self.config.upstream);
         let (fp, key) = (identity.fingerprint, identity.seal_key);
@@ -177,11 +180,10 @@ impl Gate<'_> {
         )
     }
 
-    /// A forwarded request (another grant, a client assertion, DPoP): never cached, its own
-    /// IdP call from the stream. Its credentials are never proven beforehand (a refresh
-    /// token or an assertion is new each time): the bucket is read now and charged for a
-    /// token.
-    fn forward(&self, head: &RequestHead, body: &[u8], client_id: Option<&str>, now: u64) -> Plan {
+    /// A forwarded request (another grant, a client assertion, DPoP): never cached; it goes
+    /// on to the IdP as the route sends it, every header the client sent included, so a
+    /// DPoP proof still names the URL it is checked against.
+    fn forward(&self, client_id: Option<&str>, now: u64) -> Plan {
         // Forwarded credentials are never proven beforehand (a refresh token or an
         // assertion is new each time): the bucket is read now and charged for a token.
         let limits = self.admit(client_id, now, None, false);
@@ -200,27 +202,16 @@ impl Gate<'_> {
                 return respond(self.conclude(client_id, decision, refusal, false));
             }
         };
-        let call = self.idp_call(head, body, None);
+        // It goes on to the IdP through the route (see `forward_answered`).
         self.host.add(Metric::IdpCalls, 1);
-        match self.host.dispatch(&call) {
-            Ok(token) => Plan {
-                outcome: Outcome::AwaitIdp(PendingCall {
-                    token,
-                    limit_headers,
-                    client_id: client_id.map(str::to_owned),
-                    quota_spent_ms,
-                    charge_on_token: self.global_rate.is_none(),
-                }),
-                background: None,
-            },
-            Err(_) => {
-                self.host.add(Metric::IdpErrors, 1);
-                if let (Some(id), Some(spent)) = (client_id, quota_spent_ms) {
-                    self.give_back_quota(id, spent, now);
-                }
-                let r = with_headers(unavailable(Decision::Bypass), &limit_headers);
-                respond(self.conclude(client_id, Decision::Bypass, r, true))
-            }
+        Plan {
+            outcome: Outcome::Forward(ForwardedRequest {
+                limit_headers,
+                client_id: client_id.map(str::to_owned),
+                quota_spent_ms,
+                charge_on_token: self.global_rate.is_none(),
+            }),
+            background: None,
         }
     }
 

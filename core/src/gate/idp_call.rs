@@ -212,13 +212,44 @@ impl Gate<'_> {
         if let Some(authorization) = &head.authorization {
             headers.push(("authorization".to_owned(), authorization.clone()));
         }
-        if let Some(proof) = &head.dpop {
-            headers.push(("dpop".to_owned(), proof.clone()));
-        }
         if let (Some(name), Some(fp)) = (&up.key_header, cache_key) {
             headers.push((name.clone(), fp.to_hex()));
         }
+        // The address of the request that caused the call; in a fleet the gateway takes it
+        // from `x-forwarded-for` (its edges are its only, trusted, hop).
+        if let Some(address) = head.client_address.clone() {
+            headers.push(("x-forwarded-for".to_owned(), address.clone()));
+            if let Some(name) = &up.client_ip_header {
+                headers.push((name.clone(), address));
+            }
+        }
+        headers.extend(self.edge_headers(head));
         IdpCall { cluster: up.cluster.clone(), headers, body: body.to_vec(), timeout_ms: up.timeout_ms }
+    }
+
+    /// The headers of `upstream.env_headers` and the verified client certificate, which
+    /// every IdP call carries, keyed or forwarded.
+    fn edge_headers(&self, head: &RequestHead) -> Vec<(String, String)> {
+        let up = &self.config.upstream;
+        let mut headers: Vec<(String, String)> =
+            up.env_headers.iter().map(|(name, value)| (name.clone(), value.0.clone())).collect();
+        if let Some(certificate) = head.certificate.as_ref().filter(|_| up.forward_client_certificate) {
+            headers.push((CLIENT_CERTIFICATE_HEADER.to_owned(), certificate.header_value.clone()));
+            headers.push((CLIENT_CERTIFICATE_VERIFIED_HEADER.to_owned(), "SUCCESS".to_owned()));
+        }
+        headers
+    }
+
+    /// What tokengate sets on a request that goes on to the IdP through the route.
+    pub fn forward_edits(&self, head: &RequestHead) -> HeaderEdits {
+        let address = head.client_address.clone();
+        let ip_header = self.config.upstream.client_ip_header.clone();
+        ip_header
+            .zip(address)
+            .into_iter()
+            .chain(self.edge_headers(head))
+            .map(|(name, value)| (name, Some(value)))
+            .collect()
     }
 
     /// Stores what a keyed call ended with — a token in the cache, a refusal in the
@@ -290,44 +321,57 @@ impl Gate<'_> {
         outcome
     }
 
-    /// The response for a forwarded call (never cached); `reply` is `None` when it failed.
-    pub fn complete_forward(&self, pending: &PendingCall, reply: Option<&IdpReply>) -> Response {
+    /// The IdP's answer to a forwarded request, as its headers come back through the
+    /// filter: the back-off it asks for, the quota unit kept for a token (a `200`) or
+    /// given back, the client's bucket charged; the client gets the answer with
+    /// tokengate's headers. An unreachable IdP (Envoy's plain-text 5xx: no healthy
+    /// upstream, connect error, timeout) is answered `503` in the OAuth shape.
+    pub fn forward_answered(&self, pending: &ForwardedRequest, headers: &[(String, String)]) -> ResponseStep {
         let now = self.host.now_ms();
-        let response = match reply {
-            Some(r) if r.status < 500 || is_json(&r.body) => {
-                let backoff = self.observe_idp(r, pending.client_id.as_deref(), now);
-                let headers = with_retry_after(relayed_headers(r), backoff, now);
-                relay(r.status, &headers, r.body.clone(), Decision::Bypass)
-            }
-            _ => {
-                self.host.add(Metric::IdpErrors, 1);
-                unavailable(Decision::Bypass)
-            }
+        let status = headers
+            .iter()
+            .find(|(n, _)| n == ":status")
+            .and_then(|(_, v)| v.parse::<u16>().ok())
+            .unwrap_or(502);
+        let reply = IdpReply { status, headers: headers.to_vec(), body: Vec::new() };
+        let unreachable = status >= 500 && !reply.header("content-type").is_some_and(|t| t.contains("json"));
+        let response = if unreachable {
+            self.host.add(Metric::IdpErrors, 1);
+            unavailable(Decision::Bypass)
+        } else {
+            let backoff = self.observe_idp(&reply, pending.client_id.as_deref(), now);
+            relay(
+                status,
+                &with_retry_after(relayed_headers(&reply), backoff, now),
+                Vec::new(),
+                Decision::Bypass,
+            )
         };
         let client_id = pending.client_id.as_deref();
         // Tokens from forwarded grants are issued (and billed) too: they keep their quota
-        // unit and are charged to the bucket; a call without a token gives its unit back.
-        let issued = response.status == 200 && has_access_token(&response.body);
-        let Some(id) = client_id else {
-            return self.conclude(None, Decision::Bypass, response, true);
-        };
-        if !issued {
-            if let Some(spent) = pending.quota_spent_ms {
-                self.give_back_quota(id, spent, now);
+        // unit and are charged to the bucket; an answer without a token gives its unit back.
+        let issued = status == 200;
+        let headers = match client_id {
+            None => Vec::new(),
+            Some(id) if !issued => {
+                if let Some(spent) = pending.quota_spent_ms {
+                    self.give_back_quota(id, spent, now);
+                }
+                pending.limit_headers.clone()
             }
-            return self.conclude(
-                client_id,
-                Decision::Bypass,
-                with_headers(response, &pending.limit_headers),
-                true,
-            );
-        }
-        self.issued(id, now);
-        let headers = match pending.charge_on_token {
-            // The token is issued and billed: it is delivered even from an empty bucket.
-            true => self.charge(id, now, Decision::Bypass).headers(now),
-            false => pending.limit_headers.clone(),
+            Some(id) => {
+                self.issued(id, now);
+                match pending.charge_on_token {
+                    // The token is issued and billed: it is delivered even from an empty bucket.
+                    true => self.charge(id, now, Decision::Bypass).headers(now),
+                    false => pending.limit_headers.clone(),
+                }
+            }
         };
-        self.conclude(client_id, Decision::Bypass, with_headers(response, &headers), true)
+        let response = self.conclude(client_id, Decision::Bypass, with_headers(response, &headers), true);
+        match unreachable {
+            true => ResponseStep::Replace(response),
+            false => ResponseStep::Amend { remove: &IDP_LIMIT_HEADERS, set: response.headers },
+        }
     }
 }

@@ -24,7 +24,7 @@ fn config(extra: Value) -> Config {
 }
 
 fn form() -> RequestHead {
-    RequestHead { content_type: Some(FORM.into()), authorization: None, dpop: None }
+    RequestHead { content_type: Some(FORM.into()), authorization: None, dpop: None, ..Default::default() }
 }
 
 fn body(secret: &str, audience: &str) -> String {
@@ -51,13 +51,37 @@ fn exchange(gate: &Gate, head: &RequestHead, body: &str, reply: Option<IdpReply>
     let decision = gate.handle(head, body.as_bytes());
     match decision.outcome {
         Outcome::Respond(r) => r,
-        Outcome::AwaitIdp(pending) => gate.complete_forward(&pending, reply.as_ref()),
+        Outcome::Forward(pending) => through_route(gate, &pending, reply),
         Outcome::Wait(mut waiter) => {
             let call = waiter.call.clone().expect("a lone request owns its call");
             run_call(gate, &call, reply.as_ref());
             let outcome = gate.finish_call(&call, reply.as_ref());
             gate.answer(&mut waiter, Some(&outcome)).expect("answered once the call is done")
         }
+    }
+}
+
+/// A forwarded request's answer as the client gets it: the IdP's (`None`: Envoy's router
+/// could not reach it and answers a plain-text 503) amended by tokengate.
+fn through_route(gate: &Gate, pending: &ForwardedRequest, reply: Option<IdpReply>) -> Response {
+    let reply = reply.unwrap_or(IdpReply {
+        status: 503,
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body: b"no healthy upstream".to_vec(),
+    });
+    let mut seen = reply.headers.clone();
+    seen.push((":status".into(), reply.status.to_string()));
+    match gate.forward_answered(pending, &seen) {
+        ResponseStep::Replace(response) => response,
+        ResponseStep::Amend { remove, set } => {
+            let kept = reply.headers.into_iter().filter(|(name, _)| {
+                !remove.contains(&name.as_str()) && !set.iter().any(|(set_name, _)| set_name == name)
+            });
+            let mut headers: Vec<Header> = kept.map(|(n, v)| (n.into(), v.into())).collect();
+            headers.extend(set);
+            Response { status: reply.status, headers, body: reply.body, cache: Decision::Bypass }
+        }
+        ResponseStep::Continue => panic!("a forwarded request's answer is tokengate's"),
     }
 }
 
@@ -123,7 +147,8 @@ fn wrong_or_missing_secret_never_gets_the_cached_token() {
         exchange(&gate, &form(), "grant_type=client_credentials&client_id=c1&audience=a", Some(denied));
     assert_eq!(missing.status, 401);
     assert_eq!(missing.header(CACHE_HEADER), Some("bypass"));
-    assert_eq!(host.calls().len(), 3);
+    // Two keyed calls; the request without a secret went on through the route.
+    assert_eq!((host.calls().len(), host.metric(Metric::IdpCalls)), (2, 3));
 }
 
 #[test]
@@ -280,7 +305,8 @@ fn forwarded_grants_are_never_cached() {
         );
         assert_eq!(r.header(CACHE_HEADER), Some("bypass"));
     }
-    assert_eq!(host.calls().len(), 4);
+    // Each went on to the IdP through the route, none as a call of tokengate's own.
+    assert_eq!((host.calls().len(), host.metric(Metric::IdpCalls)), (0, 4));
     assert!(!host.keys().iter().any(|k| k.contains(":token:")), "nothing cached");
 }
 
@@ -310,6 +336,7 @@ fn idp_call_carries_the_original_request() {
         content_type: Some("application/json; charset=utf-8".into()),
         authorization: Some("Basic YzE6czE=".into()),
         dpop: None,
+        ..Default::default()
     };
     let json_body = r#"{"grant_type":"client_credentials","audience":"a"}"#;
     let waiter = expect_wait(&gate, &head, json_body);

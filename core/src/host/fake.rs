@@ -7,7 +7,9 @@ use std::collections::HashMap;
 /// Work "another worker" does between two host calls of the code under test.
 type Interleaved = Box<dyn FnOnce(&FakeHost)>;
 
-use super::{Clock, Dispatcher, Entropy, HostError, IdpCall, Metric, Metrics, SharedStore, StoreError};
+use super::{
+    Clock, Connection, Dispatcher, Entropy, HostError, IdpCall, Metric, Metrics, SharedStore, StoreError,
+};
 
 #[derive(Default)]
 pub struct FakeHost {
@@ -29,6 +31,9 @@ pub struct FakeHost {
     /// Successful sets so far.
     writes: Cell<u32>,
     metrics: RefCell<HashMap<Metric, i64>>,
+    /// The current stream's client address and verified certificate digest.
+    downstream_address: RefCell<Option<String>>,
+    peer_certificate_digest: RefCell<Option<String>>,
 }
 
 impl FakeHost {
@@ -36,6 +41,16 @@ impl FakeHost {
         let host = FakeHost::default();
         host.now_ms.set(now_ms);
         host
+    }
+
+    /// The next streams come from this address (with a port, as Envoy gives it).
+    pub fn set_downstream_address(&self, address: Option<&str>) {
+        *self.downstream_address.borrow_mut() = address.map(str::to_owned);
+    }
+
+    /// The next streams' connections presented a certificate with this digest (hex).
+    pub fn set_peer_certificate_digest(&self, digest: Option<&str>) {
+        *self.peer_certificate_digest.borrow_mut() = digest.map(str::to_owned);
     }
 
     pub fn advance_ms(&self, ms: u64) {
@@ -174,6 +189,16 @@ impl Dispatcher for FakeHost {
 
     fn wake(&self) {
         self.wakes.set(self.wakes.get() + 1);
+    }
+}
+
+impl Connection for FakeHost {
+    fn downstream_address(&self) -> Option<String> {
+        self.downstream_address.borrow().clone()
+    }
+
+    fn peer_certificate_digest(&self) -> Option<String> {
+        self.peer_certificate_digest.borrow().clone()
     }
 }
 

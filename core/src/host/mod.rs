@@ -61,6 +61,15 @@ pub trait Entropy {
     fn fill_random(&self, buf: &mut [u8]) -> bool;
 }
 
+/// The downstream connection of the stream in the current callback (Envoy: properties).
+pub trait Connection {
+    /// The client's address as Envoy determined it (`source.address`: after
+    /// `use_remote_address` / `xff_num_trusted_hops`), with its port.
+    fn downstream_address(&self) -> Option<String>;
+    /// Hex SHA-256 of the client certificate Envoy verified on this connection.
+    fn peer_certificate_digest(&self) -> Option<String>;
+}
+
 /// tokengate's Envoy stats (proxy-wasm metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
@@ -162,9 +171,9 @@ pub trait Metrics {
 }
 
 /// Everything the request path needs from the host.
-pub trait Host: SharedStore + Clock + Dispatcher + Entropy + Metrics {}
+pub trait Host: SharedStore + Clock + Dispatcher + Entropy + Metrics + Connection {}
 
-impl<T: SharedStore + Clock + Dispatcher + Entropy + Metrics> Host for T {}
+impl<T: SharedStore + Clock + Dispatcher + Entropy + Metrics + Connection> Host for T {}
 
 #[cfg(test)]
 mod tests {

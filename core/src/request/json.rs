@@ -14,7 +14,9 @@ use super::RequestError;
 pub fn parse_json(body: &[u8]) -> Result<Vec<(String, String)>, RequestError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let pairs = deserializer
-        .deserialize_map(PairsVisitor)
+        // deserialize_any, not deserialize_map: the latter's refusal of another type formats
+        // the value it found, floats included (~10 KB of float formatting in the .wasm).
+        .deserialize_any(PairsVisitor)
         .and_then(|pairs| deserializer.end().map(|()| pairs))
         .map_err(|e| RequestError::bad(json_error_text(&e)))?;
     Ok(pairs)
@@ -47,7 +49,37 @@ impl<'de> Visitor<'de> for PairsVisitor {
         }
         Ok(pairs)
     }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(de::Error::custom(NOT_AN_OBJECT))
+    }
 }
+
+const NOT_AN_OBJECT: &str = "the body must be a JSON object of token request parameters";
 
 /// A parameter value: a string, or a number or boolean read as its JSON text.
 struct ScalarText(String);
@@ -94,7 +126,22 @@ impl<'de> Visitor<'de> for ScalarVisitor {
             .map(|n| ScalarText(n.to_string()))
             .ok_or_else(|| E::custom("not a finite number"))
     }
+
+    // Nested values: refused without serde's typed error (see `parse_json`).
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<ScalarText, A::Error> {
+        Err(de::Error::custom(NOT_A_SCALAR))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<ScalarText, A::Error> {
+        Err(de::Error::custom(NOT_A_SCALAR))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<ScalarText, E> {
+        Err(E::custom(NOT_A_SCALAR))
+    }
 }
+
+const NOT_A_SCALAR: &str = "a parameter value must be a string, number or boolean";
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,7 @@
 //! that could not be counted must never be passed on, or it would bypass the limits.
 
 mod basic;
+mod client_cert;
 mod content_type;
 mod form;
 mod json;
@@ -11,6 +12,7 @@ mod path;
 use crate::sorted::SortedMap;
 
 pub use basic::{BasicCredentials, parse_basic};
+pub use client_cert::{ClientCertificate, MAX_CLIENT_CERTIFICATE_BYTES, verified_certificate};
 pub use content_type::{BodyFormat, body_format};
 pub use form::parse_form;
 pub use json::parse_json;
@@ -24,6 +26,14 @@ pub struct RequestHead {
     /// A DPoP proof (RFC 9449): the token will be bound to the client's key, so the request
     /// is forwarded with it and never answered from, nor stored in, the cache.
     pub dpop: Option<String>,
+    /// `x-forwarded-client-cert` as Envoy set it, read with `forward_client_certificate`.
+    pub forwarded_client_cert: Option<String>,
+    /// The certificate the connection presented, checked against the connection (see
+    /// `client_cert`).
+    pub certificate: Option<ClientCertificate>,
+    /// The client's address as Envoy determined it, without its port (read when
+    /// `upstream.client_ip_header` is set).
+    pub client_address: Option<String>,
 }
 
 /// A request refused before it reaches the IdP.
@@ -53,7 +63,8 @@ impl RequestError {
 /// How tokengate treats a parsed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
-    /// `client_credentials` with a client secret: rate limit, quota, cache, coalescing.
+    /// `client_credentials` with a client secret, or authenticated by a verified client
+    /// certificate alone: rate limit, quota, cache, coalescing.
     Cacheable,
     /// Any other grant, `client_assertion`, or a DPoP proof: forwarded to the IdP, never
     /// cached.
@@ -75,6 +86,10 @@ pub struct TokenRequest {
     pub basic: Option<Vec<u8>>,
     /// Sent with a DPoP proof.
     pub dpop: bool,
+    /// The thumbprint of the verified client certificate the request came with: part of
+    /// the key (a token bound to it is served to that certificate only), and the
+    /// credential when there is no secret.
+    pub certificate: Option<[u8; 32]>,
 }
 
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
@@ -125,13 +140,22 @@ impl TokenRequest {
         if grant_type == GRANT_CLIENT_CREDENTIALS && client_id.is_none() {
             return Err(RequestError::bad("missing client_id"));
         }
-        Ok(TokenRequest { grant_type, client_id, client_secret, params, basic, dpop: head.dpop.is_some() })
+        Ok(TokenRequest {
+            grant_type,
+            client_id,
+            client_secret,
+            params,
+            basic,
+            dpop: head.dpop.is_some(),
+            certificate: head.certificate.as_ref().map(|c| c.thumbprint),
+        })
     }
 
     pub fn kind(&self) -> RequestKind {
         let has_secret = self.client_secret.as_ref().is_some_and(|s| !s.is_empty());
         let has_assertion = self.params.contains_key("client_assertion");
-        if self.grant_type == GRANT_CLIENT_CREDENTIALS && has_secret && !has_assertion && !self.dpop {
+        let authenticated = has_secret || self.certificate.is_some();
+        if self.grant_type == GRANT_CLIENT_CREDENTIALS && authenticated && !has_assertion && !self.dpop {
             RequestKind::Cacheable
         } else {
             RequestKind::Forward
@@ -141,3 +165,16 @@ impl TokenRequest {
 
 #[cfg(test)]
 mod tests;
+
+/// An address as Envoy gives it (`1.2.3.4:5678`, `[::1]:5678`) without its port; a bare
+/// address is kept as it is.
+pub fn address_without_port(address: &str) -> &str {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split_once(']').map_or(address, |(ip, _)| ip);
+    }
+    match address.rsplit_once(':') {
+        // One colon: IPv4 with a port. More: a bare IPv6 address.
+        Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
+        _ => address,
+    }
+}

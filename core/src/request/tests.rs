@@ -7,7 +7,12 @@ const FORM: &str = "application/x-www-form-urlencoded";
 const JSON: &str = "application/json";
 
 fn head(content_type: &str) -> RequestHead {
-    RequestHead { content_type: Some(content_type.into()), authorization: None, dpop: None }
+    RequestHead {
+        content_type: Some(content_type.into()),
+        authorization: None,
+        dpop: None,
+        ..Default::default()
+    }
 }
 
 fn basic_head(content_type: &str, id: &str, secret: &str) -> RequestHead {
@@ -15,6 +20,7 @@ fn basic_head(content_type: &str, id: &str, secret: &str) -> RequestHead {
         content_type: Some(content_type.into()),
         authorization: Some(format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))),
         dpop: None,
+        ..Default::default()
     }
 }
 
@@ -139,8 +145,12 @@ fn malformed_bodies_are_refused_with_400() {
         (Some(JSON), b"{\"a\":{\"b\":{\"c\":{}}}}"),
     ];
     for (content_type, body) in cases {
-        let head =
-            RequestHead { content_type: content_type.map(str::to_owned), authorization: None, dpop: None };
+        let head = RequestHead {
+            content_type: content_type.map(str::to_owned),
+            authorization: None,
+            dpop: None,
+            ..Default::default()
+        };
         let e = TokenRequest::parse(&head, body).unwrap_err();
         assert_eq!(e.status, 400, "{content_type:?} {body:?}");
     }
@@ -148,8 +158,12 @@ fn malformed_bodies_are_refused_with_400() {
 
 #[test]
 fn malformed_basic_header_is_refused() {
-    let head =
-        RequestHead { content_type: Some(FORM.into()), authorization: Some("Basic %%%".into()), dpop: None };
+    let head = RequestHead {
+        content_type: Some(FORM.into()),
+        authorization: Some("Basic %%%".into()),
+        dpop: None,
+        ..Default::default()
+    };
     assert_eq!(parse(&head, "grant_type=client_credentials").unwrap_err().status, 400);
 }
 

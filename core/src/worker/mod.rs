@@ -14,6 +14,7 @@ mod stream;
 use std::cell::RefCell;
 use std::time::Duration;
 
+pub use crate::response::{HeaderEdits, ResponseStep};
 pub use hub::{ReportRequest, StreamId};
 pub use stream::{Step, Stream};
 

@@ -5,11 +5,11 @@
 //! withhold the body), the body callback pauses until the body is complete.
 
 use crate::config::Route;
-use crate::gate::{IdpReply, Outcome, PendingCall, Plan};
+use crate::gate::{ForwardedRequest, IdpReply, Outcome, Plan};
 use crate::host::{Host, Metric};
 use crate::rate_limit_service::{self, Verdict};
-use crate::request::RequestHead;
-use crate::response::Response;
+use crate::request::{RequestHead, address_without_port, verified_certificate};
+use crate::response::{HeaderEdits, Response, ResponseStep};
 
 use super::{ReportRequest, StreamId, TICK, Worker};
 
@@ -21,8 +21,9 @@ enum Phase {
     ReadingBody(RequestHead),
     /// A complete token request waiting for the global rate-limit service's answer.
     AskingRateLimit { token: u32, head: RequestHead, body: Vec<u8>, client_id: String },
-    /// A forwarded request waiting for its own IdP call.
-    Forwarded(PendingCall),
+    /// A forwarded request gone on to the IdP through the route: its answer comes back
+    /// through the filter ([`Worker::on_response_headers`]).
+    Forwarded(ForwardedRequest),
     /// Registered with the hub; the root context answers.
     Waiting,
 }
@@ -40,6 +41,12 @@ impl Stream {
     pub fn id(&self) -> StreamId {
         self.id
     }
+
+    /// Whether the response headers concern tokengate: the IdP's answer to a forwarded
+    /// request (every other response, a hit's local reply included, is left alone).
+    pub fn awaits_idp_answer(&self) -> bool {
+        matches!(self.phase, Phase::Forwarded(_))
+    }
 }
 
 /// What the host does after a stream callback.
@@ -47,6 +54,9 @@ impl Stream {
 pub enum Step {
     /// Let the request go on (not a token request, or its body is still coming).
     Continue,
+    /// Let the request go on with these changes to its headers (given by the headers
+    /// callback only: Envoy takes them there).
+    Pass(HeaderEdits),
     /// Hold the request: an answer comes later.
     Pause,
     /// Answer the request with this local reply; the stream is done.
@@ -83,21 +93,47 @@ impl Worker {
             Route::TokenWrongMethod => return respond(stream, self.bare_gate(host).wrong_method()),
             Route::Token => {}
         }
+        let upstream = &self.config.upstream;
+        let forwarded_client_cert =
+            header("x-forwarded-client-cert").filter(|_| upstream.forward_client_certificate);
         let head = RequestHead {
             content_type: header("content-type").map(str::to_owned),
             authorization: header("authorization").map(str::to_owned),
             dpop: header("dpop").map(str::to_owned),
+            certificate: forwarded_client_cert.and_then(|xfcc| {
+                host.peer_certificate_digest().and_then(|digest| verified_certificate(xfcc, &digest))
+            }),
+            forwarded_client_cert: forwarded_client_cert.map(str::to_owned),
+            client_address: upstream
+                .client_ip_header
+                .as_ref()
+                .and_then(|_| host.downstream_address())
+                .map(|address| address_without_port(&address).to_owned()),
         };
+        // Envoy takes changes to the request's headers only here, before they move on, so
+        // what tokengate sets on the way to the IdP is set now on every token request (a
+        // request answered here never reaches the IdP): a client's copies removed, then
+        // the client's address, `env_headers` and the client certificate set.
+        let mut edits: HeaderEdits = upstream
+            .owned_headers
+            .iter()
+            .filter(|name| header(name).is_some())
+            .map(|name| (name.clone(), None))
+            .collect();
+        edits.extend(self.bare_gate(host).forward_edits(&head));
         let declared_length = header("content-length").and_then(|v| v.parse::<usize>().ok());
         if declared_length.is_some_and(|length| length > self.config.max_body_bytes) {
             return respond(stream, self.bare_gate(host).too_large());
         }
         if end_of_stream {
             // No body callback will come: decide on the empty body now.
-            return self.ask_or_decide(host, stream, head, Vec::new());
+            return match self.ask_or_decide(host, stream, head, Vec::new()) {
+                Step::Continue => Step::Pass(edits),
+                step => step,
+            };
         }
         stream.phase = Phase::ReadingBody(head);
-        Step::Continue
+        if edits.is_empty() { Step::Continue } else { Step::Pass(edits) }
     }
 
     /// A part of the body has arrived (`body_size` bytes buffered so far); `read_body`
@@ -112,8 +148,8 @@ impl Worker {
     ) -> Step {
         match &stream.phase {
             Phase::ReadingBody(_) => {}
-            Phase::Forwarded(_) | Phase::Waiting | Phase::AskingRateLimit { .. } => return Step::Pause,
-            Phase::PassThrough => return Step::Continue,
+            Phase::Waiting | Phase::AskingRateLimit { .. } => return Step::Pause,
+            Phase::Forwarded(_) | Phase::PassThrough => return Step::Continue,
         }
         if body_size > self.config.max_body_bytes {
             return respond(stream, self.bare_gate(host).too_large());
@@ -128,9 +164,8 @@ impl Worker {
         self.ask_or_decide(host, stream, head, read_body())
     }
 
-    /// The answer to a call the stream made itself: the rate-limit service's, or a
-    /// forwarded IdP call's (`None`: the call failed). A late answer for a stream that has
-    /// moved on gives `None`.
+    /// The answer to the rate-limit service call the stream made (`None`: the call
+    /// failed). A late answer for a stream that has moved on gives `Pause` (nothing to do).
     pub fn on_call_answer(
         &self,
         host: &dyn Host,
@@ -138,21 +173,27 @@ impl Worker {
         token: u32,
         reply: Option<&IdpReply>,
         trailers: &[(String, String)],
-    ) -> Option<Response> {
+    ) -> Step {
         match &stream.phase {
             Phase::AskingRateLimit { token: asked, .. } if *asked == token => {
-                match self.rate_limit_answered(host, stream, reply, trailers) {
-                    Step::Respond(response) => Some(response),
-                    Step::Continue | Step::Pause => None,
-                }
+                self.rate_limit_answered(host, stream, reply, trailers)
             }
-            Phase::Forwarded(pending) if pending.token == token => {
-                let response = self.bare_gate(host).complete_forward(pending, reply);
-                stream.phase = Phase::PassThrough;
-                Some(response)
-            }
-            _ => None,
+            _ => Step::Pause,
         }
+    }
+
+    /// The response headers (lowercase names, `:status` among them); only a forwarded
+    /// request's answer is tokengate's (see [`Stream::awaits_idp_answer`]).
+    pub fn on_response_headers(
+        &self,
+        host: &dyn Host,
+        stream: &mut Stream,
+        headers: &[(String, String)],
+    ) -> ResponseStep {
+        let Phase::Forwarded(forwarded) = std::mem::replace(&mut stream.phase, Phase::PassThrough) else {
+            return ResponseStep::Continue;
+        };
+        self.bare_gate(host).forward_answered(&forwarded, headers)
     }
 
     /// The stream is gone: a waiter whose client went away leaves the hub. A hub busy right
@@ -166,7 +207,17 @@ impl Worker {
     }
 
     /// The body is complete: with a global rate-limit service, ask it first; else decide.
-    fn ask_or_decide(&self, host: &dyn Host, stream: &mut Stream, head: RequestHead, body: Vec<u8>) -> Step {
+    fn ask_or_decide(
+        &self,
+        host: &dyn Host,
+        stream: &mut Stream,
+        mut head: RequestHead,
+        body: Vec<u8>,
+    ) -> Step {
+        if let Some(xfcc) = &head.forwarded_client_cert {
+            head.certificate =
+                host.peer_certificate_digest().and_then(|digest| verified_certificate(xfcc, &digest));
+        }
         if let Some(service) = &self.config.rate_limit_service
             && let Some(client_id) = self.gate(host).client_id_of(&head, &body)
         {
@@ -237,9 +288,10 @@ impl Worker {
         }
         match outcome {
             Outcome::Respond(response) => respond(stream, response),
-            Outcome::AwaitIdp(pending) => {
-                stream.phase = Phase::Forwarded(pending);
-                Step::Pause
+            Outcome::Forward(forwarded) => {
+                // On to the IdP through the route, with the headers set in `on_request_headers`.
+                stream.phase = Phase::Forwarded(forwarded);
+                Step::Continue
             }
             Outcome::Wait(mut waiter) => {
                 if let Some(call) = waiter.call.take() {

@@ -39,7 +39,7 @@ fn form(secret: &str) -> Vec<u8> {
 /// A token request as Envoy delivers it: headers, then the whole body.
 fn request(worker: &Worker, host: &FakeHost, stream: &mut Stream, body: Vec<u8>) -> Step {
     let step = worker.on_request_headers(host, stream, &headers("POST", "/oauth/token"), false);
-    assert_eq!(step, Step::Continue, "the headers go on to the buffer filter");
+    assert!(matches!(step, Step::Continue | Step::Pass(_)), "the headers go on to the buffer filter");
     let size = body.len();
     worker.on_request_body(host, stream, size, true, move || body)
 }
@@ -133,21 +133,60 @@ fn a_waiter_on_another_workers_call_is_answered_on_the_tick() {
 }
 
 #[test]
-fn a_forwarded_request_is_answered_from_its_own_call_and_a_late_answer_is_ignored() {
-    let (host, worker) = (FakeHost::new(T0), worker(json!({})));
+fn a_forwarded_request_goes_on_and_its_answer_gets_tokengates_headers() {
+    let (host, worker) = (
+        FakeHost::new(T0),
+        worker(
+            json!({"rate_limit": {"default": {"max_tokens": 5, "tokens_per_fill": 5, "fill_interval": "60s"}}}),
+        ),
+    );
+    host.set_downstream_address(Some("192.0.2.7:40000"));
     let mut stream = Stream::new(4);
     let body =
         b"grant_type=client_credentials&client_id=c1&client_assertion_type=jwt&client_assertion=eyJ".to_vec();
-    assert_eq!(request(&worker, &host, &mut stream, body), Step::Pause);
-    let token = host.calls().len() as u32;
-    assert_eq!(
-        worker.on_call_answer(&host, &mut stream, token + 1, None, &[]),
-        None,
-        "another call's answer"
-    );
-    let response = worker.on_call_answer(&host, &mut stream, token, Some(&token_reply("fwd")), &[]).unwrap();
-    assert_eq!((response.status, cache_of(&response)), (200, "bypass"));
-    assert_eq!(worker.on_call_answer(&host, &mut stream, token, Some(&token_reply("fwd")), &[]), None);
+    // The headers go on with the client's address in Auth0's header.
+    let expected = vec![("auth0-forwarded-for".to_owned(), Some("192.0.2.7".to_owned()))];
+    let step = worker.on_request_headers(&host, &mut stream, &headers("POST", "/oauth/token"), false);
+    assert_eq!(step, Step::Pass(expected));
+    // Then the request itself, with no call of tokengate's own.
+    assert_eq!(worker.on_request_body(&host, &mut stream, body.len(), true, move || body), Step::Continue);
+    assert!(host.calls().is_empty());
+    assert!(stream.awaits_idp_answer());
+    let idp_answer = [
+        (":status".to_owned(), "200".to_owned()),
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("x-ratelimit-limit".to_owned(), "1000".to_owned()),
+    ];
+    let ResponseStep::Amend { remove, set } = worker.on_response_headers(&host, &mut stream, &idp_answer)
+    else {
+        panic!("the IdP's answer is amended");
+    };
+    assert!(remove.contains(&"x-ratelimit-limit"), "the IdP's limits are not the client's");
+    let set_value = |name: &str| set.iter().find(|(n, _)| n == name).map(|(_, v)| v.to_string());
+    assert_eq!(set_value(CACHE_HEADER).as_deref(), Some("bypass"));
+    assert_eq!(set_value("x-ratelimit-limit").as_deref(), Some("5"), "the client's own bucket");
+    assert_eq!(set_value("x-ratelimit-remaining").as_deref(), Some("4"), "charged for the token");
+    assert!(!stream.awaits_idp_answer());
+    assert_eq!(worker.on_response_headers(&host, &mut stream, &idp_answer), ResponseStep::Continue);
+    // A local reply or another route's response is not tokengate's.
+    assert_eq!(worker.on_response_headers(&host, &mut Stream::new(5), &idp_answer), ResponseStep::Continue);
+}
+
+#[test]
+fn a_forwarded_request_to_an_unreachable_idp_gets_a_503_in_the_oauth_shape() {
+    let (host, worker) = (FakeHost::new(T0), worker(json!({})));
+    let mut stream = Stream::new(4);
+    let body = b"grant_type=refresh_token&client_id=c1&refresh_token=r".to_vec();
+    assert_eq!(request(&worker, &host, &mut stream, body), Step::Continue);
+    let router_reply =
+        [(":status".to_owned(), "503".to_owned()), ("content-type".to_owned(), "text/plain".to_owned())];
+    let ResponseStep::Replace(response) = worker.on_response_headers(&host, &mut stream, &router_reply)
+    else {
+        panic!("replaced");
+    };
+    assert_eq!(response.status, 503);
+    assert_eq!(serde_json::from_slice::<Value>(&response.body).unwrap()["error"], "temporarily_unavailable");
+    assert_eq!(host.metric(Metric::IdpErrors), 1);
 }
 
 #[test]
@@ -237,7 +276,11 @@ fn the_rate_limit_service_is_asked_first_and_its_over_limit_is_a_429() {
     let mut stream = Stream::new(1);
     assert_eq!(request(&worker, &host, &mut stream, form("s1")), Step::Pause);
     assert_eq!(host.calls()[0].cluster, "ratelimit");
-    let response = worker.on_call_answer(&host, &mut stream, 1, Some(&rls_reply(2, 3, 0)), &[]).unwrap();
+    let Step::Respond(response) =
+        worker.on_call_answer(&host, &mut stream, 1, Some(&rls_reply(2, 3, 0)), &[])
+    else {
+        panic!("answered");
+    };
     assert_eq!((response.status, response.header("x-tokengate-decision")), (429, Some("rate_limited")));
     assert_eq!(response.header("x-ratelimit-limit"), Some("3"));
     assert_eq!(host.calls().len(), 1, "no IdP call for a refused request");
@@ -250,7 +293,7 @@ fn under_the_services_limit_the_request_goes_on_with_the_services_headers() {
     request(&worker, &host, &mut stream, form("s1"));
     assert_eq!(
         worker.on_call_answer(&host, &mut stream, 1, Some(&rls_reply(1, 3, 2)), &[]),
-        None,
+        Step::Pause,
         "now waiting"
     );
     worker.on_wake(&host);
