@@ -5,6 +5,7 @@
 mod client;
 mod envoy;
 mod fleet;
+pub mod oidc;
 pub mod tls;
 
 use std::path::PathBuf;
@@ -75,6 +76,25 @@ pub fn requests_oauthlib_dir() -> PathBuf {
 /// Where `cargo xtask test` installs `simple-oauth2` (`npm install --prefix`).
 pub fn simple_oauth2_dir() -> PathBuf {
     workspace_root().join(".tools").join(format!("simple-oauth2-{SIMPLE_OAUTH2_VERSION}"))
+}
+
+/// The OpenID harness (`tests/support/oidc/`, `testbed::oidc`): panva's `oidc-provider`, a
+/// real authorization server with DPoP and certificate-bound tokens (8.x: 9.x wants Node 22,
+/// 8.x runs on Node 18 and later), and `oauth4webapi`, a real client that makes DPoP proofs
+/// (npm).
+pub const OIDC_PROVIDER_VERSION: &str = "8.8.1";
+pub const OAUTH4WEBAPI_VERSION: &str = "3.8.9";
+pub const OIDC_PACKAGES: [(&str, &str); 2] =
+    [("oidc-provider", OIDC_PROVIDER_VERSION), ("oauth4webapi", OAUTH4WEBAPI_VERSION)];
+
+/// Where `cargo xtask test` installs `OIDC_PACKAGES` (`npm install --prefix`) and the
+/// harness's scripts load them from: `$TOKENGATE_OIDC_MODULES`, else
+/// `.tools/oidc-provider-<version>`.
+pub fn oidc_modules_dir() -> PathBuf {
+    match std::env::var_os("TOKENGATE_OIDC_MODULES") {
+        Some(path) => PathBuf::from(path),
+        None => workspace_root().join(".tools").join(format!("oidc-provider-{OIDC_PROVIDER_VERSION}")),
+    }
 }
 
 /// The release `.wasm`: `$TOKENGATE_WASM`, else `target/wasm32-wasip1/release/tokengate.wasm`.

@@ -88,8 +88,9 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 /// What only `cargo xtask test` needs: `wasm-opt` (the size budget is for the optimized
 /// module), the Debian test tools, the real OAuth clients the integration tests drive
 /// tokengate with (`tests/clients.rs`: Auth0's Python SDK from pip and simple-oauth2 from
-/// npm; `xtask/tests/demo_https.rs`: requests-oauthlib from pip) and Istio's published
-/// models with a YAML 1.1 reader (`tests/istio.rs`), pinned, under `.tools/`.
+/// npm; `xtask/tests/demo_https.rs`: requests-oauthlib from pip), Istio's published models
+/// with a YAML 1.1 reader (`tests/istio.rs`) and the OpenID harness's provider and DPoP
+/// client (`testbed::oidc`, npm), pinned, under `.tools/`.
 pub fn test_tools() -> Result<(), String> {
     cmd::step("setup (test tools)");
     if !wasm_opt().exists() {
@@ -124,6 +125,7 @@ pub fn test_tools() -> Result<(), String> {
     pip_packages(&testbed::requests_oauthlib_dir(), &testbed::REQUESTS_OAUTHLIB)?;
     npm_packages(&testbed::simple_oauth2_dir(), &[("simple-oauth2", testbed::SIMPLE_OAUTH2_VERSION)])?;
     npm_packages(&testbed::kubernetes_models_dir(), &testbed::KUBERNETES_PACKAGES)?;
+    npm_packages(&testbed::oidc_modules_dir(), &testbed::OIDC_PACKAGES)?;
     Ok(())
 }
 
