@@ -198,6 +198,17 @@ fn the_production_configurations_hold_tokengates_filter_once_and_serve_the_repor
         let listener = &yaml["static_resources"]["listeners"][1];
         assert_eq!(listener["name"], "usage_listener", "{file}");
         assert_eq!(listener["address"]["socket_address"]["address"], "127.0.0.1", "{file}");
+        // What tokengate passes on through the token route reaches the IdP it calls itself,
+        // with the same Host.
+        let token_paths = token["token_paths"].as_array().unwrap();
+        let token_routes: Vec<Value> = routes(public)
+            .into_iter()
+            .filter(|r| token_paths.iter().any(|p| p.as_str() == r["match"]["path"].as_str()))
+            .collect();
+        assert_eq!(token_routes.len(), 1, "{file}");
+        let route = &token_routes[0]["route"];
+        assert_eq!(route["cluster"].as_str(), token["upstream"]["cluster"].as_str(), "{file}");
+        assert_eq!(route["host_rewrite_literal"].as_str(), token["upstream"]["authority"].as_str(), "{file}");
     }
 }
 
