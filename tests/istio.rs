@@ -1,5 +1,6 @@
 //! The Istio manifests under `deploy/istio/`, read as Kubernetes reads YAML (YAML 1.1, see
-//! `read_as_kubernetes`): valid against Istio's own CRD schemas (and the Gateway API's),
+//! `read_as_kubernetes`): valid against Istio's own CRD schemas (and the Gateway API's and
+//! Kubernetes' own, a gateway's Deployment and Service patches included),
 //! through their published models (`testbed::KUBERNETES_PACKAGES`, installed by `cargo xtask
 //! test`); and the rules the schemas do not hold, such as where a WasmPlugin attaches.
 
@@ -109,6 +110,13 @@ fn the_schema_check_refuses_what_istio_would_refuse() {
     plugin["spec"]["failStrategy"] = json!("FAIL_SOMETIMES");
     let report = validate_with_models(&[("edited".into(), plugin)]).unwrap_err();
     assert!(report.contains("failStrategy"), "{report}");
+    // A gateway's Deployment patch is checked as a Deployment: a Secret reference without
+    // its key is refused.
+    let mut options = of_kind(&documents(CUSTOM_DOMAIN_GATEWAY), "ConfigMap");
+    let patch = options["data"]["deployment"].as_str().unwrap().replace("key: cname-api-key", "");
+    options["data"]["deployment"] = json!(patch);
+    let report = validate_with_models(&[("edited".into(), options)]).unwrap_err();
+    assert!(report.contains("data.deployment") && report.contains("key"), "{report}");
 }
 
 #[test]
@@ -140,15 +148,20 @@ fn an_unquoted_all_zero_sha256_is_an_integer_the_schema_refuses() {
     assert!(attach_problems(&plugin).contains(&"no sha256 digest pin".to_owned()));
 }
 
-/// What users replace with their own: the image, its digest, the tenant's host and the
-/// Secrets' names. Quoted, so that what replaces them stays a string however it is spelled
-/// (Kubernetes reads YAML 1.1, where a digest of digits only is a number).
-const PLACEHOLDERS: [&str; 5] = [
+/// What users replace with their own: the image, its digest, the tenant's host, the custom
+/// domain and its origin, and the Secrets' names. Quoted, so that what replaces them stays a
+/// string however it is spelled (Kubernetes reads YAML 1.1, where a digest of digits only is
+/// a number).
+const PLACEHOLDERS: [&str; 9] = [
     "registry.example.com",
     "0000000000000000",
     "your-tenant.auth0.com",
     "tokengate-registry",
     "auth0-gateway-cert",
+    "login.example.com",
+    "edge.tenants.us.auth0.com",
+    "auth0-custom-domain-cert",
+    "auth0-cname-api-key",
 ];
 
 #[test]
@@ -166,7 +179,7 @@ fn every_placeholder_is_quoted() {
             assert!(value.starts_with('"'), "{}:{}: unquoted placeholder: {line}", name_of(&path), n + 1);
         }
     }
-    assert!(found >= 20, "{found} placeholders");
+    assert!(found >= 35, "{found} placeholders");
 }
 
 /// What keeps a WasmPlugin from attaching, or from being deployable as shipped, that the
@@ -219,7 +232,7 @@ fn plugins() -> Vec<(String, Value)> {
 #[test]
 fn every_wasm_plugin_attaches_to_its_gateway_pinned_and_failing_closed() {
     let plugins = plugins();
-    assert_eq!(plugins.len(), 2, "the selector one and the Gateway API (targetRefs) one");
+    assert_eq!(plugins.len(), 3, "the selector one and the Gateway API (targetRefs) ones");
     assert!(plugins.iter().any(|(_, p)| p["spec"]["targetRefs"].is_array()));
     for (file, plugin) in &plugins {
         let problems = attach_problems(plugin);
@@ -244,7 +257,7 @@ fn a_server_mode_match_on_a_gateway_is_caught() {
 fn every_gateway_listens_with_tls_only() {
     let gateways: Vec<(String, Value)> =
         all_documents().into_iter().filter(|(_, doc)| doc["kind"] == "Gateway").collect();
-    assert_eq!(gateways.len(), 2, "Istio's Gateway and the Gateway API's");
+    assert_eq!(gateways.len(), 3, "Istio's Gateway and the Gateway API's");
     for (file, gateway) in gateways {
         let spec = &gateway["spec"];
         if let Some(servers) = spec["servers"].as_array() {
@@ -316,4 +329,189 @@ fn the_istio_manifests_fit_together_and_tokengate_accepts_the_plugin_config() {
     let token_route = routes.as_array().unwrap().iter().find(|r| r["name"] == route_name).unwrap();
     let path = token_route["match"][0]["uri"]["exact"].as_str().unwrap();
     assert!(config.token_paths.iter().any(|p| p == path), "{path} is not a token path");
+}
+
+const CUSTOM_DOMAIN_GATEWAY: &str = "deploy/istio/custom-domain/gateway.yaml";
+
+/// The custom domain's manifests, every document of the folder.
+fn custom_domain_documents() -> Vec<Value> {
+    let dir = workspace_root().join("deploy/istio/custom-domain");
+    let paths: Vec<PathBuf> = manifests().into_iter().filter(|p| p.starts_with(&dir)).collect();
+    assert_eq!(paths.len(), 4, "{paths:?}");
+    read_files(&paths).into_iter().map(|(_, doc)| doc).collect()
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect()
+}
+
+#[test]
+fn the_custom_domain_manifests_fit_together_as_auth0_documents_the_proxy() {
+    let docs = custom_domain_documents();
+    let plugin = of_kind(&docs, "WasmPlugin");
+    let upstream = &plugin["spec"]["pluginConfig"]["upstream"];
+    let gateway = of_kind(&docs, "Gateway");
+    let name = gateway["metadata"]["name"].as_str().unwrap();
+    assert_eq!(plugin["spec"]["targetRefs"][0]["name"], name);
+    assert_eq!(plugin["spec"]["targetRefs"][0]["kind"], "Gateway");
+
+    // The origin: the ServiceEntry's host is tokengate's cluster and authority, and the
+    // DestinationRule originates TLS to it with it as SNI and certificate name.
+    let origin = of_kind(&docs, "ServiceEntry")["spec"]["hosts"][0].as_str().unwrap().to_owned();
+    assert!(origin.ends_with(".edge.tenants.us.auth0.com"), "{origin}: not an origin domain name");
+    assert_eq!(upstream["cluster"], format!("outbound|443||{origin}"));
+    assert_eq!(upstream["authority"], origin.as_str());
+    let rule = of_kind(&docs, "DestinationRule");
+    assert_eq!(rule["spec"]["host"], origin.as_str());
+    let tls = &rule["spec"]["trafficPolicy"]["portLevelSettings"][0]["tls"];
+    assert_eq!((tls["mode"].as_str(), tls["sni"].as_str()), (Some("SIMPLE"), Some(origin.as_str())));
+    assert_eq!(strings(&tls["subjectAltNames"]), [origin.as_str()]);
+
+    // The key: each env_headers variable comes from the proxy's environment (vmConfig.env,
+    // HOST), where the gateway's Deployment patch puts it from a Secret.
+    let options = of_kind(&docs, "ConfigMap");
+    assert_eq!(
+        gateway["spec"]["infrastructure"]["parametersRef"],
+        json!({"group": "", "kind": "ConfigMap", "name": options["metadata"]["name"]})
+    );
+    let deployment: Value = serde_yaml::from_str(options["data"]["deployment"].as_str().unwrap()).unwrap();
+    let proxy = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "istio-proxy")
+        .expect("a patch of the istio-proxy container");
+    let from_host: Vec<&str> = plugin["spec"]["vmConfig"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["valueFrom"] == "HOST")
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    let env_headers = upstream["env_headers"].as_object().unwrap();
+    assert_eq!(env_headers.get("cname-api-key").and_then(Value::as_str), Some("AUTH0_CNAME_API_KEY"));
+    for variable in env_headers.values() {
+        let variable = variable.as_str().unwrap();
+        assert!(from_host.contains(&variable), "{variable} is not passed to the VM (vmConfig.env, HOST)");
+        let set = proxy["env"].as_array().unwrap().iter().find(|e| e["name"] == variable);
+        let set = set.unwrap_or_else(|| panic!("the gateway's proxy has no {variable}"));
+        assert!(set["valueFrom"]["secretKeyRef"]["name"].is_string(), "{variable} not from a Secret");
+    }
+    // The client's address is kept up to the gateway and sent in true-client-ip.
+    let service: Value = serde_yaml::from_str(options["data"]["service"].as_str().unwrap()).unwrap();
+    assert_eq!(service["spec"]["externalTrafficPolicy"], "Local");
+    assert_eq!(upstream["client_ip_header"], "true-client-ip");
+
+    // Every rule goes to the origin with it as Host; the token rule is the one the
+    // EnvoyFilter buffers, and every other path gets the headers from the route.
+    let route = of_kind(&docs, "HTTPRoute");
+    assert_eq!(route["spec"]["parentRefs"][0]["name"], name);
+    let hostname = gateway["spec"]["listeners"][0]["hostname"].as_str().unwrap();
+    assert_eq!(strings(&route["spec"]["hostnames"]), [hostname]);
+    let rules = route["spec"]["rules"].as_array().unwrap();
+    for rule in rules {
+        let rewrite = rule["filters"].as_array().unwrap().iter().find(|f| f["type"] == "URLRewrite").unwrap();
+        assert_eq!(rewrite["urlRewrite"]["hostname"], origin.as_str(), "{rule}");
+        let backend = &rule["backendRefs"][0];
+        assert_eq!(
+            (backend["kind"].as_str(), backend["name"].as_str()),
+            (Some("Hostname"), Some(origin.as_str()))
+        );
+        assert_eq!(backend["port"], 443);
+    }
+    let filter = of_kind(&docs, "EnvoyFilter");
+    assert_eq!(filter["spec"]["workloadSelector"]["labels"]["gateway.networking.k8s.io/gateway-name"], name);
+    let patches = filter["spec"]["configPatches"].as_array().unwrap();
+    let insert = patches.iter().find(|p| p["applyTo"] == "HTTP_FILTER").unwrap();
+    assert_eq!(insert["patch"]["operation"], "INSERT_BEFORE");
+    assert_eq!(
+        insert["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+        "envoy.filters.http.router"
+    );
+    assert_eq!(insert["patch"]["value"]["name"], "envoy.filters.http.buffer");
+    assert_eq!(insert["patch"]["value"]["disabled"], true);
+    let route_patch = patches.iter().find(|p| p["applyTo"] == "HTTP_ROUTE").unwrap();
+    assert_eq!(
+        route_patch["patch"]["value"]["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"],
+        false
+    );
+    let buffered = route_patch["match"]["routeConfiguration"]["vhost"]["route"]["name"].as_str().unwrap();
+    let token_paths = strings(&plugin["spec"]["pluginConfig"]["token_paths"]);
+    for rule in rules {
+        let path = rule["matches"][0]["path"]["value"].as_str();
+        let is_token =
+            rule["matches"][0]["path"]["type"] == "Exact" && path.is_some_and(|p| token_paths.contains(&p));
+        assert_eq!(
+            rule["name"] == buffered,
+            is_token,
+            "the buffer must be on for the token rule only: {rule}"
+        );
+        let modifier =
+            rule["filters"].as_array().unwrap().iter().find(|f| f["type"] == "RequestHeaderModifier");
+        if is_token {
+            assert!(modifier.is_none(), "tokengate owns the token route's headers: {rule}");
+            continue;
+        }
+        let modifier = &modifier.expect("every other path sets the headers")["requestHeaderModifier"];
+        let set: Vec<(&str, &str)> = modifier["set"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["name"].as_str().unwrap(), h["value"].as_str().unwrap()))
+            .collect();
+        for (header, variable) in env_headers {
+            let value = format!("%ENVIRONMENT({})%", variable.as_str().unwrap());
+            assert!(set.contains(&(header.as_str(), value.as_str())), "{rule}: no {header}");
+        }
+        assert!(set.contains(&("true-client-ip", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%")), "{set:?}");
+        assert_eq!(strings(&modifier["remove"]), ["client-certificate", "client-certificate-ca-verified"]);
+    }
+}
+
+/// The custom domain's manifests with client certificates switched on as gateway.yaml's
+/// comment says, still valid against the schemas.
+#[test]
+fn the_custom_domain_gateway_with_client_certificates_as_its_comment_says_is_valid() {
+    let text = std::fs::read_to_string(workspace_root().join(CUSTOM_DOMAIN_GATEWAY)).unwrap();
+    for step in [
+        "caCertificateRefs:",
+        "- { group: \"\", kind: ConfigMap, name: \"auth0-client-ca\" }",
+        "forward_client_certificate: true",
+        "\"%DOWNSTREAM_PEER_CERT%\"",
+        "client-certificate-ca-verified \"SUCCESS\"",
+    ] {
+        assert!(text.contains(step), "{CUSTOM_DOMAIN_GATEWAY}: the mTLS comment no longer says {step:?}");
+    }
+    let mut docs = custom_domain_documents();
+    for doc in &mut docs {
+        match doc["kind"].as_str().unwrap() {
+            "Gateway" => {
+                doc["spec"]["tls"] = json!({"frontend": {"default": {"validation": {"caCertificateRefs": [
+                    {"group": "", "kind": "ConfigMap", "name": "auth0-client-ca"}
+                ]}}}});
+            }
+            "WasmPlugin" => {
+                doc["spec"]["pluginConfig"]["upstream"]["forward_client_certificate"] = json!(true)
+            }
+            "HTTPRoute" => {
+                for rule in doc["spec"]["rules"].as_array_mut().unwrap() {
+                    for filter in rule["filters"].as_array_mut().unwrap() {
+                        let modifier = &mut filter["requestHeaderModifier"];
+                        if let Some(modifier) = modifier.as_object_mut() {
+                            modifier.remove("remove");
+                            modifier["set"].as_array_mut().unwrap().extend([
+                                json!({"name": "client-certificate", "value": "%DOWNSTREAM_PEER_CERT%"}),
+                                json!({"name": "client-certificate-ca-verified", "value": "SUCCESS"}),
+                            ]);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let named: Vec<(String, Value)> =
+        docs.into_iter().map(|d| ("with client certificates".into(), d)).collect();
+    let report = validate_with_models(&named).unwrap_or_else(|report| panic!("refused:\n{report}"));
+    assert_eq!(report.lines().filter(|l| l.ends_with(" valid")).count(), named.len(), "{report}");
 }

@@ -6,6 +6,8 @@
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +24,11 @@ fn read(path: &str) -> String {
 /// Validates `config` with the built `.wasm` and certificates made for the test in place of
 /// the container paths.
 fn validate(name: &str, config: &str) {
+    validate_with(name, config, &testbed::envoy_binary());
+}
+
+/// `validate` with this Envoy binary (`support::envoy_with_env`: with environment variables).
+fn validate_with(name: &str, config: &str, envoy: &Path) {
     let wasm = testbed::wasm_path();
     assert!(wasm.exists(), "build tokengate.wasm first (cargo xtask build)");
     let tls = testbed::tls::test_dir().unwrap();
@@ -30,7 +37,7 @@ fn validate(name: &str, config: &str) {
         .replace(TLS_IN_CONTAINER, &tls.display().to_string());
     let file = std::env::temp_dir().join(format!("tokengate-validate-{}-{name}", std::process::id()));
     fs::write(&file, config).unwrap();
-    let result = testbed::validate(&file, &testbed::envoy_binary());
+    let result = testbed::validate(&file, envoy);
     let _ = fs::remove_file(&file);
     if let Err(log) = result {
         panic!("{name} does not validate:\n{log}");
@@ -81,6 +88,18 @@ fn every_shipped_envoy_configuration_validates() {
         validate(&path.replace('/', "-"), &read(path));
         checked.push(root.join(path));
     }
+    // Its Wasm VM reads the custom domain's cname-api-key from Envoy's environment.
+    let custom_domain = read(CUSTOM_DOMAIN);
+    let envoy = cname_api_key_envoy();
+    validate_with("auth0-custom-domain.yaml", &custom_domain, &envoy);
+    let mut with_certificates: Value = serde_yaml::from_str(&custom_domain).unwrap();
+    support::with_client_certificates(&mut with_certificates, Path::new("/etc/envoy/tls/ca.crt"));
+    validate_with(
+        "auth0-custom-domain-mtls.yaml",
+        &serde_yaml::to_string(&with_certificates).unwrap(),
+        &envoy,
+    );
+    checked.push(root.join(CUSTOM_DOMAIN));
     let gateways = [("127.0.0.1".to_owned(), 10001), ("127.0.0.1".to_owned(), 10002)];
     for role in ["edge", "gateway"] {
         let path = format!("envoy/fleet/{role}.yaml");
@@ -128,41 +147,195 @@ fn plugin_configs(config: &str) -> Vec<serde_json::Value> {
     found
 }
 
+/// The production configurations: the canonical tenant domain and the custom domain.
+const PRODUCTION: &str = "envoy/auth0-production.yaml";
+const CUSTOM_DOMAIN: &str = "envoy/auth0-custom-domain.yaml";
+
+/// The test value of the custom domain's key, and an Envoy that has it in its environment.
+const CNAME_API_KEY: &str = "cname-api-key-for-tests";
+
+fn cname_api_key_envoy() -> PathBuf {
+    support::envoy_with_env("cname", &[("AUTH0_CNAME_API_KEY", CNAME_API_KEY)])
+}
+
 #[test]
-fn the_production_configuration_holds_tokengates_filter_once_and_serves_the_report_on_loopback_only() {
-    let text = read("envoy/auth0-production.yaml");
-    // One copy in the file: the usage listener names the token listener's filter (a YAML
-    // alias), so the two can never drift apart.
-    assert_eq!(
-        text.matches("google.protobuf.StringValue").count(),
-        1,
-        "the plugin configuration is written twice"
-    );
-    assert_eq!((text.matches("- &plugin").count(), text.matches("- *plugin").count()), (1, 1));
-    let configs = plugin_configs(&text);
-    let [token, usage] = &configs[..] else { panic!("{configs:?}") };
-    assert_eq!(token, usage, "the alias did not give the usage listener the token listener's filter");
-    let usage_path = token["usage_path"].as_str().expect("usage_path is set");
-    // On the public listener Envoy answers the usage path itself, tokengate switched off there
-    // (tokengate matches usage_path exactly, before any `?`, as Envoy's `path` match does).
-    let yaml: Value = serde_yaml::from_str(&text).unwrap();
-    let public = &yaml["static_resources"]["listeners"][0];
-    assert_eq!(public["name"], "token_listener");
-    let routes = public["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]
-        ["routes"]
+fn the_production_configurations_hold_tokengates_filter_once_and_serve_the_report_on_loopback_only() {
+    for file in [PRODUCTION, CUSTOM_DOMAIN] {
+        let text = read(file);
+        // One copy in the file: the usage listener names the token listener's filter (a YAML
+        // alias), so the two can never drift apart.
+        assert_eq!(
+            text.matches("google.protobuf.StringValue").count(),
+            1,
+            "{file}: the plugin configuration is written twice"
+        );
+        assert_eq!((text.matches("- &plugin").count(), text.matches("- *plugin").count()), (1, 1), "{file}");
+        let configs = plugin_configs(&text);
+        let [token, usage] = &configs[..] else { panic!("{file}: {configs:?}") };
+        assert_eq!(
+            token, usage,
+            "{file}: the alias did not give the usage listener the token listener's filter"
+        );
+        let usage_path = token["usage_path"].as_str().expect("usage_path is set");
+        // On the public listener Envoy answers the usage path itself, tokengate switched off
+        // there (tokengate matches usage_path exactly, before any `?`, as Envoy's `path` match
+        // does).
+        let yaml: Value = serde_yaml::from_str(&text).unwrap();
+        let public = &yaml["static_resources"]["listeners"][0];
+        assert_eq!(public["name"], "token_listener", "{file}");
+        let report = &routes(public)[0];
+        assert_eq!(
+            report["match"]["path"].as_str(),
+            Some(usage_path),
+            "{file}: the first route must be the usage path's"
+        );
+        assert_eq!(report["direct_response"]["status"].as_u64(), Some(404), "{file}");
+        assert_eq!(
+            report["typed_per_filter_config"]["envoy.filters.http.wasm"]["disabled"],
+            Value::Bool(true),
+            "{file}"
+        );
+        let listener = &yaml["static_resources"]["listeners"][1];
+        assert_eq!(listener["name"], "usage_listener", "{file}");
+        assert_eq!(listener["address"]["socket_address"]["address"], "127.0.0.1", "{file}");
+        // What tokengate passes on through the token route reaches the IdP it calls itself,
+        // with the same Host.
+        let token_paths = token["token_paths"].as_array().unwrap();
+        let token_routes: Vec<Value> = routes(public)
+            .into_iter()
+            .filter(|r| token_paths.iter().any(|p| p.as_str() == r["match"]["path"].as_str()))
+            .collect();
+        assert_eq!(token_routes.len(), 1, "{file}");
+        let route = &token_routes[0]["route"];
+        assert_eq!(route["cluster"].as_str(), token["upstream"]["cluster"].as_str(), "{file}");
+        assert_eq!(route["host_rewrite_literal"].as_str(), token["upstream"]["authority"].as_str(), "{file}");
+    }
+}
+
+/// The routes of a listener's first filter chain.
+fn routes(listener: &Value) -> Vec<Value> {
+    listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
         .as_sequence()
-        .unwrap();
-    let report = &routes[0];
-    assert_eq!(
-        report["match"]["path"].as_str(),
-        Some(usage_path),
-        "the first route must be the usage path's"
-    );
-    assert_eq!(report["direct_response"]["status"].as_u64(), Some(404));
-    assert_eq!(report["typed_per_filter_config"]["envoy.filters.http.wasm"]["disabled"], Value::Bool(true));
-    let listener = &yaml["static_resources"]["listeners"][1];
-    assert_eq!(listener["name"], "usage_listener");
-    assert_eq!(listener["address"]["socket_address"]["address"], "127.0.0.1");
+        .unwrap()
+        .clone()
+}
+
+/// A listener's HTTP filters, the plugin's configuration left out.
+fn chain(listener: &Value) -> Vec<Value> {
+    let mut filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        .as_sequence()
+        .unwrap()
+        .clone();
+    for filter in &mut filters {
+        if let Some(config) = filter["typed_config"]["config"].as_mapping_mut() {
+            config.remove("configuration");
+            if let Some(vm) = config.get_mut("vm_config").and_then(Value::as_mapping_mut) {
+                vm.remove("environment_variables");
+            }
+        }
+    }
+    filters
+}
+
+#[test]
+fn the_custom_domain_configuration_has_the_production_filter_chain_and_buffers_the_token_route_only() {
+    let production: Value = serde_yaml::from_str(&read(PRODUCTION)).unwrap();
+    let custom: Value = serde_yaml::from_str(&read(CUSTOM_DOMAIN)).unwrap();
+    for n in 0..2 {
+        let (a, b) =
+            (&production["static_resources"]["listeners"][n], &custom["static_resources"]["listeners"][n]);
+        assert_eq!(chain(a), chain(b), "listener {n}: the custom domain's filter chain is not production's");
+    }
+    let filters = chain(&custom["static_resources"]["listeners"][0]);
+    let names: Vec<&str> = filters.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["envoy.filters.http.wasm", "envoy.filters.http.buffer", "envoy.filters.http.router"]);
+    assert_eq!(filters[1]["disabled"], Value::Bool(true), "the buffer is on for every route");
+    let token_paths = plugin_configs(&read(CUSTOM_DOMAIN))[0]["token_paths"].clone();
+    for route in routes(&custom["static_resources"]["listeners"][0]) {
+        let buffered =
+            route["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"] == Value::Bool(false);
+        let path = route["match"]["path"].as_str().unwrap_or_default();
+        let token_route = token_paths.as_array().unwrap().iter().any(|p| p == path);
+        assert_eq!(buffered, token_route, "{route:?}");
+    }
+}
+
+#[test]
+fn the_custom_domain_configuration_calls_the_origin_as_auth0_documents_with_the_key_from_the_environment() {
+    let text = read(CUSTOM_DOMAIN);
+    let yaml: Value = serde_yaml::from_str(&text).unwrap();
+    let plugin = &plugin_configs(&text)[0];
+    let upstream = &plugin["upstream"];
+    let origin = upstream["authority"].as_str().unwrap();
+    assert!(origin.ends_with(".edge.tenants.us.auth0.com"), "{origin}: not an origin domain name");
+    // The origin cluster: the address, SNI and certificate check all name the origin.
+    let clusters = yaml["static_resources"]["clusters"].as_sequence().unwrap();
+    let cluster = clusters.iter().find(|c| c["name"] == upstream["cluster"].as_str().unwrap()).unwrap();
+    let endpoint = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
+    assert_eq!(endpoint["socket_address"]["address"].as_str(), Some(origin));
+    assert_eq!(endpoint["socket_address"]["port_value"].as_u64(), Some(443));
+    let tls = &cluster["transport_socket"]["typed_config"];
+    assert_eq!(tls["sni"].as_str(), Some(origin));
+    assert_eq!(tls["common_tls_context"]["tls_params"]["tls_minimum_protocol_version"], "TLSv1_2");
+    let san = &tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0];
+    assert_eq!(san["matcher"]["exact"].as_str(), Some(origin));
+    // Every route to Auth0 goes to that cluster with the origin as Host, as tokengate's own
+    // calls do: what tokengate passes on and what it sends itself arrive alike.
+    let listener = &yaml["static_resources"]["listeners"][0];
+    let forwarding: Vec<Value> = routes(listener).into_iter().filter(|r| r["route"].is_mapping()).collect();
+    assert_eq!(forwarding.len(), 2, "the token route and every other path");
+    for route in &forwarding {
+        assert_eq!(route["route"]["cluster"].as_str(), upstream["cluster"].as_str(), "{route:?}");
+        assert_eq!(route["route"]["host_rewrite_literal"].as_str(), Some(origin), "{route:?}");
+    }
+    // The client's address as Envoy determined it, in the header the custom domain names.
+    let hcm = &listener["filter_chains"][0]["filters"][0]["typed_config"];
+    assert_eq!(hcm["use_remote_address"], Value::Bool(true));
+    assert_eq!(upstream["client_ip_header"], "true-client-ip");
+    // The key: named by env_headers, visible to the VM, and set by Envoy on every other path.
+    assert_eq!(upstream["env_headers"], serde_json::json!({"cname-api-key": "AUTH0_CNAME_API_KEY"}));
+    let vm = &listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]["typed_config"]["config"]
+        ["vm_config"];
+    let visible: Vec<&str> = vm["environment_variables"]["host_env_keys"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    let other = forwarding.iter().find(|r| r["match"]["prefix"] == "/").unwrap();
+    let added: Vec<(&str, &str)> = other["request_headers_to_add"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .inspect(|h| assert_eq!(h["append_action"], "OVERWRITE_IF_EXISTS_OR_ADD", "{h:?}"))
+        .map(|h| (h["header"]["key"].as_str().unwrap(), h["header"]["value"].as_str().unwrap()))
+        .collect();
+    for (header, variable) in upstream["env_headers"].as_object().unwrap() {
+        let variable = variable.as_str().unwrap();
+        assert!(visible.contains(&variable), "{variable} is not in host_env_keys");
+        let value = format!("%ENVIRONMENT({variable})%");
+        assert!(added.contains(&(header.as_str(), value.as_str())), "the \"/\" route does not set {header}");
+    }
+    assert!(added.contains(&("true-client-ip", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%")), "{added:?}");
+    let removed: Vec<&str> = other["request_headers_to_remove"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert_eq!(removed, ["client-certificate", "client-certificate-ca-verified"]);
+    // The listener comment names each step `support::with_client_certificates` takes.
+    for step in [
+        "require_client_certificate: true",
+        "validation_context: { trusted_ca: { filename: /etc/envoy/tls/client-ca.crt } }",
+        "forward_client_cert_details: SANITIZE_SET",
+        "set_current_client_cert_details: { cert: true }",
+        "\"forward_client_certificate\": true",
+        "\"%DOWNSTREAM_PEER_CERT%\"",
+        "client-certificate-ca-verified \"SUCCESS\"",
+    ] {
+        assert!(text.contains(step), "{CUSTOM_DOMAIN}: the mTLS comment no longer says {step:?}");
+    }
 }
 
 #[test]

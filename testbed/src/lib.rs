@@ -46,11 +46,16 @@ pub const AUTH0_PYTHON_VERSION: &str = "4.13.0";
 pub const SIMPLE_OAUTH2_VERSION: &str = "5.1.0";
 
 /// What `tests/istio.rs` checks the shipped manifests with (npm): Istio's and the Gateway
-/// API's published models (generated from Istio 1.29's and Gateway API's CRD schemas), and
-/// `yaml`, a YAML 1.1 reader, to read the manifests as Kubernetes does (an unquoted `000…0`
-/// is an integer, `on` a boolean).
-pub const KUBERNETES_PACKAGES: [(&str, &str); 3] =
-    [("@kubernetes-models/istio", "3.0.1"), ("@kubernetes-models/gateway-api", "2.0.0"), ("yaml", "2.9.1")];
+/// API's published models (generated from Istio 1.29's and Gateway API's CRD schemas),
+/// Kubernetes' own (`kubernetes-models`: a ConfigMap and the Deployment and Service patches it
+/// holds for a gateway), and `yaml`, a YAML 1.1 reader, to read the manifests as Kubernetes
+/// does (an unquoted `000…0` is an integer, `on` a boolean).
+pub const KUBERNETES_PACKAGES: [(&str, &str); 4] = [
+    ("@kubernetes-models/istio", "3.0.1"),
+    ("@kubernetes-models/gateway-api", "2.0.0"),
+    ("kubernetes-models", "5.1.0"),
+    ("yaml", "2.9.1"),
+];
 
 /// Where `cargo xtask test` installs `KUBERNETES_PACKAGES` (`npm install --prefix`).
 pub fn kubernetes_models_dir() -> PathBuf {

@@ -156,3 +156,72 @@ pub fn post_chunked(port: u16, path: &str, content_type: &str, chunks: &[&[u8]])
     };
     (status, body)
 }
+
+/// An Envoy binary that runs with these environment variables: a shell script that exports
+/// them and `exec`s `testbed::envoy_binary()` (same process, so stopping it stops Envoy).
+/// For configurations whose Wasm VM reads `vm_config.environment_variables.host_env_keys`.
+pub fn envoy_with_env(name: &str, vars: &[(&str, &str)]) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut script = String::from("#!/bin/sh\n");
+    for (key, value) in vars {
+        script.push_str(&format!("export {key}={}\n", quote(value)));
+    }
+    script.push_str(&format!("exec {} \"$@\"\n", quote(&testbed::envoy_binary().display().to_string())));
+    let path = std::env::temp_dir().join(format!("tokengate-envoy-env-{}-{name}.sh", std::process::id()));
+    std::fs::write(&path, script).expect("write the Envoy wrapper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod the Envoy wrapper");
+    path
+}
+
+/// The plugin configuration (JSON) of the first Wasm filter of a listener's first filter
+/// chain, and a mutable handle on its text.
+pub fn wasm_plugin_config(listener: &mut serde_yaml::Value) -> (Value, &mut serde_yaml::Value) {
+    let filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        .as_sequence_mut()
+        .expect("http_filters");
+    let filter = filters.iter_mut().find(|f| f["name"] == "envoy.filters.http.wasm").expect("a Wasm filter");
+    let text = &mut filter["typed_config"]["config"]["configuration"]["value"];
+    let config = serde_json::from_str(text.as_str().expect("configuration text")).expect("JSON");
+    (config, text)
+}
+
+/// `envoy/auth0-custom-domain.yaml` with client certificates switched on the way its
+/// listener comment says (the four steps), trusting `client_ca` for client certificates.
+/// `tests/shipped.rs` checks the comment still names each step.
+pub fn with_client_certificates(config: &mut serde_yaml::Value, client_ca: &std::path::Path) {
+    use serde_yaml::Value as Yaml;
+    let listener = &mut config["static_resources"]["listeners"][0];
+    assert_eq!(listener["name"], "token_listener");
+    // 1. The listener requires a certificate and checks it against the clients' CA.
+    let tls = &mut listener["filter_chains"][0]["transport_socket"]["typed_config"];
+    tls["require_client_certificate"] = Yaml::Bool(true);
+    tls["common_tls_context"]["validation_context"] =
+        serde_yaml::from_str(&format!("trusted_ca: {{ filename: {} }}", client_ca.display())).expect("YAML");
+    // 2. The connection manager sets x-forwarded-client-cert with the verified certificate.
+    let hcm = &mut listener["filter_chains"][0]["filters"][0]["typed_config"];
+    hcm["forward_client_cert_details"] = Yaml::from("SANITIZE_SET");
+    hcm["set_current_client_cert_details"] = serde_yaml::from_str("{ cert: true }").expect("YAML");
+    // 3. tokengate forwards it.
+    let (mut plugin, text) = wasm_plugin_config(listener);
+    plugin["upstream"]["forward_client_certificate"] = json!(true);
+    *text = Yaml::from(serde_json::to_string_pretty(&plugin).expect("JSON"));
+    // 4. Every other path carries it too.
+    let routes = listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"]
+        [0]["routes"]
+        .as_sequence_mut()
+        .expect("routes");
+    let other = routes.iter_mut().find(|r| r["match"]["prefix"] == "/").expect("the \"/\" route");
+    other.as_mapping_mut().expect("a route").remove("request_headers_to_remove");
+    let added = other["request_headers_to_add"].as_sequence_mut().expect("request_headers_to_add");
+    for (key, value) in
+        [("client-certificate", "%DOWNSTREAM_PEER_CERT%"), ("client-certificate-ca-verified", "SUCCESS")]
+    {
+        added.push(
+            serde_yaml::from_str(&format!(
+                "{{ header: {{ key: {key}, value: \"{value}\" }}, append_action: OVERWRITE_IF_EXISTS_OR_ADD }}"
+            ))
+            .expect("YAML"),
+        );
+    }
+}
