@@ -238,7 +238,14 @@ fn every_wasm_plugin_attaches_to_its_gateway_pinned_and_failing_closed() {
         let problems = attach_problems(plugin);
         assert!(problems.is_empty(), "{file}: {problems:?}");
         let plugin_config = serde_json::to_string(&plugin["spec"]["pluginConfig"]).unwrap();
-        Config::from_json(plugin_config.as_bytes())
+        // The VM sees the variables `vmConfig.env` names, and only those: every variable
+        // `upstream.env_headers` reads must be listed there.
+        let declared: Vec<String> = plugin["spec"]["vmConfig"]["env"]
+            .as_array()
+            .map(|env| env.iter().filter_map(|e| e["name"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let env = |name: &str| declared.iter().any(|d| d == name).then(|| "value-from-a-secret".to_owned());
+        Config::from_json_with_env(plugin_config.as_bytes(), &env)
             .unwrap_or_else(|e| panic!("{file}: pluginConfig refused: {e}"));
     }
 }
