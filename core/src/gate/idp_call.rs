@@ -218,7 +218,9 @@ impl Gate<'_> {
         // The address of the request that caused the call; in a fleet the gateway takes it
         // from `x-forwarded-for` (its edges are its only, trusted, hop).
         if let Some(address) = head.client_address.clone() {
-            headers.push(("x-forwarded-for".to_owned(), address.clone()));
+            if up.client_ip_header.as_deref() != Some("x-forwarded-for") {
+                headers.push(("x-forwarded-for".to_owned(), address.clone()));
+            }
             if let Some(name) = &up.client_ip_header {
                 headers.push((name.clone(), address));
             }
