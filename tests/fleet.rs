@@ -1,12 +1,14 @@
 //! A fleet (envoy/fleet/): 3 edge Envoys and 2 gateway Envoys, all running tokengate, the
 //! edges sending misses to the gateways through a consistent-hash route on the cache key.
 //! Each key is fetched from the IdP once for the whole fleet, and losing a gateway moves
-//! its keys to the other at the cost of one IdP call per moved key.
+//! its keys to the other at the cost of one IdP call per moved key. The IdP sees the
+//! address of the client that called the edge, never a forged one nor an edge's own.
 
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{HashMap, HashSet};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -190,4 +192,108 @@ fn a_fleet_on_a_busy_host_answers_every_cold_request() {
         assert!(list.iter().all(|t| *t == list[0]), "key {key} got different tokens: {list:?}");
     }
     assert_eq!(idp.token_calls(), KEYS as u64, "one IdP call per key on a busy host too");
+}
+
+/// A token request to an edge (plain HTTP on loopback) with curl from the loopback address
+/// `source`, with these request headers: the status, the response headers and body.
+fn curl_from(source: &str, port: u16, form: &str, headers: &[&str]) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-i", "--max-time", "30", "--interface", source]);
+    for header in headers {
+        cmd.args(["-H", header]);
+    }
+    cmd.args(["-X", "POST", "-H", "content-type: application/x-www-form-urlencoded", "--data-raw", form]);
+    let out = cmd.arg(format!("http://127.0.0.1:{port}/oauth/token")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+fn header_of<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Calls edge `port` from `client` with a forged `auth0-forwarded-for` and
+/// `x-forwarded-for` twice: a cacheable miss for key (audience) `key` (the edge's keyed
+/// call, then the gateway's) and a client assertion (never cached: it goes on through the
+/// routes of edge and gateway). Per IdP request, in that order: its `auth0-forwarded-for`,
+/// `x-forwarded-for` and `x-envoy-external-address` values. No other header carries the
+/// forged address.
+fn addresses_at_the_idp(idp: &MockIdp, port: u16, client: &str, key: usize) -> Vec<[Vec<String>; 3]> {
+    const FORGED: [&str; 2] = ["auth0-forwarded-for: 6.6.6.6", "x-forwarded-for: 6.6.6.6"];
+    idp.reset_counts();
+    let (status, miss) = curl_from(client, port, &testbed::key_body(key), &FORGED);
+    assert_eq!((status, header_of(&miss, "x-tokengate-cache")), (200, Some("miss")), "{miss}");
+    let assertion = format!(
+        "grant_type=client_credentials&client_id={FLEET_CLIENT}&audience=https://api-{key}&\
+         client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer&client_assertion=a.b.c"
+    );
+    let (status, passed) = curl_from(client, port, &assertion, &FORGED);
+    assert_eq!((status, header_of(&passed, "x-tokengate-cache")), (200, Some("bypass")), "{passed}");
+
+    let requests = idp.requests();
+    let bodies: Vec<String> =
+        requests.iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect();
+    assert_eq!(requests.len(), 2, "{bodies:?}");
+    assert!(
+        !bodies[0].contains("client_assertion") && bodies[1].contains("client_assertion=a.b.c"),
+        "{bodies:?}"
+    );
+    for (request, body) in requests.iter().zip(&bodies) {
+        let headers = &request.headers;
+        assert!(
+            !headers.iter().any(|(n, v)| n != "x-forwarded-for" && v.contains("6.6.6.6")),
+            "{body}: a forged address: {headers:?}"
+        );
+    }
+    requests
+        .iter()
+        .map(|request| {
+            ["auth0-forwarded-for", "x-forwarded-for", "x-envoy-external-address"].map(|name| {
+                request.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.clone()).collect()
+            })
+        })
+        .collect()
+}
+
+/// What [`addresses_at_the_idp`] should find for a client at `client`: its address alone in
+/// `auth0-forwarded-for`; in `x-forwarded-for` the address alone on tokengate's call, and on
+/// the forwarded request what the client sent with the edge's entry, the client's address,
+/// last (no gateway appends the edge's).
+fn the_clients(client: &str) -> Vec<[Vec<String>; 3]> {
+    let one = || vec![client.to_owned()];
+    vec![[one(), one(), vec![]], [one(), vec![format!("6.6.6.6,{client}")], one()]]
+}
+
+/// SPEC "Edge": every IdP call carries the address of the client (no port) in
+/// `auth0-forwarded-for`; in a fleet the gateway passes on what its edges sent, and an
+/// edge's own address never reaches the IdP. The edge determines the address
+/// (`use_remote_address`: the peer, whatever `x-forwarded-for` the client sent) and hands it
+/// to the gateway as the last `x-forwarded-for` entry, which the gateway trusts for one hop.
+#[test]
+fn the_idp_sees_the_address_of_the_client_that_called_the_edge() {
+    let idp = idp();
+    let fleet =
+        Fleet::start(FleetOptions { idp_port: idp.port(), edges: 1, tiered: true, concurrency: 1 }).unwrap();
+    let port = fleet.edges[0].listen_port();
+    // The edges connect to the gateways from 127.0.0.1: a client elsewhere (127.0.0.7) is
+    // told apart from the edge.
+    assert_eq!(
+        addresses_at_the_idp(&idp, port, "127.0.0.7", 0),
+        the_clients("127.0.0.7"),
+        "auth0-forwarded-for, x-forwarded-for, x-envoy-external-address of the keyed call and of \
+         the client assertion"
+    );
+    // A client on the edge's host, at 127.0.0.1 (a sidecar's application): Envoy's own
+    // x-forwarded-for append would write the host's address for it, and the gateway would
+    // send the IdP that on forwarded requests.
+    assert_eq!(
+        addresses_at_the_idp(&idp, port, "127.0.0.1", 1),
+        the_clients("127.0.0.1"),
+        "auth0-forwarded-for, x-forwarded-for, x-envoy-external-address of the keyed call and of \
+         the client assertion from 127.0.0.1"
+    );
 }
