@@ -8,7 +8,8 @@ use tokengate_core::cache::{members, object_without};
 fuzz_target!(|data: &[u8]| {
     if let Some(read) = members(data) {
         let written = object_without(&read, "expires_in");
-        let kept: Vec<_> = read.iter().filter(|(n, _)| n != "expires_in").map(|(n, v)| (n, v.get())).collect();
+        let kept: Vec<_> =
+            read.iter().filter(|(n, _)| n != "expires_in").map(|(n, v)| (n, v.get())).collect();
         let again = members(&written);
         assert!(again.is_some(), "the written object does not read back");
         let again = again.unwrap_or_default();

@@ -7,8 +7,17 @@ use std::time::Instant;
 
 use crate::cmd;
 
-pub const TARGETS: [&str; 8] =
-    ["form", "json", "basic", "request", "config", "token_response", "rate_limit_answer", "path"];
+pub const TARGETS: [&str; 9] = [
+    "form",
+    "json",
+    "basic",
+    "request",
+    "config",
+    "token_response",
+    "rate_limit_answer",
+    "path",
+    "client_cert",
+];
 
 /// Installs cargo-fuzz when missing; nightly must be on the machine.
 fn ensure_cargo_fuzz() -> Result<(), String> {
