@@ -234,3 +234,22 @@ fn a_missing_or_empty_variable_refuses_the_configuration_without_its_value() {
         );
     }
 }
+
+#[test]
+fn the_key_header_is_tokengates_own_on_every_call() {
+    let idp = idp();
+    let config = plugin_config(json!({"upstream": {
+        "cluster": "idp", "authority": "tenant.example.com", "key_header": "x-tokengate-key"}}));
+    let envoy = start(config, &idp, None);
+    let forged = ["x-tokengate-key: chosen-by-the-client"];
+    let (status, text) = post_from(envoy.listen_port(), "127.0.0.5", &cc_form("c1", "s1", "a"), &forged);
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = post_from(envoy.listen_port(), "127.0.0.5", ASSERTION, &forged);
+    assert_eq!(status, 200, "{text}");
+    let requests = idp.requests();
+    assert_eq!(requests.len(), 2);
+    // tokengate's call carries the cache key (64 hex digits); the request it passed on none.
+    let key = values(&requests[0], "x-tokengate-key");
+    assert!(key.len() == 1 && key[0].len() == 64 && key[0].bytes().all(|b| b.is_ascii_hexdigit()), "{key:?}");
+    assert!(values(&requests[1], "x-tokengate-key").is_empty(), "{:?}", requests[1].headers);
+}
