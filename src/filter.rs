@@ -5,10 +5,13 @@ use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType, Status};
 use tokengate_core::{ResponseStep, Step, Stream, Worker};
 
-use crate::host::{EnvoyHost, amend_response_headers, edit_request_headers, read_idp_reply, send_response};
+use crate::abi;
+use crate::host::{
+    EnvoyHost, amend_response_headers, edit_request_headers, header_map, read_idp_reply, send_response,
+};
 
 pub struct TokenFilter {
     /// `None` before a configuration was accepted: everything passes.
@@ -52,14 +55,17 @@ impl Context for TokenFilter {
         let reply = read_idp_reply(num_headers, body_size);
         let trailers = match num_trailers {
             0 => Vec::new(),
-            _ => hostcalls::get_map(MapType::HttpCallResponseTrailers).unwrap_or_default(),
+            _ => header_map(MapType::HttpCallResponseTrailers),
         };
         // The stream is held while the call runs: it goes on (resumed) or is answered.
         let step = worker.on_call_answer(&EnvoyHost, &mut self.stream, token, reply.as_ref(), &trailers);
         let resume = matches!(step, Step::Continue);
         act(step);
-        if resume && let Err(status) = hostcalls::resume_http_request() {
-            log::warn!("request not resumed: {status:?}");
+        if resume {
+            let status = abi::continue_request();
+            if status != Status::Ok {
+                log::warn!("request not resumed: {status:?}");
+            }
         }
     }
 }
@@ -71,7 +77,7 @@ impl HttpContext for TokenFilter {
         };
         // One host call for every header: each call that returns data costs Envoy a call
         // back into the VM to allocate, the most expensive step of a hit.
-        let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+        let headers = header_map(MapType::HttpRequestHeaders);
         act(worker.on_request_headers(&EnvoyHost, &mut self.stream, &headers, end_of_stream))
     }
 
@@ -88,13 +94,21 @@ impl HttpContext for TokenFilter {
         act(worker.on_request_body(&EnvoyHost, &mut self.stream, body_size, end_of_stream, read_body))
     }
 
+    /// Called only for a request with trailers (HTTP/2).
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(worker) = &self.worker else {
+            return Action::Continue;
+        };
+        act(worker.on_request_trailers(&EnvoyHost, &mut self.stream))
+    }
+
     /// Only the IdP's answer to a forwarded request is read; every other response (a hit's
     /// local reply among them) costs no host call.
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(worker) = self.worker.as_ref().filter(|_| self.stream.awaits_idp_answer()) else {
             return Action::Continue;
         };
-        let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
+        let headers = header_map(MapType::HttpResponseHeaders);
         match worker.on_response_headers(&EnvoyHost, &mut self.stream, &headers) {
             ResponseStep::Continue => Action::Continue,
             ResponseStep::Amend { remove, set } => {
@@ -114,7 +128,7 @@ impl HttpContext for TokenFilter {
 impl Drop for TokenFilter {
     fn drop(&mut self) {
         if let Some(worker) = &self.worker {
-            worker.on_stream_gone(&self.stream);
+            worker.on_stream_gone(&EnvoyHost, &self.stream);
         }
     }
 }

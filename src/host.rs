@@ -1,12 +1,16 @@
-//! tokengate-core's host traits over `proxy_wasm::hostcalls`, which return `Result`:
-//! a failed host call becomes an error value, never a panic (the SDK's trait defaults
-//! unwrap, so they are not used); and the two stream-level translations, a core
-//! `Response` to a local reply and an IdP answer to a core `IdpReply`.
+//! tokengate-core's host traits over `proxy_wasm::hostcalls`, which return `Result` for the
+//! statuses they expect (the SDK's trait defaults unwrap, so they are not used); the calls
+//! Envoy may refuse with another status on the data path (header changes, local replies,
+//! resuming a request) go through `abi`, and header maps are read as bytes, so neither
+//! becomes a panic. And the stream-level translations: a core `Response` to a local reply,
+//! an IdP answer to a core `IdpReply`.
 
 use std::cell::{Cell, RefCell};
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
+
+use crate::abi;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 use tokengate_core::IdpReply;
 use tokengate_core::host::{
@@ -95,6 +99,11 @@ impl Connection for EnvoyHost {
     fn peer_certificate_digest(&self) -> Option<String> {
         text_property(vec!["connection", "sha256_peer_certificate_digest"]).filter(|d| !d.is_empty())
     }
+
+    /// `response.code_details` is `via_upstream` for an answer the upstream sent.
+    fn answered_by_upstream(&self) -> Option<bool> {
+        text_property(vec!["response", "code_details"]).map(|details| details == "via_upstream")
+    }
 }
 
 impl Entropy for EnvoyHost {
@@ -135,11 +144,21 @@ impl Metrics for EnvoyHost {
 /// measurable.
 pub fn send_response(response: &Response) {
     let headers: Vec<(&str, &str)> = response.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())).collect();
-    if let Err(status) =
-        hostcalls::send_http_response(u32::from(response.status), headers, Some(&response.body))
-    {
+    let status = abi::send_local_response(u32::from(response.status), &headers, &response.body);
+    if status != Status::Ok {
         log::warn!("send_http_response failed: {status:?}");
     }
+}
+
+/// A header map of the current stream (empty when the host has none). Values are read as
+/// bytes: the SDK's `get_map` panics on a value that is not UTF-8, which a client (or an
+/// IdP) may send; such bytes become U+FFFD here.
+pub fn header_map(map: MapType) -> Vec<(String, String)> {
+    hostcalls::get_map_bytes(map)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+        .collect()
 }
 
 /// Changes the current stream's request headers (`None` removes one).
@@ -156,32 +175,11 @@ pub fn amend_response_headers(remove: &[&str], set: &[Header]) {
     );
 }
 
-// The SDK's `set_map_value` panics on any status but `Ok` (Envoy refuses request-header
-// changes once the headers callback has returned): the same host calls, with the status
-// as a value.
-#[link(wasm_import_module = "env")]
-unsafe extern "C" {
-    fn proxy_replace_header_map_value(
-        map_type: MapType,
-        key_data: *const u8,
-        key_size: usize,
-        value_data: *const u8,
-        value_size: usize,
-    ) -> Status;
-    fn proxy_remove_header_map_value(map_type: MapType, key_data: *const u8, key_size: usize) -> Status;
-}
-
 fn edit_headers<'a>(map: MapType, edits: impl Iterator<Item = (&'a str, Option<&'a str>)>) {
     for (name, value) in edits {
-        // SAFETY: each pointer and length pair is a live `&str` for the whole call; the
-        // host only reads them.
-        let status = unsafe {
-            match value {
-                Some(v) => {
-                    proxy_replace_header_map_value(map, name.as_ptr(), name.len(), v.as_ptr(), v.len())
-                }
-                None => proxy_remove_header_map_value(map, name.as_ptr(), name.len()),
-            }
+        let status = match value {
+            Some(v) => abi::replace_header(map, name, v),
+            None => abi::remove_header(map, name),
         };
         if status != Status::Ok {
             log::warn!("header {name} not changed: {status:?}");
@@ -195,7 +193,7 @@ pub fn read_idp_reply(num_headers: usize, body_size: usize) -> Option<IdpReply> 
     if num_headers == 0 {
         return None;
     }
-    let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).ok()?;
+    let headers = header_map(MapType::HttpCallResponseHeaders);
     let status = headers
         .iter()
         .find(|(name, _)| name == ":status")

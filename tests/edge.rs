@@ -155,14 +155,18 @@ fn another_header_or_none_and_a_clients_copy_still_never_passes() {
     let config = plugin_config(json!({"upstream": {
         "cluster": "idp", "authority": "tenant.example.com", "client_ip_header": "true-client-ip"}}));
     let envoy = start(config, &idp, None);
-    post_from(envoy.listen_port(), "127.0.0.5", &cc_form("c1", "s1", "a"), &forged);
-    post_from(envoy.listen_port(), "127.0.0.5", ASSERTION, &forged);
+    for form in [cc_form("c1", "s1", "a"), ASSERTION.to_owned()] {
+        let (status, text) = post_from(envoy.listen_port(), "127.0.0.5", &form, &forged);
+        assert_eq!(status, 200, "{text}");
+    }
     drop(envoy);
     let config = plugin_config(json!({"upstream": {
         "cluster": "idp", "authority": "tenant.example.com", "client_ip_header": null}}));
     let envoy = start(config, &idp, None);
-    post_from(envoy.listen_port(), "127.0.0.5", &cc_form("c1", "s1", "b"), &forged);
-    post_from(envoy.listen_port(), "127.0.0.5", ASSERTION, &forged);
+    for form in [cc_form("c1", "s1", "b"), ASSERTION.to_owned()] {
+        let (status, text) = post_from(envoy.listen_port(), "127.0.0.5", &form, &forged);
+        assert_eq!(status, 200, "{text}");
+    }
     let requests = idp.requests();
     assert_eq!(requests.len(), 4);
     for request in &requests[..2] {
@@ -252,4 +256,50 @@ fn the_key_header_is_tokengates_own_on_every_call() {
     let key = values(&requests[0], "x-tokengate-key");
     assert!(key.len() == 1 && key[0].len() == 64 && key[0].bytes().all(|b| b.is_ascii_hexdigit()), "{key:?}");
     assert!(values(&requests[1], "x-tokengate-key").is_empty(), "{:?}", requests[1].headers);
+}
+
+#[test]
+fn a_request_passed_on_to_an_unreachable_idp_gets_a_503_in_the_oauth_shape() {
+    // Nothing listens on the IdP's port: Envoy's router answers for it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let envoy = start_envoy(&plugin_config(json!({})), closed);
+    let r = post(envoy.listen_port(), "/oauth/token", Some(FORM), &[], ASSERTION.as_bytes());
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_oauth_error(&r, 503, "temporarily_unavailable");
+    assert_eq!(r.header("x-tokengate-decision"), Some("bypass"));
+    assert_eq!(envoy.stat("wasmcustom.tokengate_idp_errors_total").unwrap(), 1);
+}
+
+#[test]
+fn an_idp_429_to_a_request_passed_on_starts_the_back_off() {
+    let stack = Stack::start(plugin_config(json!({})), 3600);
+    stack.set_fault(mock_idp::Fault { status: Some(429), ..mock_idp::Fault::default() });
+    let first = stack.post_form(ASSERTION);
+    assert_eq!(first.status, 429, "{}", first.text());
+    assert!(first.header("retry-after").is_some());
+    // Within the back-off the next one is answered here, the IdP not asked.
+    stack.set_fault(mock_idp::Fault::default());
+    let second = stack.post_form(ASSERTION);
+    assert_eq!(second.status, 429, "{}", second.text());
+    assert_eq!(second.header("x-tokengate-decision"), Some("idp_backoff"));
+    assert_eq!(stack.idp.requests().len(), 1);
+}
+
+#[test]
+fn a_header_value_that_is_not_utf8_is_read_not_a_crash() {
+    use std::os::unix::ffi::OsStrExt;
+    let stack = Stack::start(plugin_config(json!({})), 3600);
+    for path in ["/oauth/token", "/other"] {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "-X", "POST"]);
+        cmd.args(["-H", &format!("content-type: {FORM}"), "--data-raw", &cc_form("c1", "s1", "a"), "-H"]);
+        cmd.arg(std::ffi::OsStr::from_bytes(b"x-odd: caf\xe9\xff"));
+        let out = cmd.arg(format!("http://127.0.0.1:{}{path}", stack.port())).output().unwrap();
+        let status = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The token request is answered; another path reaches the IdP (whatever it says).
+        let expected_ok =
+            if path == "/oauth/token" { status == "200" } else { !status.starts_with(['0', '5']) };
+        assert!(expected_ok, "{path}: {status}");
+    }
+    assert!(!stack.envoy.log().contains("panicked"), "{}", stack.envoy.log());
 }

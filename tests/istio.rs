@@ -471,7 +471,10 @@ fn the_custom_domain_manifests_fit_together_as_auth0_documents_the_proxy() {
             assert!(set.contains(&(header.as_str(), value.as_str())), "{rule}: no {header}");
         }
         assert!(set.contains(&("true-client-ip", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%")), "{set:?}");
-        assert_eq!(strings(&modifier["remove"]), ["client-certificate", "client-certificate-ca-verified"]);
+        assert_eq!(
+            strings(&modifier["remove"]),
+            ["client-certificate", "client-certificate-ca-verified", "auth0-forwarded-for"]
+        );
     }
 }
 
@@ -505,7 +508,7 @@ fn the_custom_domain_gateway_with_client_certificates_as_its_comment_says_is_val
                     for filter in rule["filters"].as_array_mut().unwrap() {
                         let modifier = &mut filter["requestHeaderModifier"];
                         if let Some(modifier) = modifier.as_object_mut() {
-                            modifier.remove("remove");
+                            modifier.insert("remove".into(), json!(["auth0-forwarded-for"]));
                             modifier["set"].as_array_mut().unwrap().extend([
                                 json!({"name": "client-certificate", "value": "%DOWNSTREAM_PEER_CERT%"}),
                                 json!({"name": "client-certificate-ca-verified", "value": "SUCCESS"}),

@@ -150,3 +150,25 @@ fn while_the_service_is_down_the_local_limiter_decides_and_nothing_hangs() {
     assert_eq!(stat(&e, "tokengate_rate_limit_service_errors_total"), 3);
     assert_eq!(idp.token_calls(), 1);
 }
+
+#[test]
+fn a_request_passed_on_after_the_services_answer_reaches_the_idp() {
+    let rls = TestRls::start(&[("c1", 3)]).unwrap();
+    let idp =
+        MockIdp::start(mock_idp::Config { clients: vec![client("c1", "s1")], expires_in: 3600 }).unwrap();
+    let config = plugin_config(json!({
+        "rate_limit_service": {"cluster": "ratelimit", "domain": "tokengate", "timeout": "1s"}
+    }));
+    let envoy = envoy(&config, &idp, rls.port());
+    // Held while the service answers, then resumed on through the route to the IdP.
+    let assertion =
+        "grant_type=client_credentials&client_id=c1&client_assertion_type=jwt&client_assertion=eyJ";
+    let r =
+        post(envoy.listen_port(), "/oauth/token", Some(FORM), &[("x-custom", "kept")], assertion.as_bytes());
+    assert_eq!((r.status, cache_status(&r)), (200, "bypass"), "{}", r.text());
+    assert_eq!(limit_headers(&r), (Some("3"), Some("2")));
+    assert_eq!(rls.calls().len(), 1);
+    let requests = idp.requests();
+    assert_eq!(requests.len(), 1);
+    assert!(requests[0].headers.iter().any(|(n, v)| n == "x-custom" && v == "kept"));
+}

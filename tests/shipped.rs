@@ -323,7 +323,7 @@ fn the_custom_domain_configuration_calls_the_origin_as_auth0_documents_with_the_
         .iter()
         .map(|h| h.as_str().unwrap())
         .collect();
-    assert_eq!(removed, ["client-certificate", "client-certificate-ca-verified"]);
+    assert_eq!(removed, ["client-certificate", "client-certificate-ca-verified", "auth0-forwarded-for"]);
     // The listener comment names each step `support::with_client_certificates` takes.
     for step in [
         "require_client_certificate: true",

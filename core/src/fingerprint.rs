@@ -16,6 +16,9 @@ use crate::seal::SealKey;
 
 /// Domain separation: a new canonical form gets a new tag, never a silent collision.
 const TAG: &[u8] = b"tokengate/fingerprint/v3";
+/// Keys of requests with a client certificate: their own domain, so no choice of request
+/// parameters can spell one.
+const CERTIFICATE_TAG: &[u8] = b"tokengate/fingerprint/v3/certificate";
 const CREDENTIAL_TAG: &[u8] = b"tokengate/credential/v1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,7 +34,8 @@ pub struct Identity {
 impl Identity {
     pub fn of(request: &TokenRequest, upstream: &Upstream) -> Identity {
         let canonical = canonical_form(request, upstream);
-        let hkdf = Hkdf::<Sha256>::new(Some(TAG), &canonical);
+        let tag = if request.certificate.is_some() { CERTIFICATE_TAG } else { TAG };
+        let hkdf = Hkdf::<Sha256>::new(Some(tag), &canonical);
         let (mut fingerprint, mut seal_key) = ([0u8; 32], [0u8; 32]);
         // 32-byte outputs are far below HKDF's limit: these expansions cannot fail.
         let _ = hkdf.expand(b"cache-key", &mut fingerprint);
@@ -52,9 +56,10 @@ pub fn credential(request: &TokenRequest, upstream: &Upstream) -> Fingerprint {
     field(&mut out, "client_id", request.client_id.as_deref().unwrap_or_default());
     let secret = request.client_secret.as_deref().filter(|s| !s.is_empty());
     match (&request.basic, secret, &request.certificate) {
+        // Authenticated by the certificate alone (tls_client_auth), an empty Basic secret
+        // included: proven per certificate.
+        (_, None, Some(thumbprint)) => field_bytes(&mut out, b"tls_client_auth", thumbprint),
         (Some(decoded), _, _) => field_bytes(&mut out, b"client_secret_basic", decoded),
-        // Authenticated by the certificate alone (tls_client_auth).
-        (None, None, Some(thumbprint)) => field_bytes(&mut out, b"tls_client_auth", thumbprint),
         (None, _, _) => field(&mut out, "client_secret_post", secret.unwrap_or_default()),
     }
     // HKDF as for the cache key (its code is in the module already; a plain digest is not).

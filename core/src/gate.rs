@@ -238,6 +238,13 @@ impl<'a> Gate<'a> {
         )
     }
 
+    /// The answer to a token request with trailers: refused, never passed on.
+    pub fn with_trailers(&self) -> Response {
+        self.host.add(Metric::Requests, 1);
+        let error = RequestError::bad("token requests with trailers are not accepted");
+        self.conclude(None, Decision::BadRequest, refused(error), true)
+    }
+
     /// The answer to another method than `POST` on a token path: refused, never passed on.
     pub fn wrong_method(&self) -> Response {
         self.host.add(Metric::Requests, 1);

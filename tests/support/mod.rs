@@ -212,7 +212,7 @@ pub fn with_client_certificates(config: &mut serde_yaml::Value, client_ca: &std:
         .as_sequence_mut()
         .expect("routes");
     let other = routes.iter_mut().find(|r| r["match"]["prefix"] == "/").expect("the \"/\" route");
-    other.as_mapping_mut().expect("a route").remove("request_headers_to_remove");
+    other["request_headers_to_remove"] = serde_yaml::from_str("[auth0-forwarded-for]").expect("YAML");
     let added = other["request_headers_to_add"].as_sequence_mut().expect("request_headers_to_add");
     for (key, value) in
         [("client-certificate", "%DOWNSTREAM_PEER_CERT%"), ("client-certificate-ca-verified", "SUCCESS")]

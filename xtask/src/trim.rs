@@ -19,7 +19,6 @@ use wasmparser::{ExternalKind, Parser, Payload};
 pub const UNUSED_CALLBACKS: &[(&str, &[&str])] = &[
     ("proxy_on_response_body", &["on_http_response_body"]),
     ("proxy_on_response_trailers", &["on_http_response_trailers"]),
-    ("proxy_on_request_trailers", &["on_http_request_trailers"]),
     ("proxy_on_log", &["on_log"]),
     ("proxy_on_done", &["on_done"]),
     ("proxy_on_new_connection", &["on_new_connection"]),

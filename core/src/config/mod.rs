@@ -91,8 +91,9 @@ pub const DEFAULT_CLIENT_IP_HEADER: &str = "auth0-forwarded-for";
 /// Auth0's customer-edge headers for mTLS client authentication.
 pub const CLIENT_CERTIFICATE_HEADER: &str = "client-certificate";
 pub const CLIENT_CERTIFICATE_VERIFIED_HEADER: &str = "client-certificate-ca-verified";
-/// Headers `upstream.env_headers` may not set: tokengate or the request itself owns them.
-const RESERVED_ENV_HEADERS: [&str; 7] =
+/// Headers no option may name: the request itself owns them (tokengate removes a client's
+/// copy of every header an option names).
+const RESERVED_HEADERS: [&str; 7] =
     ["host", "content-type", "content-length", "authorization", "dpop", "transfer-encoding", "connection"];
 
 /// Where and how to ask the global rate-limit service (see `rate_limit_service`).
@@ -218,6 +219,18 @@ fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// A header an option makes tokengate's own: a lowercase name the request does not need.
+fn own_header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    let name = header_name(field, name)?;
+    match RESERVED_HEADERS.contains(&name.as_str()) {
+        true => Err(refuse(
+            field,
+            format!("{name:?} belongs to the request; tokengate would remove the client's"),
+        )),
+        false => Ok(name),
+    }
+}
+
 fn non_empty(field: &str, value: &str) -> Result<String, ConfigError> {
     if value.trim().is_empty() { Err(refuse(field, "must not be empty")) } else { Ok(value.to_owned()) }
 }
@@ -263,20 +276,22 @@ impl Config {
             return Err(refuse("upstream.timeout", "must be at most 60s"));
         }
         let key_header =
-            up.key_header.as_deref().map(|h| header_name("upstream.key_header", h)).transpose()?;
+            up.key_header.as_deref().map(|h| own_header_name("upstream.key_header", h)).transpose()?;
         let client_ip_header = up
             .client_ip_header
             .as_deref()
-            .map(|h| match header_name("upstream.client_ip_header", h)? {
-                name if RESERVED_ENV_HEADERS.contains(&name.as_str()) => {
-                    Err(refuse("upstream.client_ip_header", "tokengate sets this header itself"))
-                }
-                name => Ok(name),
-            })
+            .map(|h| own_header_name("upstream.client_ip_header", h))
             .transpose()?;
+        if client_ip_header.is_some() && client_ip_header == key_header {
+            return Err(refuse("upstream.key_header", "is upstream.client_ip_header"));
+        }
         let env_headers = env_headers(up.env_headers, env)?;
-        if let Some((name, _)) = env_headers.iter().find(|(n, _)| Some(n) == client_ip_header.as_ref()) {
-            return Err(refuse(format!("upstream.env_headers.{name}"), "is upstream.client_ip_header"));
+        let other_options = [client_ip_header.as_ref(), key_header.as_ref()];
+        if let Some((name, _)) = env_headers.iter().find(|(n, _)| other_options.contains(&Some(n))) {
+            return Err(refuse(
+                format!("upstream.env_headers.{name}"),
+                "is upstream.client_ip_header or upstream.key_header",
+            ));
         }
         let mut owned_headers: Vec<String> = [DEFAULT_CLIENT_IP_HEADER, CLIENT_CERTIFICATE_HEADER]
             .into_iter()
@@ -437,14 +452,22 @@ fn env_headers(
         let field = format!("upstream.env_headers.{name}");
         let name = header_name(&field, &name)?;
         let owned = [DEFAULT_CLIENT_IP_HEADER, CLIENT_CERTIFICATE_HEADER, CLIENT_CERTIFICATE_VERIFIED_HEADER];
-        if RESERVED_ENV_HEADERS.contains(&name.as_str()) || owned.contains(&name.as_str()) {
+        if RESERVED_HEADERS.contains(&name.as_str()) || owned.contains(&name.as_str()) {
             return Err(refuse(field, "tokengate sets this header itself"));
         }
         if headers.iter().any(|(n, _)| *n == name) {
             return Err(refuse(field, "the header is listed twice"));
         }
         let variable = non_empty(&field, &variable)?;
-        match env(&variable).filter(|v| !v.trim().is_empty()) {
+        // A value from a file (a Kubernetes Secret) often ends in a newline: trimmed. One
+        // with a control character inside would break the header line: refused.
+        match env(&variable).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) {
+            Some(value) if value.chars().any(char::is_control) => {
+                return Err(refuse(
+                    field,
+                    format!("environment variable {variable} holds a control character"),
+                ));
+            }
             Some(value) => headers.push((name, EnvValue(value))),
             None => {
                 return Err(refuse(

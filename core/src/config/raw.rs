@@ -65,21 +65,25 @@ fn boolean(path: &str, value: &Json) -> Result<bool, ConfigError> {
     }
 }
 
-/// An object's members by name, `path` naming it in refusals. Every member must be read
-/// through [`Fields::take`]; [`Fields::finish`] refuses the rest as unknown.
+/// An object's members by name, `path` naming it in refusals; a member not in the
+/// object's list of fields is refused first (a misspelt field is named as unknown, not
+/// as the missing one it was meant to be).
 struct Fields<'a> {
     path: String,
     members: Vec<(&'a str, &'a Json)>,
 }
 
 impl<'a> Fields<'a> {
-    fn of(path: &str, value: &'a Json) -> Result<Fields<'a>, ConfigError> {
+    fn of(path: &str, value: &'a Json, known: &[&str]) -> Result<Fields<'a>, ConfigError> {
         let Json::Object(members) = value else {
             let shown = if path.is_empty() { "configuration" } else { path };
             return Err(invalid_type(shown, value, "an object"));
         };
         let mut fields = Fields { path: path.to_owned(), members: Vec::with_capacity(members.len()) };
         for (name, value) in members {
+            if !known.contains(&name.as_str()) {
+                return Err(refuse(fields.at(name), format!("unknown field `{name}`")));
+            }
             if fields.members.iter().any(|(seen, _)| *seen == name) {
                 return Err(refuse(fields.at(name), format!("duplicate field `{name}`")));
             }
@@ -137,13 +141,6 @@ impl<'a> Fields<'a> {
     fn is_null(&self, name: &str) -> bool {
         self.members.iter().any(|(n, v)| *n == name && **v == Json::Null)
     }
-
-    fn finish(self) -> Result<(), ConfigError> {
-        match self.members.first() {
-            Some((name, _)) => Err(refuse(self.at(name), format!("unknown field `{name}`"))),
-            None => Ok(()),
-        }
-    }
 }
 
 /// An object's members in document order, repeats included, each read with `read`.
@@ -157,6 +154,37 @@ fn entries<T>(
     };
     members.iter().map(|(name, v)| Ok((name.clone(), read(&format!("{path}.{name}"), v)?))).collect()
 }
+
+const CONFIG_FIELDS: [&str; 9] = [
+    "token_paths",
+    "max_body_bytes",
+    "upstream",
+    "cache",
+    "rate_limit",
+    "rate_limit_service",
+    "quota",
+    "usage_path",
+    "usage_top_clients",
+];
+const UPSTREAM_FIELDS: [&str; 11] = [
+    "cluster",
+    "authority",
+    "path",
+    "timeout",
+    "backoff_scope",
+    "max_backoff",
+    "reserve",
+    "key_header",
+    "client_ip_header",
+    "env_headers",
+    "forward_client_certificate",
+];
+const RATE_LIMIT_SERVICE_FIELDS: [&str; 3] = ["cluster", "domain", "timeout"];
+const CACHE_FIELDS: [&str; 4] = ["max_entries", "min_remaining_ttl", "refresh_ahead_ratio", "negative_ttl"];
+const LIMITS_FIELDS: [&str; 2] = ["default", "clients"];
+const RATE_LIMIT_FIELDS: [&str; 4] = ["default", "clients", "unproven", "unknown_clients"];
+const BUCKET_FIELDS: [&str; 3] = ["max_tokens", "tokens_per_fill", "fill_interval"];
+const QUOTA_FIELDS: [&str; 2] = ["tokens", "window"];
 
 #[derive(Debug)]
 pub struct RawConfig {
@@ -173,7 +201,7 @@ pub struct RawConfig {
 
 impl RawConfig {
     pub fn read(doc: &Json) -> Result<RawConfig, ConfigError> {
-        let mut f = Fields::of("", doc)?;
+        let mut f = Fields::of("", doc, &CONFIG_FIELDS)?;
         let token_paths = f.take("token_paths", |path, v| match v {
             Json::Array(items) => {
                 items.iter().enumerate().map(|(i, item)| string(&format!("{path}[{i}]"), item)).collect()
@@ -191,7 +219,6 @@ impl RawConfig {
             usage_path: f.optional("usage_path", string)?,
             usage_top_clients: f.take("usage_top_clients", unsigned)?.unwrap_or(100),
         };
-        f.finish()?;
         Ok(raw)
     }
 }
@@ -215,7 +242,7 @@ pub struct RawUpstream {
 
 impl RawUpstream {
     fn read(path: &str, value: &Json) -> Result<RawUpstream, ConfigError> {
-        let mut f = Fields::of(path, value)?;
+        let mut f = Fields::of(path, value, &UPSTREAM_FIELDS)?;
         let no_client_ip_header = f.is_null("client_ip_header");
         let client_ip_header = f.optional("client_ip_header", string)?;
         let raw = RawUpstream {
@@ -234,7 +261,6 @@ impl RawUpstream {
             env_headers: f.take("env_headers", |p, v| entries(p, v, string))?.unwrap_or_default(),
             forward_client_certificate: f.take("forward_client_certificate", boolean)?.unwrap_or(false),
         };
-        f.finish()?;
         Ok(raw)
     }
 }
@@ -249,13 +275,12 @@ pub struct RawRateLimitService {
 
 impl RawRateLimitService {
     fn read(path: &str, value: &Json) -> Result<RawRateLimitService, ConfigError> {
-        let mut f = Fields::of(path, value)?;
+        let mut f = Fields::of(path, value, &RATE_LIMIT_SERVICE_FIELDS)?;
         let raw = RawRateLimitService {
             cluster: f.require("cluster", string)?,
             domain: f.take("domain", string)?.unwrap_or_else(|| "tokengate".into()),
             timeout: f.take("timeout", string)?.unwrap_or_else(|| "100ms".into()),
         };
-        f.finish()?;
         Ok(raw)
     }
 }
@@ -281,7 +306,7 @@ impl Default for RawCache {
 
 impl RawCache {
     fn read(path: &str, value: &Json) -> Result<RawCache, ConfigError> {
-        let mut f = Fields::of(path, value)?;
+        let mut f = Fields::of(path, value, &CACHE_FIELDS)?;
         let default = RawCache::default();
         let raw = RawCache {
             max_entries: f.take("max_entries", unsigned)?.unwrap_or(default.max_entries),
@@ -289,7 +314,6 @@ impl RawCache {
             refresh_ahead_ratio: f.take("refresh_ahead_ratio", float)?.unwrap_or(default.refresh_ahead_ratio),
             negative_ttl: f.take("negative_ttl", string)?.unwrap_or(default.negative_ttl),
         };
-        f.finish()?;
         Ok(raw)
     }
 }
@@ -308,12 +332,11 @@ impl<T> RawLimits<T> {
         value: &Json,
         rule: impl Fn(&str, &Json) -> Result<T, ConfigError>,
     ) -> Result<RawLimits<T>, ConfigError> {
-        let mut f = Fields::of(path, value)?;
+        let mut f = Fields::of(path, value, &LIMITS_FIELDS)?;
         let raw = RawLimits {
             default: f.optional("default", &rule)?,
             clients: f.take("clients", |p, v| entries(p, v, &rule))?.unwrap_or_default(),
         };
-        f.finish()?;
         Ok(raw)
     }
 }
@@ -330,14 +353,13 @@ pub struct RawRateLimit {
 
 impl RawRateLimit {
     fn read(path: &str, value: &Json) -> Result<RawRateLimit, ConfigError> {
-        let mut f = Fields::of(path, value)?;
+        let mut f = Fields::of(path, value, &RATE_LIMIT_FIELDS)?;
         let raw = RawRateLimit {
             default: f.optional("default", RawBucket::read)?,
             clients: f.take("clients", |p, v| entries(p, v, RawBucket::read))?.unwrap_or_default(),
             unproven: f.optional("unproven", RawBucket::read)?,
             unknown_clients: f.optional("unknown_clients", RawBucket::read)?,
         };
-        f.finish()?;
         Ok(raw)
     }
 }
@@ -351,13 +373,12 @@ pub struct RawBucket {
 
 impl RawBucket {
     fn read(path: &str, value: &Json) -> Result<RawBucket, ConfigError> {
-        let mut f = Fields::of(path, value)?;
+        let mut f = Fields::of(path, value, &BUCKET_FIELDS)?;
         let raw = RawBucket {
             max_tokens: f.require("max_tokens", unsigned)?,
             tokens_per_fill: f.require("tokens_per_fill", unsigned)?,
             fill_interval: f.require("fill_interval", string)?,
         };
-        f.finish()?;
         Ok(raw)
     }
 }
@@ -370,9 +391,8 @@ pub struct RawQuota {
 
 impl RawQuota {
     fn read(path: &str, value: &Json) -> Result<RawQuota, ConfigError> {
-        let mut f = Fields::of(path, value)?;
+        let mut f = Fields::of(path, value, &QUOTA_FIELDS)?;
         let raw = RawQuota { tokens: f.require("tokens", unsigned)?, window: f.require("window", string)? };
-        f.finish()?;
         Ok(raw)
     }
 }

@@ -520,3 +520,138 @@ fn rejects_usage_path_that_normalizes_to_a_token_path() {
         "differ from every token path",
     );
 }
+
+fn with_env(upstream_extra: serde_json::Value, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let mut upstream = json!({"cluster": "auth0", "authority": "example.us.auth0.com"});
+    merge(&mut upstream, upstream_extra);
+    let doc = json!({ "upstream": upstream }).to_string();
+    let lookup = |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned());
+    Config::from_json_with_env(doc.as_bytes(), &lookup)
+}
+
+#[test]
+fn the_edge_options_get_their_defaults() {
+    let c = Config::from_json(MINIMAL.as_bytes()).unwrap();
+    assert_eq!(c.upstream.client_ip_header.as_deref(), Some("auth0-forwarded-for"));
+    assert!(c.upstream.env_headers.is_empty());
+    assert!(!c.upstream.forward_client_certificate);
+    let none = with(json!({"upstream": {"client_ip_header": null}})).unwrap();
+    assert_eq!(none.upstream.client_ip_header, None);
+    // A client's copy is removed whether or not the option is on.
+    assert!(none.upstream.owned_headers.iter().any(|h| h == "auth0-forwarded-for"));
+}
+
+#[test]
+fn rejects_client_ip_header_that_is_not_a_header_name() {
+    assert_field(
+        refused(json!({"upstream": {"client_ip_header": "True Client IP"}})),
+        "upstream.client_ip_header",
+        "lowercase",
+    );
+}
+
+#[test]
+fn rejects_client_ip_header_the_request_owns() {
+    assert_field(
+        refused(json!({"upstream": {"client_ip_header": "host"}})),
+        "upstream.client_ip_header",
+        "belongs to the request",
+    );
+}
+
+#[test]
+fn rejects_key_header_the_request_owns() {
+    assert_field(
+        refused(json!({"upstream": {"key_header": "authorization"}})),
+        "upstream.key_header",
+        "belongs to the request",
+    );
+}
+
+#[test]
+fn rejects_key_header_that_is_the_client_ip_header() {
+    let e =
+        refused(json!({"upstream": {"key_header": "true-client-ip", "client_ip_header": "true-client-ip"}}));
+    assert_field(e, "upstream.key_header", "is upstream.client_ip_header");
+}
+
+#[test]
+fn env_headers_take_their_values_from_the_environment_trimmed() {
+    let c = with_env(json!({"env_headers": {"cname-api-key": "KEY"}}), &[("KEY", " k-1\n")]).unwrap();
+    assert_eq!(c.upstream.env_headers, vec![("cname-api-key".to_owned(), EnvValue("k-1".into()))]);
+    assert!(c.upstream.owned_headers.iter().any(|h| h == "cname-api-key"));
+    assert!(!format!("{c:?}").contains("k-1"), "never printed");
+}
+
+#[test]
+fn rejects_missing_env_variable() {
+    let e = with_env(json!({"env_headers": {"cname-api-key": "KEY"}}), &[]).unwrap_err();
+    assert_field(e, "upstream.env_headers.cname-api-key", "KEY is missing or empty");
+}
+
+#[test]
+fn rejects_empty_env_variable() {
+    let e = with_env(json!({"env_headers": {"cname-api-key": "KEY"}}), &[("KEY", " \n")]).unwrap_err();
+    assert_field(e, "upstream.env_headers.cname-api-key", "KEY is missing or empty");
+}
+
+#[test]
+fn rejects_env_variable_with_a_control_character_without_printing_it() {
+    let e =
+        with_env(json!({"env_headers": {"cname-api-key": "KEY"}}), &[("KEY", "a\r\nx-evil: 1")]).unwrap_err();
+    assert!(!e.to_string().contains("evil"), "{e}");
+    assert_field(e, "upstream.env_headers.cname-api-key", "control character");
+}
+
+#[test]
+fn rejects_env_header_the_request_or_tokengate_owns() {
+    for name in ["content-length", "authorization", "client-certificate", "auth0-forwarded-for"] {
+        let e = with_env(json!({"env_headers": {name: "KEY"}}), &[("KEY", "v")]).unwrap_err();
+        assert_field(e, &format!("upstream.env_headers.{name}"), "tokengate sets this header itself");
+    }
+}
+
+#[test]
+fn rejects_env_header_that_is_the_client_ip_header() {
+    let e = with_env(
+        json!({"client_ip_header": "true-client-ip", "env_headers": {"true-client-ip": "KEY"}}),
+        &[("KEY", "v")],
+    )
+    .unwrap_err();
+    assert_field(e, "upstream.env_headers.true-client-ip", "is upstream.client_ip_header");
+}
+
+#[test]
+fn rejects_env_header_listed_twice() {
+    let doc = r#"{"upstream": {"cluster": "a", "authority": "b",
+                  "env_headers": {"cname-api-key": "K", "cname-api-key": "K"}}}"#;
+    let e = Config::from_json_with_env(doc.as_bytes(), &|_| Some("v".into())).unwrap_err();
+    assert_field(e, "upstream.env_headers.cname-api-key", "listed twice");
+}
+
+#[test]
+fn rejects_forward_client_certificate_that_is_not_a_boolean() {
+    assert_field(
+        refused(json!({"upstream": {"forward_client_certificate": "yes"}})),
+        "upstream.forward_client_certificate",
+        "invalid type",
+    );
+}
+
+#[test]
+fn rejects_a_field_given_twice() {
+    let doc = r#"{"upstream": {"cluster": "a", "authority": "b", "cluster": "c"}}"#;
+    assert_field(Config::from_json(doc.as_bytes()).unwrap_err(), "upstream.cluster", "duplicate field");
+}
+
+#[test]
+fn a_misspelt_field_is_named_as_unknown_not_as_the_missing_one() {
+    let doc = r#"{"upstream": {"clustr": "a", "authority": "b"}}"#;
+    assert_field(Config::from_json(doc.as_bytes()).unwrap_err(), "upstream.clustr", "unknown field `clustr`");
+}
+
+#[test]
+fn rejects_a_document_that_is_not_an_object() {
+    assert_field(Config::from_json(b"[1]").unwrap_err(), "configuration", "invalid type");
+    assert_field(Config::from_json(b"{\"upstream\": ").unwrap_err(), "configuration", "EOF");
+}

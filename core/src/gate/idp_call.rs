@@ -323,6 +323,15 @@ impl Gate<'_> {
         outcome
     }
 
+    /// A request passed on to the IdP whose client went away before the answer: the client
+    /// got nothing, so its quota unit is given back (else anyone who knows a client id
+    /// could spend its quota with refused requests they never wait for).
+    pub fn forward_abandoned(&self, pending: &ForwardedRequest) {
+        if let (Some(id), Some(spent)) = (pending.client_id.as_deref(), pending.quota_spent_ms) {
+            self.give_back_quota(id, spent, self.host.now_ms());
+        }
+    }
+
     /// The IdP's answer to a forwarded request, as its headers come back through the
     /// filter: the back-off it asks for, the quota unit kept for a token (a `200`) or
     /// given back, the client's bucket charged; the client gets the answer with
@@ -336,7 +345,12 @@ impl Gate<'_> {
             .and_then(|(_, v)| v.parse::<u16>().ok())
             .unwrap_or(502);
         let reply = IdpReply { status, headers: headers.to_vec(), body: Vec::new() };
-        let unreachable = status >= 500 && !reply.header("content-type").is_some_and(|t| t.contains("json"));
+        // Not the IdP's answer when Envoy made it (no upstream, a timeout, a later filter's
+        // local reply); where Envoy cannot say, a 5xx that is not JSON is Envoy's.
+        let unreachable = match self.host.answered_by_upstream() {
+            Some(from_upstream) => !from_upstream,
+            None => status >= 500 && !reply.header("content-type").is_some_and(|t| t.contains("json")),
+        };
         let response = if unreachable {
             self.host.add(Metric::IdpErrors, 1);
             unavailable(Decision::Bypass)

@@ -200,6 +200,10 @@ impl Connection for FakeHost {
     fn peer_certificate_digest(&self) -> Option<String> {
         self.peer_certificate_digest.borrow().clone()
     }
+
+    fn answered_by_upstream(&self) -> Option<bool> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,9 @@ pub trait Connection {
     fn downstream_address(&self) -> Option<String>;
     /// Hex SHA-256 of the client certificate Envoy verified on this connection.
     fn peer_certificate_digest(&self) -> Option<String>;
+    /// In a response callback: whether the response came from the upstream (`Some(false)`:
+    /// Envoy made it itself; `None`: Envoy cannot say).
+    fn answered_by_upstream(&self) -> Option<bool>;
 }
 
 /// tokengate's Envoy stats (proxy-wasm metrics).

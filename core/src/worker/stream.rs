@@ -164,6 +164,16 @@ impl Worker {
         self.ask_or_decide(host, stream, head, read_body())
     }
 
+    /// Request trailers (HTTP/2): a token request's body ended without `end_of_stream` on its
+    /// last part, so the body callback never decided it. Refused, never let through: Envoy
+    /// would send the held body on to the IdP uncounted.
+    pub fn on_request_trailers(&self, host: &dyn Host, stream: &mut Stream) -> Step {
+        match stream.phase {
+            Phase::ReadingBody(_) => respond(stream, self.bare_gate(host).with_trailers()),
+            _ => Step::Continue,
+        }
+    }
+
     /// The answer to the rate-limit service call the stream made (`None`: the call
     /// failed). A late answer for a stream that has moved on gives `Pause` (nothing to do).
     pub fn on_call_answer(
@@ -196,13 +206,18 @@ impl Worker {
         self.bare_gate(host).forward_answered(&forwarded, headers)
     }
 
-    /// The stream is gone: a waiter whose client went away leaves the hub. A hub busy right
-    /// now keeps it; answering a stream that has gone away is a no-op for the host.
-    pub fn on_stream_gone(&self, stream: &Stream) {
-        if matches!(stream.phase, Phase::Waiting)
-            && let Ok(mut hub) = self.hub.try_borrow_mut()
-        {
-            hub.forget(stream.id);
+    /// The stream is gone: a waiter whose client went away leaves the hub (a hub busy right
+    /// now keeps it; answering a stream that has gone away is a no-op for the host); a
+    /// request passed on to the IdP that ended before its answer gives its quota unit back.
+    pub fn on_stream_gone(&self, host: &dyn Host, stream: &Stream) {
+        match &stream.phase {
+            Phase::Waiting => {
+                if let Ok(mut hub) = self.hub.try_borrow_mut() {
+                    hub.forget(stream.id);
+                }
+            }
+            Phase::Forwarded(forwarded) => self.bare_gate(host).forward_abandoned(forwarded),
+            _ => {}
         }
     }
 

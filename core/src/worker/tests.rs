@@ -94,7 +94,7 @@ fn a_waiter_whose_client_went_away_gets_no_answer_and_the_others_do() {
     let (mut gone, mut stays) = (Stream::new(1), Stream::new(2));
     request(&worker, &host, &mut gone, form("s1"));
     request(&worker, &host, &mut stays, form("s1"));
-    worker.on_stream_gone(&gone);
+    worker.on_stream_gone(&host, &gone);
     worker.on_wake(&host);
     let answers = worker.on_keyed_answer(&host, 1, Some(&token_reply("tok-1")));
     assert_eq!(answers.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [2]);
@@ -377,4 +377,110 @@ fn a_root_that_goes_away_releases_its_call_and_its_waiters_on_other_roots_retake
     assert_eq!(seen, [2, 3, 4].map(|s| (s, 200, "tok-2".to_owned())).to_vec());
     let misses = answers.iter().filter(|(_, r)| cache_of(r) == "miss").count();
     assert_eq!(misses, 1, "one made the call, the others coalesced onto it");
+}
+
+#[test]
+fn a_token_request_ended_by_trailers_is_refused_never_let_through() {
+    let (host, worker) = (FakeHost::new(T0), worker(json!({})));
+    let mut stream = Stream::new(9);
+    worker.on_request_headers(&host, &mut stream, &headers("POST", "/oauth/token"), false);
+    assert_eq!(worker.on_request_body(&host, &mut stream, 10, false, Vec::new), Step::Pause);
+    let Step::Respond(refused) = worker.on_request_trailers(&host, &mut stream) else {
+        panic!("refused");
+    };
+    assert_eq!(refused.status, 400);
+    assert!(host.calls().is_empty());
+    // Another request's trailers are not tokengate's.
+    let mut other = Stream::new(10);
+    worker.on_request_headers(&host, &mut other, &headers("POST", "/api"), false);
+    assert_eq!(worker.on_request_trailers(&host, &mut other), Step::Continue);
+}
+
+mod client_certificates {
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    /// A PEM whose DER bytes differ by `n` (the digest covers the DER, whatever it holds).
+    fn pem(n: u8) -> String {
+        use base64::Engine;
+        let der = [0x30, 0x82, 0x01, n, 1, 2, 3, 4, 5, 6, 7, 8];
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+    }
+
+    fn digest_hex(n: u8) -> String {
+        use base64::Engine;
+        let pem = pem(n);
+        let body = pem.lines().nth(1).unwrap();
+        let der = base64::engine::general_purpose::STANDARD.decode(body).unwrap();
+        Sha256::digest(der).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn xfcc(n: u8) -> String {
+        let encoded: String = pem(n).bytes().map(|b| format!("%{b:02X}")).collect();
+        format!("Hash={};Cert=\"{encoded}\"", digest_hex(n))
+    }
+
+    /// A request authenticated by its certificate alone, over a connection that presented
+    /// certificate `presented`, with Envoy's `x-forwarded-client-cert` for certificate `sent`.
+    fn cert_request(worker: &Worker, host: &FakeHost, id: u32, presented: u8, sent: u8) -> (Stream, Step) {
+        host.set_peer_certificate_digest(Some(&digest_hex(presented)));
+        let mut stream = Stream::new(id);
+        let mut headers = headers("POST", "/oauth/token");
+        headers.push(("x-forwarded-client-cert".into(), xfcc(sent)));
+        worker.on_request_headers(host, &mut stream, &headers, false);
+        let body = b"grant_type=client_credentials&client_id=c1&audience=a".to_vec();
+        let step = worker.on_request_body(host, &mut stream, body.len(), true, move || body);
+        (stream, step)
+    }
+
+    fn mtls_worker() -> Worker {
+        worker(json!({"upstream": {"cluster": "idp", "authority": "tenant.example",
+                                    "forward_client_certificate": true}}))
+    }
+
+    #[test]
+    fn each_certificate_gets_its_own_key_and_its_call_carries_it() {
+        let (host, worker) = (FakeHost::new(T0), mtls_worker());
+        assert_eq!(cert_request(&worker, &host, 1, 1, 1).1, Step::Pause, "a miss for certificate 1");
+        worker.on_wake(&host);
+        let call = &host.calls()[0];
+        let header = |name: &str| call.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let sent: String = pem(1).bytes().map(|b| format!("%{b:02X}")).collect();
+        assert_eq!(header("client-certificate"), Some(sent), "the PEM, URL-encoded, as Envoy gave it");
+        assert_eq!(header("client-certificate-ca-verified").as_deref(), Some("SUCCESS"));
+        let answered = worker.on_keyed_answer(&host, 1, Some(&token_reply("bound-to-1")));
+        assert_eq!(cache_of(&answered[0].1), "miss");
+        // The same certificate again: a hit. Twice, so the worker's index had its chance.
+        for id in [2, 3] {
+            let (_, step) = cert_request(&worker, &host, id, 1, 1);
+            let Step::Respond(hit) = step else { panic!("answered from the cache") };
+            assert_eq!((cache_of(&hit), access_token(&hit)), ("hit", "bound-to-1".into()));
+        }
+        // Another certificate, the same body: never certificate 1's token.
+        assert_eq!(cert_request(&worker, &host, 4, 2, 2).1, Step::Pause, "a miss for certificate 2");
+        assert_eq!(host.calls().len(), 1, "its own call, not yet dispatched");
+    }
+
+    #[test]
+    fn a_certificate_that_is_not_the_connections_is_not_taken() {
+        let (host, worker) = (FakeHost::new(T0), mtls_worker());
+        // The header names certificate 1, the connection presented certificate 2: no
+        // certificate, and a request without a secret is passed on, uncached.
+        let (stream, step) = cert_request(&worker, &host, 1, 2, 1);
+        assert_eq!(step, Step::Continue);
+        assert!(stream.awaits_idp_answer());
+        // No certificate presented at all: the same.
+        host.set_peer_certificate_digest(None);
+        let mut stream = Stream::new(2);
+        let mut headers = headers("POST", "/oauth/token");
+        headers.push(("x-forwarded-client-cert".into(), xfcc(1)));
+        headers.push(("client-certificate".into(), "forged".into()));
+        let Step::Pass(edits) = worker.on_request_headers(&host, &mut stream, &headers, false) else {
+            panic!("the client's copy is removed");
+        };
+        assert!(edits.contains(&("client-certificate".to_owned(), None)), "{edits:?}");
+        assert!(!edits.iter().any(|(n, v)| n == "client-certificate" && v.is_some()), "{edits:?}");
+    }
 }
