@@ -94,7 +94,12 @@ impl<'a> Fields<'a> {
 
     /// The path of member `name`.
     fn at(&self, name: &str) -> String {
-        if self.path.is_empty() { name.to_owned() } else { format!("{}.{name}", self.path) }
+        match (self.path.is_empty(), name.is_empty()) {
+            // A member named "" at the top: the refusal still names something.
+            (true, true) => "configuration".to_owned(),
+            (true, false) => name.to_owned(),
+            (false, _) => format!("{}.{name}", self.path),
+        }
     }
 
     /// Member `name` read with `read`, `None` when absent (`null` is a wrong type).

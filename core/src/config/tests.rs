@@ -655,3 +655,10 @@ fn rejects_a_document_that_is_not_an_object() {
     assert_field(Config::from_json(b"[1]").unwrap_err(), "configuration", "invalid type");
     assert_field(Config::from_json(b"{\"upstream\": ").unwrap_err(), "configuration", "EOF");
 }
+
+#[test]
+fn a_member_named_nothing_is_refused_naming_the_configuration() {
+    // Found by the fuzzer: the refusal named an empty field.
+    let e = Config::from_json(br#"{"":"","usage_path":"/u"}"#).unwrap_err();
+    assert_field(e, "configuration", "unknown field ``");
+}
