@@ -6,7 +6,7 @@
 //! JSON type and never format one.
 
 use serde::Deserialize;
-use serde::de::{Deserializer, Error, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// Every member of the object `deserializer` reads, each value as `T`. Fits
 /// `#[serde(deserialize_with = ...)]`.
@@ -17,6 +17,42 @@ where
 {
     deserializer.deserialize_any(Entries(std::marker::PhantomData))
 }
+
+/// The `visit_*` methods of a visitor that takes a JSON object only (with `deserialize_any`):
+/// every other JSON type is refused with `message`, not with serde's typed error, which
+/// formats the value it found (floats included, ~25 KB of .wasm).
+macro_rules! objects_only {
+    ($message:expr) => {
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Err(E::custom($message))
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(E::custom($message))
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(E::custom($message))
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(E::custom($message))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(E::custom($message))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Err(E::custom($message))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(serde::de::Error::custom($message))
+        }
+    };
+}
+pub(crate) use objects_only;
 
 struct Entries<T>(std::marker::PhantomData<T>);
 
@@ -35,34 +71,7 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for Entries<T> {
         Ok(out)
     }
 
-    // Every other JSON type: refused without formatting what it was.
-    fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
-        Err(E::custom(NOT_AN_OBJECT))
-    }
-
-    fn visit_bool<E: Error>(self, _: bool) -> Result<Self::Value, E> {
-        Err(E::custom(NOT_AN_OBJECT))
-    }
-
-    fn visit_u64<E: Error>(self, _: u64) -> Result<Self::Value, E> {
-        Err(E::custom(NOT_AN_OBJECT))
-    }
-
-    fn visit_i64<E: Error>(self, _: i64) -> Result<Self::Value, E> {
-        Err(E::custom(NOT_AN_OBJECT))
-    }
-
-    fn visit_f64<E: Error>(self, _: f64) -> Result<Self::Value, E> {
-        Err(E::custom(NOT_AN_OBJECT))
-    }
-
-    fn visit_str<E: Error>(self, _: &str) -> Result<Self::Value, E> {
-        Err(E::custom(NOT_AN_OBJECT))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-        Err(A::Error::custom(NOT_AN_OBJECT))
-    }
+    objects_only!(NOT_AN_OBJECT);
 }
 
 const NOT_AN_OBJECT: &str = "not a JSON object";

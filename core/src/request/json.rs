@@ -50,33 +50,7 @@ impl<'de> Visitor<'de> for PairsVisitor {
         Ok(pairs)
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Err(E::custom(NOT_AN_OBJECT))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Err(E::custom(NOT_AN_OBJECT))
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Err(E::custom(NOT_AN_OBJECT))
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Err(E::custom(NOT_AN_OBJECT))
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Err(E::custom(NOT_AN_OBJECT))
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Err(E::custom(NOT_AN_OBJECT))
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-        Err(de::Error::custom(NOT_AN_OBJECT))
-    }
+    crate::json_object::objects_only!(NOT_AN_OBJECT);
 }
 
 const NOT_AN_OBJECT: &str = "the body must be a JSON object of token request parameters";
