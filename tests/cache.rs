@@ -144,3 +144,24 @@ fn base64_of(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+#[test]
+fn max_ttl_caps_how_long_a_token_is_served_whatever_its_expires_in() {
+    let config =
+        plugin_config(json!({"cache": {"max_entries": 100, "min_remaining_ttl": "1s", "max_ttl": "4s"}}));
+    let stack = Stack::start(config, 86_400);
+    let started = std::time::Instant::now();
+    let body = cc_form("c1", "s1", "a");
+    let miss = stack.post_form(&body);
+    assert_eq!((miss.status, cache_status(&miss)), (200, "miss"));
+    let hit = stack.post_form(&body);
+    // Served from the cache while the capped lifetime lasts (a day from the IdP, 4 s here).
+    if started.elapsed() < Duration::from_secs(3) {
+        assert_eq!(cache_status(&hit), "hit");
+        assert!(json_body(&hit)["expires_in"].as_u64().unwrap() <= 4, "{}", hit.text());
+    }
+    sleep(Duration::from_secs(4).saturating_sub(started.elapsed()) + Duration::from_millis(200));
+    let after = stack.post_form(&body);
+    assert_eq!((after.status, cache_status(&after)), (200, "miss"), "past max_ttl the IdP is asked again");
+    assert_eq!(stack.idp.token_calls(), 2);
+}

@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         r#"{{"access_token":"{}","token_type":"Bearer","expires_in":86400,"scope":"read:things"}}"#,
         "x".repeat(800)
     );
-    let entry = CacheEntry::from_token_response(&identity, 200, token.as_bytes(), 0, [7; 12])
+    let entry = CacheEntry::from_token_response(&identity, 200, token.as_bytes(), 0, None, [7; 12])
         .ok_or("token not cacheable")?;
 
     println!("cost per operation ({ROUNDS} rounds, {}-byte token response)", token.len());

@@ -36,6 +36,7 @@ impl CacheEntry {
         status: u16,
         body: &[u8],
         issued_at_ms: u64,
+        max_lifetime_ms: Option<u64>,
         nonce: [u8; NONCE_BYTES],
     ) -> Option<CacheEntry> {
         if status != 200 || body.len() > MAX_CACHED_BODY_BYTES {
@@ -63,7 +64,9 @@ impl CacheEntry {
         if lifetime_s == 0 {
             return None;
         }
-        let expires_at_ms = issued_at_ms.saturating_add(lifetime_s.saturating_mul(1000));
+        // `cache.max_ttl`: served at most that long, whatever the IdP said.
+        let lifetime_ms = lifetime_s.saturating_mul(1000).min(max_lifetime_ms.unwrap_or(u64::MAX));
+        let expires_at_ms = issued_at_ms.saturating_add(lifetime_ms);
         let mut entry = CacheEntry {
             fingerprint: identity.fingerprint,
             issued_at_ms,
@@ -174,14 +177,14 @@ mod tests {
     const ID: Identity = Identity { fingerprint: Fingerprint([7; 32]), seal_key: SealKey([9; 32]) };
 
     fn entry(body: &str, issued_at_ms: u64) -> Option<CacheEntry> {
-        CacheEntry::from_token_response(&ID, 200, body.as_bytes(), issued_at_ms, [3; 12])
+        CacheEntry::from_token_response(&ID, 200, body.as_bytes(), issued_at_ms, None, [3; 12])
     }
 
     #[test]
     fn only_valid_200_token_responses_are_cached() {
         let ok = r#"{"access_token":"t","token_type":"Bearer","expires_in":3600}"#;
         assert!(entry(ok, 0).is_some());
-        assert!(CacheEntry::from_token_response(&ID, 201, ok.as_bytes(), 0, [3; 12]).is_none());
+        assert!(CacheEntry::from_token_response(&ID, 201, ok.as_bytes(), 0, None, [3; 12]).is_none());
         for bad in [
             r#"{"token_type":"Bearer","expires_in":3600}"#,
             r#"{"access_token":5,"expires_in":3600}"#,

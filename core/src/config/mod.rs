@@ -103,6 +103,8 @@ pub struct CacheConfig {
     pub min_remaining_ttl_ms: u64,
     pub refresh_ahead_ratio: f64,
     pub negative_ttl_ms: u64,
+    /// A token is served at most this long after it was issued (`None`: its `expires_in`).
+    pub max_ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -315,7 +317,11 @@ impl Config {
             min_remaining_ttl_ms: duration("cache.min_remaining_ttl", &c.min_remaining_ttl)?,
             refresh_ahead_ratio: c.refresh_ahead_ratio,
             negative_ttl_ms: duration("cache.negative_ttl", &c.negative_ttl)?,
+            max_ttl_ms: c.max_ttl.as_deref().map(|t| positive_duration("cache.max_ttl", t)).transpose()?,
         };
+        if cache.max_ttl_ms.is_some_and(|max| max <= cache.min_remaining_ttl_ms) {
+            return Err(refuse("cache.max_ttl", "must be longer than cache.min_remaining_ttl"));
+        }
         let (rate_limit, unproven) = match raw.rate_limit {
             None => (None, None),
             Some(RawRateLimit { default, clients, unproven, unknown_clients }) => {

@@ -185,7 +185,8 @@ const UPSTREAM_FIELDS: [&str; 11] = [
     "forward_client_certificate",
 ];
 const RATE_LIMIT_SERVICE_FIELDS: [&str; 3] = ["cluster", "domain", "timeout"];
-const CACHE_FIELDS: [&str; 4] = ["max_entries", "min_remaining_ttl", "refresh_ahead_ratio", "negative_ttl"];
+const CACHE_FIELDS: [&str; 5] =
+    ["max_entries", "min_remaining_ttl", "refresh_ahead_ratio", "negative_ttl", "max_ttl"];
 const LIMITS_FIELDS: [&str; 2] = ["default", "clients"];
 const RATE_LIMIT_FIELDS: [&str; 4] = ["default", "clients", "unproven", "unknown_clients"];
 const BUCKET_FIELDS: [&str; 3] = ["max_tokens", "tokens_per_fill", "fill_interval"];
@@ -296,6 +297,7 @@ pub struct RawCache {
     pub min_remaining_ttl: String,
     pub refresh_ahead_ratio: f64,
     pub negative_ttl: String,
+    pub max_ttl: Option<String>,
 }
 
 impl Default for RawCache {
@@ -305,6 +307,7 @@ impl Default for RawCache {
             min_remaining_ttl: "30s".into(),
             refresh_ahead_ratio: 0.1,
             negative_ttl: "10s".into(),
+            max_ttl: None,
         }
     }
 }
@@ -318,6 +321,7 @@ impl RawCache {
             min_remaining_ttl: f.take("min_remaining_ttl", string)?.unwrap_or(default.min_remaining_ttl),
             refresh_ahead_ratio: f.take("refresh_ahead_ratio", float)?.unwrap_or(default.refresh_ahead_ratio),
             negative_ttl: f.take("negative_ttl", string)?.unwrap_or(default.negative_ttl),
+            max_ttl: f.optional("max_ttl", string)?,
         };
         Ok(raw)
     }

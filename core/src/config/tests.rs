@@ -46,7 +46,8 @@ fn minimal_config_gets_the_spec_defaults() {
             max_entries: 10_000,
             min_remaining_ttl_ms: 30_000,
             refresh_ahead_ratio: 0.1,
-            negative_ttl_ms: 10_000
+            negative_ttl_ms: 10_000,
+            max_ttl_ms: None
         }
     );
     assert_eq!(c.rate_limit, None);
@@ -661,4 +662,22 @@ fn a_member_named_nothing_is_refused_naming_the_configuration() {
     // Found by the fuzzer: the refusal named an empty field.
     let e = Config::from_json(br#"{"":"","usage_path":"/u"}"#).unwrap_err();
     assert_field(e, "configuration", "unknown field ``");
+}
+
+#[test]
+fn max_ttl_is_off_by_default_and_read_as_a_duration() {
+    assert_eq!(Config::from_json(MINIMAL.as_bytes()).unwrap().cache.max_ttl_ms, None);
+    assert_eq!(with(json!({"cache": {"max_ttl": "1h"}})).unwrap().cache.max_ttl_ms, Some(3_600_000));
+}
+
+#[test]
+fn rejects_bad_max_ttl() {
+    assert_field(refused(json!({"cache": {"max_ttl": "0s"}})), "cache.max_ttl", "longer than 0");
+    assert_field(refused(json!({"cache": {"max_ttl": 60}})), "cache.max_ttl", "invalid type");
+}
+
+#[test]
+fn rejects_max_ttl_not_longer_than_min_remaining_ttl() {
+    let e = refused(json!({"cache": {"max_ttl": "30s", "min_remaining_ttl": "30s"}}));
+    assert_field(e, "cache.max_ttl", "longer than cache.min_remaining_ttl");
 }

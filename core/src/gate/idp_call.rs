@@ -276,7 +276,15 @@ impl Gate<'_> {
                 let backoff = self.observe_idp(r, call.client_id.as_deref(), now);
                 let identity = Identity { fingerprint: call.fingerprint, seal_key: call.seal_key };
                 let entry = self.nonce().and_then(|nonce| {
-                    CacheEntry::from_token_response(&identity, r.status, &r.body, call.started_ms, nonce)
+                    let max_lifetime = self.config.cache.max_ttl_ms;
+                    CacheEntry::from_token_response(
+                        &identity,
+                        r.status,
+                        &r.body,
+                        call.started_ms,
+                        max_lifetime,
+                        nonce,
+                    )
                 });
                 // A token that could not be stored is still relayed to the waiters.
                 let put = entry.and_then(|e| self.stored(self.tokens().put(&e, now)));

@@ -657,7 +657,8 @@ fn a_million_identities_fit_in_the_configured_slots() {
             crate::fingerprint::Identity { fingerprint: Fingerprint(fp), seal_key: SealKey([1; 32]) };
         let now = T0 + i;
         let token = format!(r#"{{"access_token":"t{i}","expires_in":60}}"#);
-        let entry = CacheEntry::from_token_response(&identity, 200, token.as_bytes(), now, [2; 12]).unwrap();
+        let entry =
+            CacheEntry::from_token_response(&identity, 200, token.as_bytes(), now, None, [2; 12]).unwrap();
         tokens.put(&entry, now).unwrap();
         let negative = NegativeEntry::from_refusal(identity.fingerprint, 401, b"{}", now, 10_000).unwrap();
         negatives.put(&negative, now).unwrap();
@@ -974,4 +975,27 @@ fn a_token_that_cannot_be_stored_is_still_answered_and_the_failed_write_is_count
     // Nothing was cached: the next request calls the IdP again.
     host.fail_writes(false);
     assert!(matches!(gate.handle(&form(), body("s1", "a").as_bytes()).outcome, Outcome::Wait(_)));
+}
+
+#[test]
+fn max_ttl_caps_how_long_a_token_is_served_and_refresh_ahead_follows_the_cap() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({"cache": {"min_remaining_ttl": "1s", "max_ttl": "60s",
+                                        "refresh_ahead_ratio": 0.1}}));
+    let gate = Gate::new(&config, &host, "tokengate");
+    let miss = exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok-1", 86_400)));
+    assert_eq!(miss.header(CACHE_HEADER), Some("miss"));
+    host.advance_ms(10_000);
+    let hit = exchange(&gate, &form(), &body("s1", "a"), None);
+    assert_eq!(hit.header(CACHE_HEADER), Some("hit"));
+    assert_eq!(json_of(&hit)["expires_in"], 50, "the capped lifetime's seconds left");
+    // The last tenth of the capped lifetime: served, and one refresh starts.
+    host.advance_ms(45_000);
+    let due = gate.handle(&form(), body("s1", "a").as_bytes());
+    assert!(due.background.is_some(), "refresh-ahead against the capped lifetime");
+    assert!(matches!(due.outcome, Outcome::Respond(ref r) if r.header(CACHE_HEADER) == Some("hit")));
+    // Past the cap (and below the floor): a miss, whatever expires_in the IdP gave.
+    host.advance_ms(5_000);
+    let plan = gate.handle(&form(), body("s1", "a").as_bytes());
+    assert!(!matches!(plan.outcome, Outcome::Respond(ref r) if r.header(CACHE_HEADER) == Some("hit")));
 }
