@@ -316,7 +316,20 @@ fn the_istio_manifests_fit_together_and_tokengate_accepts_the_plugin_config() {
     );
 
     let patches = of_kind(&docs, "EnvoyFilter")["spec"]["configPatches"].clone();
-    let insert = patches.as_array().unwrap().iter().find(|p| p["applyTo"] == "HTTP_FILTER").unwrap();
+    let route_name = buffered_route(patches.as_array().unwrap());
+
+    // The route the buffer is switched on for is the token route.
+    let routes = of_kind(&docs, "VirtualService")["spec"]["http"].clone();
+    let token_route = routes.as_array().unwrap().iter().find(|r| r["name"] == route_name).unwrap();
+    let path = token_route["match"][0]["uri"]["exact"].as_str().unwrap();
+    assert!(config.token_paths.iter().any(|p| p == path), "{path} is not a token path");
+}
+
+/// The buffer filter's EnvoyFilter patches as every shipped gateway needs them (SPEC
+/// "Filter chain"): inserted before the router, off on the chain, on for one route; returns
+/// that route's name.
+fn buffered_route(patches: &[Value]) -> &str {
+    let insert = patches.iter().find(|p| p["applyTo"] == "HTTP_FILTER").unwrap();
     assert_eq!(insert["patch"]["operation"], "INSERT_BEFORE");
     assert_eq!(
         insert["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
@@ -324,18 +337,12 @@ fn the_istio_manifests_fit_together_and_tokengate_accepts_the_plugin_config() {
     );
     assert_eq!(insert["patch"]["value"]["name"], "envoy.filters.http.buffer");
     assert_eq!(insert["patch"]["value"]["disabled"], true);
-    let route_patch = patches.as_array().unwrap().iter().find(|p| p["applyTo"] == "HTTP_ROUTE").unwrap();
-    let route_name = route_patch["match"]["routeConfiguration"]["vhost"]["route"]["name"].as_str().unwrap();
+    let route_patch = patches.iter().find(|p| p["applyTo"] == "HTTP_ROUTE").unwrap();
     assert_eq!(
         route_patch["patch"]["value"]["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"],
         false
     );
-
-    // The route the buffer is switched on for is the token route.
-    let routes = of_kind(&docs, "VirtualService")["spec"]["http"].clone();
-    let token_route = routes.as_array().unwrap().iter().find(|r| r["name"] == route_name).unwrap();
-    let path = token_route["match"][0]["uri"]["exact"].as_str().unwrap();
-    assert!(config.token_paths.iter().any(|p| p == path), "{path} is not a token path");
+    route_patch["match"]["routeConfiguration"]["vhost"]["route"]["name"].as_str().unwrap()
 }
 
 const CUSTOM_DOMAIN_GATEWAY: &str = "deploy/istio/custom-domain/gateway.yaml";
@@ -428,21 +435,7 @@ fn the_custom_domain_manifests_fit_together_as_auth0_documents_the_proxy() {
     }
     let filter = of_kind(&docs, "EnvoyFilter");
     assert_eq!(filter["spec"]["workloadSelector"]["labels"]["gateway.networking.k8s.io/gateway-name"], name);
-    let patches = filter["spec"]["configPatches"].as_array().unwrap();
-    let insert = patches.iter().find(|p| p["applyTo"] == "HTTP_FILTER").unwrap();
-    assert_eq!(insert["patch"]["operation"], "INSERT_BEFORE");
-    assert_eq!(
-        insert["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
-        "envoy.filters.http.router"
-    );
-    assert_eq!(insert["patch"]["value"]["name"], "envoy.filters.http.buffer");
-    assert_eq!(insert["patch"]["value"]["disabled"], true);
-    let route_patch = patches.iter().find(|p| p["applyTo"] == "HTTP_ROUTE").unwrap();
-    assert_eq!(
-        route_patch["patch"]["value"]["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"],
-        false
-    );
-    let buffered = route_patch["match"]["routeConfiguration"]["vhost"]["route"]["name"].as_str().unwrap();
+    let buffered = buffered_route(filter["spec"]["configPatches"].as_array().unwrap());
     let token_paths = strings(&plugin["spec"]["pluginConfig"]["token_paths"]);
     for rule in rules {
         let path = rule["matches"][0]["path"]["value"].as_str();

@@ -267,7 +267,7 @@ impl Config {
                 "is upstream.client_ip_header or upstream.key_header",
             ));
         }
-        let mut owned_headers: Vec<String> = [DEFAULT_CLIENT_IP_HEADER, CLIENT_CERTIFICATE_HEADER]
+        let named: Vec<String> = [DEFAULT_CLIENT_IP_HEADER, CLIENT_CERTIFICATE_HEADER]
             .into_iter()
             .chain([CLIENT_CERTIFICATE_VERIFIED_HEADER])
             .map(str::to_owned)
@@ -275,7 +275,14 @@ impl Config {
             .chain(key_header.clone())
             .chain(env_headers.iter().map(|(name, _)| name.clone()))
             .collect();
-        owned_headers.dedup();
+        // Each name once (the default client_ip_header is also always owned): a client's copy
+        // is removed with one host call.
+        let mut owned_headers: Vec<String> = Vec::with_capacity(named.len());
+        for name in named {
+            if !owned_headers.contains(&name) {
+                owned_headers.push(name);
+            }
+        }
         let upstream = Upstream {
             cluster: non_empty("upstream.cluster", &up.cluster)?,
             authority: non_empty("upstream.authority", &up.authority)?,

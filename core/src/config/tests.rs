@@ -534,6 +534,8 @@ fn with_env(upstream_extra: serde_json::Value, env: &[(&str, &str)]) -> Result<C
 fn the_edge_options_get_their_defaults() {
     let c = Config::from_json(MINIMAL.as_bytes()).unwrap();
     assert_eq!(c.upstream.client_ip_header.as_deref(), Some("auth0-forwarded-for"));
+    let owned = &c.upstream.owned_headers;
+    assert_eq!(owned.iter().filter(|h| *h == "auth0-forwarded-for").count(), 1, "{owned:?}");
     assert!(c.upstream.env_headers.is_empty());
     assert!(!c.upstream.forward_client_certificate);
     let none = with(json!({"upstream": {"client_ip_header": null}})).unwrap();

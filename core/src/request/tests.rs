@@ -208,3 +208,12 @@ fn a_missing_grant_type_keeps_the_client_id_for_the_headers() {
     let e = parse(&head(FORM), "client_id=c1&client_secret=s1").unwrap_err();
     assert_eq!(e.client_id.as_deref(), Some("c1"));
 }
+
+#[test]
+fn an_address_loses_its_port_and_keeps_everything_else() {
+    use super::address_without_port;
+    assert_eq!(address_without_port("192.0.2.7:40000"), "192.0.2.7");
+    assert_eq!(address_without_port("[2001:db8::1]:443"), "2001:db8::1");
+    assert_eq!(address_without_port("2001:db8::1"), "2001:db8::1");
+    assert_eq!(address_without_port("192.0.2.7"), "192.0.2.7");
+}
