@@ -30,12 +30,14 @@ pub enum Decision {
     /// Refused locally: the client id's bucket of IdP calls for credentials the IdP has
     /// not accepted yet (`rate_limit.unproven`) is empty.
     Unproven,
+    /// Refused locally: Auth0 said the client's or the organization's token quota is spent.
+    Auth0Quota,
 }
 
 impl Decision {
     /// Every decision, in `index` order. New ones go last: a client record of the
     /// previous format holds the counts of the ones before them.
-    pub const ALL: [Decision; 12] = [
+    pub const ALL: [Decision; 13] = [
         Decision::Hit,
         Decision::Miss,
         Decision::Coalesced,
@@ -48,6 +50,7 @@ impl Decision {
         Decision::BadRequest,
         Decision::Rejected,
         Decision::Unproven,
+        Decision::Auth0Quota,
     ];
 
     pub fn index(self) -> usize {
@@ -66,6 +69,7 @@ impl Decision {
             Decision::Rejected => "rejected",
             Decision::RateLimited => "rate_limited",
             Decision::Unproven => "unproven",
+            Decision::Auth0Quota => "auth0_quota",
             Decision::QuotaRejected => "quota_rejected",
             Decision::Backoff => "idp_backoff",
             Decision::BadRequest => "bad_request",
@@ -96,6 +100,7 @@ impl Decision {
             Decision::Rejected => Metric::Rejected,
             Decision::RateLimited => Metric::RateLimited,
             Decision::Unproven => Metric::Unproven,
+            Decision::Auth0Quota => Metric::Auth0QuotaRefusals,
             Decision::QuotaRejected => Metric::QuotaRejected,
             Decision::Backoff => Metric::IdpBackoffRejected,
             Decision::BadRequest => Metric::BadRequests,

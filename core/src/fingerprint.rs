@@ -148,7 +148,7 @@ pub fn canonical_scope(scope: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BackoffScope, Upstream};
+    use crate::config::{Auth0Quota, BackoffScope, Upstream};
     use crate::request::{RequestHead, TokenRequest};
 
     fn upstream() -> Upstream {
@@ -158,6 +158,7 @@ mod tests {
             path: "/oauth/token".into(),
             timeout_ms: 5000,
             backoff_scope: BackoffScope::Client,
+            auth0_quota: Auth0Quota::Obey,
             max_backoff_ms: 60_000,
             reserve: 0,
             key_header: None,

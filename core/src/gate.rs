@@ -38,7 +38,10 @@ use crate::store::Store;
 /// IdP response headers relayed to the client with its status and body. Not the IdP's
 /// `x-ratelimit-*`: on tokengate's answers those describe the client's bucket at tokengate,
 /// one meaning; the IdP's last are in the usage report.
-const RELAYED_HEADERS: [&str; 1] = ["retry-after"];
+/// Auth0's quota headers are relayed too (tokengate's own quota header replaces the
+/// client one where a `quota` applies).
+const RELAYED_HEADERS: [&str; 3] =
+    ["retry-after", crate::auth0_quota::CLIENT_HEADER, crate::auth0_quota::ORGANIZATION_HEADER];
 /// The IdP's rate-limit headers, taken off a forwarded request's answer for the same
 /// reason (tokengate sets its own there).
 const IDP_LIMIT_HEADERS: [&str; 5] =
@@ -88,6 +91,8 @@ pub struct ForwardedRequest {
     /// Rate-limit headers for the answer.
     pub limit_headers: Vec<Header>,
     pub client_id: Option<String>,
+    /// The `organization` the request named (Auth0's organization quota).
+    pub organization: Option<String>,
     /// When a quota unit was spent for this call (given back if no token is issued).
     pub quota_spent_ms: Option<u64>,
     /// Charge the client's bucket when a token is issued (the credentials are proven then).
@@ -108,6 +113,8 @@ pub struct KeyedCall {
     pub started_ms: u64,
     /// Promoted to a trusted client when the IdP issues it a token.
     pub client_id: Option<String>,
+    /// The `organization` the request named (Auth0's organization quota).
+    pub organization: Option<String>,
     /// When a quota unit was spent for this call (given back if no token is issued).
     pub quota_spent_ms: Option<u64>,
 }
@@ -125,6 +132,7 @@ pub struct Waiter {
     pub owner: bool,
     pub limit_headers: Vec<Header>,
     pub client_id: Option<String>,
+    pub organization: Option<String>,
     /// Credentials not yet proven: the request is charged to its client's bucket only
     /// when a token comes (refused then if the bucket is empty).
     pub charge_on_token: bool,
@@ -256,10 +264,12 @@ impl<'a> Gate<'a> {
 
 // The request flow by concern: each file adds methods to `Gate`.
 mod admission;
+mod auth0_quota;
 mod flow;
 mod global_rate;
 mod idp_call;
 mod proof;
+mod purge;
 mod responses;
 mod waiters;
 

@@ -9,6 +9,8 @@
 //! | `<prefix>:flight:<slot>` | in-flight markers and call outcomes | `flight::FlightTable` |
 //! | `<prefix>:client:<slot>` | trusted clients' limits and usage | `clients::ClientTable` |
 //! | `<prefix>:guest:<slot>` | every other client id's | `clients::ClientTable` |
+//! | `<prefix>:auth0-hold:<slot>` | clients and organizations whose Auth0 quota is spent | `auth0_quota::Hold` in a `SlotTable` |
+//! | `<prefix>:purges` | the last purges, for every worker's index of served tokens | `cache::purge` |
 //! | `<prefix>:idp` | the IdP's back-off and last rate-limit headers | `backoff::IdpState` |
 //! | `<prefix>:unknown-clients` | the bucket of IdP calls for never-issued client ids | `gate::proof` |
 //! | `<prefix>:create-lock` | serializes the creation of records | `store::Store` |
@@ -22,6 +24,7 @@ pub const PROVEN: &str = "proven";
 pub const FLIGHT: &str = "flight";
 pub const CLIENT: &str = "client";
 pub const GUEST: &str = "guest";
+pub const AUTH0_HOLD: &str = "auth0-hold";
 
 /// A slot of a table.
 pub fn slot(prefix: &str, table: &str, slot: u64) -> String {
@@ -30,6 +33,10 @@ pub fn slot(prefix: &str, table: &str, slot: u64) -> String {
 
 pub fn idp(prefix: &str) -> String {
     format!("{prefix}:idp")
+}
+
+pub fn purges(prefix: &str) -> String {
+    format!("{prefix}:purges")
 }
 
 pub fn unknown_clients(prefix: &str) -> String {
@@ -55,9 +62,16 @@ mod tests {
 
     #[test]
     fn every_key_starts_with_the_prefix_and_tables_do_not_collide() {
-        let tables = [TOKEN, NEGATIVE, PROVEN, FLIGHT, CLIENT, GUEST];
+        let tables = [TOKEN, NEGATIVE, PROVEN, FLIGHT, CLIENT, GUEST, AUTH0_HOLD];
         let mut keys: Vec<String> = tables.iter().map(|t| slot("p", t, 0)).collect();
-        keys.extend([idp("p"), unknown_clients("p"), create_lock("p"), workers("p"), wake_queue("p", 0)]);
+        keys.extend([
+            purges("p"),
+            idp("p"),
+            unknown_clients("p"),
+            create_lock("p"),
+            workers("p"),
+            wake_queue("p", 0),
+        ]);
         assert!(keys.iter().all(|k| k.starts_with("p:")));
         let mut unique = keys.clone();
         unique.sort();

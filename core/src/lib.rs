@@ -2,6 +2,7 @@
 //! proxy-wasm dependency. The host (Envoy, or [`host::fake::FakeHost`] in tests) is reached
 //! only through the traits in [`host`].
 
+pub mod auth0_quota;
 pub mod backoff;
 pub mod cache;
 pub mod clients;

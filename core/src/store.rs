@@ -54,6 +54,11 @@ impl<'a> Store<'a> {
         self.store.get(key)
     }
 
+    /// The shared data itself (for slot tables).
+    pub fn shared(&self) -> &'a dyn SharedStore {
+        self.store
+    }
+
     /// The value of `key` and its cas, creating it as `initial` first if it is missing, so
     /// that a following [`Store::write`] with that cas is a real compare-and-swap.
     pub fn read_or_create(&self, key: &str, initial: &[u8]) -> Result<(Vec<u8>, u32), StoreError> {

@@ -9,7 +9,9 @@ use std::collections::BinaryHeap;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
+use crate::auth0_quota::{HOLD_SLOTS, Hold, Subject};
 use crate::backoff::IdpState;
+use crate::cache::SlotTable;
 use crate::clients::{ClientRecord, ClientTable, Standing};
 use crate::config::Config;
 use crate::decision::DecisionCounts;
@@ -54,7 +56,21 @@ pub struct Report<'a> {
     clients_seen: usize,
     totals: Counts,
     idp: Idp,
+    /// Clients and organizations whose Auth0 quota is spent (see `auth0_quota`).
+    auth0_quota_holds: Vec<HoldRow>,
     clients: Vec<ClientRow<'a>>,
+}
+
+#[derive(Serialize)]
+struct HoldRow {
+    /// `client` or `organization`.
+    kind: &'static str,
+    /// The client id or the organization.
+    name: String,
+    /// Unix seconds: misses are answered `429` until then.
+    until: u64,
+    /// Auth0's header, as it would be passed on now.
+    auth0_header: String,
 }
 
 /// What the report counts, for one client or in total.
@@ -200,10 +216,26 @@ pub fn report(config: &Config, store: &Store<'_>, key_prefix: &str, now_ms: u64)
             seen_at: (idp.seen_ms > 0).then_some(idp.seen_ms / 1000),
             backoff_until: idp.backing_off(now_ms).map(|until| until / 1000),
         },
+        auth0_quota_holds: holds(store, key_prefix, now_ms),
         clients,
     };
     // Serializing plain structs and integers into a `Vec` cannot fail.
     serde_json::to_vec(&report).unwrap_or_default()
+}
+
+fn holds(store: &Store<'_>, key_prefix: &str, now_ms: u64) -> Vec<HoldRow> {
+    let table = SlotTable::<Hold>::new(store.shared(), key_prefix, HOLD_SLOTS);
+    let live = table.entries().into_iter().filter(|h| h.until_ms > now_ms);
+    live.map(|h| HoldRow {
+        kind: match h.subject {
+            Subject::Client => "client",
+            Subject::Organization => "organization",
+        },
+        until: h.until_ms.div_ceil(1000),
+        auth0_header: h.header_at(now_ms),
+        name: h.name,
+    })
+    .collect()
 }
 
 fn limits_of(config: &Config, client_id: &str) -> LimitsRow {

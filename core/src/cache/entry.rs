@@ -14,8 +14,10 @@ use crate::seal::{NONCE_BYTES, SealKey};
 /// can hold; real access tokens are a few KB at most).
 pub const MAX_CACHED_BODY_BYTES: usize = 16 * 1024;
 
-const FORMAT_VERSION: u8 = 1;
-const HEADER_BYTES: usize = 1 + 32 + 8 + 8;
+/// Format 2 adds the client tag; format 1 (no tag) is still read, and purges cannot find it.
+const FORMAT_VERSION: u8 = 2;
+const FORMAT_WITHOUT_TAG: u8 = 1;
+const HEADER_BYTES: usize = 1 + 32 + 8 + 8 + 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheEntry {
@@ -24,6 +26,8 @@ pub struct CacheEntry {
     /// expiry counted from here is never later than the IdP's own.
     pub issued_at_ms: u64,
     pub expires_at_ms: u64,
+    /// Whose token it is (`cache::purge::client_tag`), so a purge finds it.
+    pub client_tag: u64,
     /// The token response as a JSON object without `expires_in`, sealed.
     pub sealed_body: Vec<u8>,
 }
@@ -71,6 +75,7 @@ impl CacheEntry {
             fingerprint: identity.fingerprint,
             issued_at_ms,
             expires_at_ms,
+            client_tag: 0,
             sealed_body: Vec::new(),
         };
         let plain = object_without(&members, "expires_in");
@@ -119,16 +124,21 @@ impl CacheEntry {
             .raw(&self.fingerprint.0)
             .u64(self.issued_at_ms)
             .u64(self.expires_at_ms)
+            .u64(self.client_tag)
             .raw(&self.sealed_body)
             .finish()
     }
 
     fn decode_entry(bytes: &[u8]) -> Option<CacheEntry> {
-        let mut r = Reader::open(bytes, FORMAT_VERSION)?;
+        let (mut r, tagged) = match Reader::open(bytes, FORMAT_VERSION) {
+            Some(r) => (r, true),
+            None => (Reader::open(bytes, FORMAT_WITHOUT_TAG)?, false),
+        };
         Some(CacheEntry {
             fingerprint: Fingerprint(r.array()?),
             issued_at_ms: r.u64()?,
             expires_at_ms: r.u64()?,
+            client_tag: if tagged { r.u64()? } else { 0 },
             sealed_body: r.rest().to_vec(),
         })
     }

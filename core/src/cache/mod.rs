@@ -6,6 +6,7 @@ mod entry;
 mod local;
 mod negative;
 mod proven;
+pub mod purge;
 mod table;
 mod token_json;
 

@@ -8,8 +8,10 @@ use crate::record::{Reader, Writer};
 
 /// Refusal bodies larger than this are not remembered.
 const MAX_BODY_BYTES: usize = 4096;
-const FORMAT_VERSION: u8 = 1;
-const HEADER_BYTES: usize = 1 + 32 + 8 + 2;
+/// Format 2 adds the client tag; format 1 (no tag) is still read.
+const FORMAT_VERSION: u8 = 2;
+const FORMAT_WITHOUT_TAG: u8 = 1;
+const HEADER_BYTES: usize = 1 + 32 + 8 + 8 + 2;
 
 pub type NegativeTable<'a> = SlotTable<'a, NegativeEntry>;
 
@@ -17,6 +19,8 @@ pub type NegativeTable<'a> = SlotTable<'a, NegativeEntry>;
 pub struct NegativeEntry {
     pub fingerprint: Fingerprint,
     pub expires_at_ms: u64,
+    /// Whose refusal it is (`cache::purge::client_tag`), so a purge finds it.
+    pub client_tag: u64,
     pub status: u16,
     /// The IdP's JSON error body, relayed as it came.
     pub body: Vec<u8>,
@@ -35,6 +39,7 @@ impl NegativeEntry {
         (refusal && ttl_ms > 0 && body.len() <= MAX_BODY_BYTES).then(|| NegativeEntry {
             fingerprint,
             expires_at_ms: now_ms.saturating_add(ttl_ms),
+            client_tag: 0,
             status,
             body: body.to_vec(),
         })
@@ -60,16 +65,21 @@ impl SlotEntry for NegativeEntry {
         Writer::new(FORMAT_VERSION, HEADER_BYTES + self.body.len())
             .raw(&self.fingerprint.0)
             .u64(self.expires_at_ms)
+            .u64(self.client_tag)
             .u16(self.status)
             .raw(&self.body)
             .finish()
     }
 
     fn decode(bytes: &[u8]) -> Option<NegativeEntry> {
-        let mut r = Reader::open(bytes, FORMAT_VERSION)?;
+        let (mut r, tagged) = match Reader::open(bytes, FORMAT_VERSION) {
+            Some(r) => (r, true),
+            None => (Reader::open(bytes, FORMAT_WITHOUT_TAG)?, false),
+        };
         Some(NegativeEntry {
             fingerprint: Fingerprint(r.array()?),
             expires_at_ms: r.u64()?,
+            client_tag: if tagged { r.u64()? } else { 0 },
             status: r.u16()?,
             body: r.rest().to_vec(),
         })

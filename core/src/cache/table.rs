@@ -87,6 +87,38 @@ impl<'a, E: SlotEntry> SlotTable<'a, E> {
         Ok(None)
     }
 
+    /// Every entry in the table, expired or not (for reports; a slot that cannot be read
+    /// is skipped).
+    pub fn entries(&self) -> Vec<E> {
+        let values = self.slots.every().filter_map(|key| self.store.get(&key).ok().flatten());
+        values.filter_map(|(bytes, _)| E::decode(&bytes)).collect()
+    }
+
+    /// Empties every slot whose entry `doomed` picks (`cache::purge`); returns how many.
+    /// A slot another worker wrote meanwhile is read again (bounded retries).
+    pub fn remove_where(&self, doomed: &dyn Fn(&E) -> bool) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for key in self.slots.every() {
+            for attempt in 1..=CAS_ATTEMPTS {
+                let Some((bytes, cas)) = self.store.get(&key).map_err(StoreError::Host)? else {
+                    break;
+                };
+                if !E::decode(&bytes).is_some_and(|e| doomed(&e)) {
+                    break;
+                }
+                match self.store.set(&key, &[], Some(cas)) {
+                    Ok(()) => {
+                        removed += 1;
+                        break;
+                    }
+                    Err(StoreError::CasMismatch) if attempt < CAS_ATTEMPTS => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Stores `entry`, replacing by the rule above; bounded retries under contention.
     /// `true` when it took a slot that was empty (the table holds one entry more).
     pub fn put(&self, entry: &E, now_ms: u64) -> Result<bool, StoreError> {
@@ -164,6 +196,7 @@ mod tests {
             fingerprint: Fingerprint(fp),
             issued_at_ms: 0,
             expires_at_ms,
+            client_tag: 0,
             sealed_body: b"sealed".to_vec(),
         }
     }

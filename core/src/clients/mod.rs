@@ -509,7 +509,7 @@ mod tests {
             backoff_until_ms: 1_234,
             usage: Usage {
                 requests: 12,
-                decisions: DecisionCounts([9, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0]),
+                decisions: DecisionCounts([9, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0]),
                 issued_window: 2,
                 ..Usage::default()
             },

@@ -7,9 +7,9 @@ use crate::record::{Reader, Writer};
 
 /// Bumped when the layout changes: a record of another layout reads as an empty slot,
 /// except the previous one, which lacks only the counts of the decisions added last.
-const FORMAT_VERSION: u8 = 7;
-const PREVIOUS_VERSION: u8 = 6;
-const PREVIOUS_DECISIONS: usize = 10;
+const FORMAT_VERSION: u8 = 8;
+const PREVIOUS_VERSION: u8 = 7;
+const PREVIOUS_DECISIONS: usize = 12;
 
 /// What one client did, counted exactly across workers (the usage report's row).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -161,8 +161,8 @@ mod tests {
         record.usage.count(Decision::BadRequest);
         let current = record.encode();
         assert_eq!(ClientRecord::decode(&current), Some(record.clone()));
-        // The previous format: its version, and no counts for the two decisions added last.
-        let mut previous = current[..current.len() - 16].to_vec();
+        // The previous format: its version, and no count for the decision added last.
+        let mut previous = current[..current.len() - 8].to_vec();
         previous[0] = PREVIOUS_VERSION;
         assert_eq!(ClientRecord::decode(&previous), Some(record));
         previous[0] = PREVIOUS_VERSION - 1;

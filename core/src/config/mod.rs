@@ -62,6 +62,8 @@ pub struct Upstream {
     pub path: String,
     pub timeout_ms: u64,
     pub backoff_scope: BackoffScope,
+    /// Whether a spent Auth0 quota (`auth0-*-quota-limit` with `r=0`) holds calls back.
+    pub auth0_quota: Auth0Quota,
     /// The longest back-off an IdP `429` can impose (absurd resets are clamped to it).
     pub max_backoff_ms: u64,
     /// When the IdP's `x-ratelimit-remaining` is at or below this (0 = off), its last calls
@@ -95,6 +97,14 @@ pub struct RateLimitService {
 pub enum BackoffScope {
     Client,
     Upstream,
+}
+
+/// `upstream.auth0_quota`: `"obey"` holds a client's (or organization's) misses back while
+/// Auth0 says its quota is spent; `"ignore"` for quotas Auth0 only logs (`enforce: false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth0Quota {
+    Obey,
+    Ignore,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -298,6 +308,16 @@ impl Config {
                     ));
                 }
             },
+            auth0_quota: match up.auth0_quota.as_str() {
+                "obey" => Auth0Quota::Obey,
+                "ignore" => Auth0Quota::Ignore,
+                other => {
+                    return Err(refuse(
+                        "upstream.auth0_quota",
+                        format!("{other:?} must be \"obey\" or \"ignore\""),
+                    ));
+                }
+            },
             max_backoff_ms: {
                 let ms = positive_duration("upstream.max_backoff", &up.max_backoff)?;
                 if !(1_000..=MAX_BACKOFF_LIMIT_MS).contains(&ms) {
@@ -376,6 +396,12 @@ impl Config {
     pub fn is_usage_request(&self, method: &str, path: &str) -> bool {
         let path = path.split_once('?').map_or(path, |(p, _)| p);
         method == "GET" && self.usage_path.as_deref() == Some(path)
+    }
+
+    /// `<usage_path>/purge` (any method: other methods than `POST` are refused there).
+    pub fn is_purge_path(&self, path: &str) -> bool {
+        let plain = path.split_once('?').map_or(path, |(p, _)| p);
+        self.usage_path.as_deref().and_then(|usage| plain.strip_prefix(usage)) == Some("/purge")
     }
 
     /// How tokengate treats a request with this method and `:path`: a path that normalizes

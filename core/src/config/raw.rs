@@ -171,7 +171,7 @@ const CONFIG_FIELDS: [&str; 9] = [
     "usage_path",
     "usage_top_clients",
 ];
-const UPSTREAM_FIELDS: [&str; 11] = [
+const UPSTREAM_FIELDS: [&str; 12] = [
     "cluster",
     "authority",
     "path",
@@ -183,6 +183,7 @@ const UPSTREAM_FIELDS: [&str; 11] = [
     "client_ip_header",
     "env_headers",
     "forward_client_certificate",
+    "auth0_quota",
 ];
 const RATE_LIMIT_SERVICE_FIELDS: [&str; 3] = ["cluster", "domain", "timeout"];
 const CACHE_FIELDS: [&str; 5] =
@@ -244,6 +245,7 @@ pub struct RawUpstream {
     /// Header name to environment variable name, in document order.
     pub env_headers: Vec<(String, String)>,
     pub forward_client_certificate: bool,
+    pub auth0_quota: String,
 }
 
 impl RawUpstream {
@@ -257,6 +259,7 @@ impl RawUpstream {
             path: f.take("path", string)?.unwrap_or_else(|| "/oauth/token".into()),
             timeout: f.take("timeout", string)?.unwrap_or_else(|| "5s".into()),
             backoff_scope: f.take("backoff_scope", string)?.unwrap_or_else(|| "client".into()),
+            auth0_quota: f.take("auth0_quota", string)?.unwrap_or_else(|| "obey".into()),
             max_backoff: f.take("max_backoff", string)?.unwrap_or_else(|| "60s".into()),
             reserve: f.take("reserve", unsigned)?.unwrap_or(0),
             key_header: f.optional("key_header", string)?,

@@ -683,3 +683,20 @@ fn rejects_max_ttl_not_longer_than_min_remaining_ttl() {
     let e = refused(json!({"cache": {"max_ttl": "30s", "min_remaining_ttl": "30s"}}));
     assert_field(e, "cache.max_ttl", "longer than cache.min_remaining_ttl");
 }
+
+#[test]
+fn auth0_quota_is_obeyed_by_default_and_may_be_ignored() {
+    assert_eq!(Config::from_json(MINIMAL.as_bytes()).unwrap().upstream.auth0_quota, Auth0Quota::Obey);
+    let ignore = with(json!({"upstream": {"auth0_quota": "ignore"}})).unwrap();
+    assert_eq!(ignore.upstream.auth0_quota, Auth0Quota::Ignore);
+}
+
+#[test]
+fn rejects_unknown_auth0_quota() {
+    assert_field(
+        refused(json!({"upstream": {"auth0_quota": "log"}})),
+        "upstream.auth0_quota",
+        "\"obey\" or \"ignore\"",
+    );
+    assert_field(refused(json!({"upstream": {"auth0_quota": true}})), "upstream.auth0_quota", "invalid type");
+}

@@ -78,8 +78,9 @@ impl Gate<'_> {
             Err(e) => return respond(self.bad_request(e, now)),
         };
         let client_id = request.client_id.as_deref();
+        let organization = request.params.get("organization").map(String::as_str);
         if request.kind() == RequestKind::Forward {
-            return self.forward(client_id, now);
+            return self.forward(client_id, organization, now);
         }
         let identity = Identity::of(&request, &self.config.upstream);
         let (fp, key) = (identity.fingerprint, identity.seal_key);
@@ -128,7 +129,7 @@ impl Gate<'_> {
                     fingerprint::credential(&request, &self.config.upstream),
                     head,
                     body,
-                    client_id,
+                    (client_id, organization),
                     now,
                 )
             } else {
@@ -145,6 +146,10 @@ impl Gate<'_> {
                 with_headers(r, &limit_headers),
                 true,
             ));
+        }
+        // Auth0 said this client's or organization's token quota is spent: no call until it resets.
+        if let Some(hold) = self.auth0_hold(client_id, organization, now) {
+            return respond(self.auth0_quota_refusal(client_id, &hold, &limit_headers, now));
         }
         // The IdP's back-pressure: no call while it asked for a pause, and none for a key
         // that still has a valid token while its last calls are kept in reserve.
@@ -171,7 +176,7 @@ impl Gate<'_> {
             body,
             &identity,
             credential,
-            client_id,
+            (client_id, organization),
             &limits,
             limit_headers,
             proven,
@@ -183,13 +188,16 @@ impl Gate<'_> {
     /// A forwarded request (another grant, a client assertion, DPoP): never cached; it goes
     /// on to the IdP as the route sends it, every header the client sent included, so a
     /// DPoP proof still names the URL it is checked against.
-    fn forward(&self, client_id: Option<&str>, now: u64) -> Plan {
+    fn forward(&self, client_id: Option<&str>, organization: Option<&str>, now: u64) -> Plan {
         // Forwarded credentials are never proven beforehand (a refresh token or an
         // assertion is new each time): the bucket is read now and charged for a token.
         let limits = self.admit(client_id, now, None, false);
         let limit_headers = limits.headers(now);
         if limits.rate.is_some_and(|(_, d)| !d.allowed) {
             return respond(self.rate_limited(client_id, &limits, now));
+        }
+        if let Some(hold) = self.auth0_hold(client_id, organization, now) {
+            return respond(self.auth0_quota_refusal(client_id, &hold, &limit_headers, now));
         }
         let idp = self.idp_record();
         if let Some(until) = self.backoff_deadline(limits.backoff_until_ms, &idp, now) {
@@ -208,6 +216,7 @@ impl Gate<'_> {
             outcome: Outcome::Forward(ForwardedRequest {
                 limit_headers,
                 client_id: client_id.map(str::to_owned),
+                organization: organization.map(str::to_owned),
                 quota_spent_ms,
                 charge_on_token: self.global_rate.is_none(),
             }),
@@ -224,7 +233,7 @@ impl Gate<'_> {
         body: &[u8],
         identity: &Identity,
         credential: Fingerprint,
-        client_id: Option<&str>,
+        (client_id, organization): (Option<&str>, Option<&str>),
         limits: &LimitState,
         limit_headers: Vec<Header>,
         proven: bool,
@@ -243,6 +252,7 @@ impl Gate<'_> {
             owner: false,
             limit_headers,
             client_id: client_id.map(str::to_owned),
+            organization: organization.map(str::to_owned),
             charge_on_token: !proven && self.global_rate.is_none(),
             call: None,
             credential,

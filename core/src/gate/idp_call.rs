@@ -3,6 +3,7 @@
 //! the IdP's back-pressure.
 
 use super::*;
+use crate::cache::purge::client_tag;
 
 impl Gate<'_> {
     pub(super) fn idp_state(&self) -> IdpState<'_> {
@@ -134,13 +135,14 @@ impl Gate<'_> {
         credential: Fingerprint,
         head: &RequestHead,
         body: &[u8],
-        client_id: Option<&str>,
+        (client_id, organization): (Option<&str>, Option<&str>),
         now: u64,
     ) -> Option<KeyedCall> {
         let fp = identity.fingerprint;
         let idp = self.idp_record();
         let client_backoff = client_id.and_then(|id| self.client_record(id)).map(|r| r.backoff_until_ms);
-        if self.backoff_deadline(client_backoff, &idp, now).is_some() {
+        let held = self.auth0_hold(client_id, organization, now).is_some();
+        if held || self.backoff_deadline(client_backoff, &idp, now).is_some() {
             return None;
         }
         if idp.in_reserve(self.config.upstream.reserve, now) {
@@ -174,6 +176,7 @@ impl Gate<'_> {
             call: self.idp_call(head, body, Some(&fp)),
             started_ms: now,
             client_id: client_id.map(str::to_owned),
+            organization: organization.map(str::to_owned),
             quota_spent_ms: spent.map(|_| now),
         })
     }
@@ -274,6 +277,12 @@ impl Gate<'_> {
             Some(r) if r.status >= 500 && !is_json(&r.body) => unreachable(),
             Some(r) => {
                 let backoff = self.observe_idp(r, call.client_id.as_deref(), now);
+                self.observe_auth0_quota(
+                    &r.headers,
+                    call.client_id.as_deref(),
+                    call.organization.as_deref(),
+                    now,
+                );
                 let identity = Identity { fingerprint: call.fingerprint, seal_key: call.seal_key };
                 let entry = self.nonce().and_then(|nonce| {
                     let max_lifetime = self.config.cache.max_ttl_ms;
@@ -285,6 +294,7 @@ impl Gate<'_> {
                         max_lifetime,
                         nonce,
                     )
+                    .map(|e| CacheEntry { client_tag: client_tag(call.client_id.as_deref()), ..e })
                 });
                 // A token that could not be stored is still relayed to the waiters.
                 let put = entry.and_then(|e| self.stored(self.tokens().put(&e, now)));
@@ -313,6 +323,8 @@ impl Gate<'_> {
                     now,
                     self.config.cache.negative_ttl_ms,
                 ) {
+                    let negative =
+                        NegativeEntry { client_tag: client_tag(call.client_id.as_deref()), ..negative };
                     self.stored(self.negatives().put(&negative, now));
                 }
                 let relay = !cached && r.body.len() <= MAX_SHARED_BODY_BYTES;
@@ -364,6 +376,8 @@ impl Gate<'_> {
             unavailable(Decision::Bypass)
         } else {
             let backoff = self.observe_idp(&reply, pending.client_id.as_deref(), now);
+            let organization = pending.organization.as_deref();
+            self.observe_auth0_quota(headers, pending.client_id.as_deref(), organization, now);
             relay(
                 status,
                 &with_retry_after(relayed_headers(&reply), backoff, now),

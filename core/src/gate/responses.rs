@@ -92,7 +92,10 @@ pub(super) fn is_json(body: &[u8]) -> bool {
     serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 
+/// `headers` set on `response`, replacing any of the same name (tokengate's own quota
+/// header wins over one relayed from the IdP).
 pub(super) fn with_headers(mut response: Response, headers: &[Header]) -> Response {
+    response.headers.retain(|(n, _)| !headers.iter().any(|(m, _)| m == n));
     response.headers.extend(headers.iter().cloned());
     response
 }

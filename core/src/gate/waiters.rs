@@ -149,6 +149,7 @@ impl Waiter {
             call: self.request.clone(),
             started_ms: now,
             client_id: self.client_id.clone(),
+            organization: self.organization.clone(),
             quota_spent_ms,
         }
     }

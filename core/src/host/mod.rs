@@ -106,10 +106,16 @@ pub enum Metric {
     StoreErrors,
     /// Gauge: token slots in use.
     CacheEntries,
+    /// Requests answered `429` locally because Auth0 said a quota is spent.
+    Auth0QuotaRefusals,
+    /// Auth0 quota headers that could not be read (ignored).
+    Auth0QuotaMalformed,
+    /// Cached tokens and remembered refusals dropped by `POST <usage_path>/purge`.
+    Purged,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 20] = [
+    pub const ALL: [Metric; 23] = [
         Metric::Requests,
         Metric::Hits,
         Metric::Misses,
@@ -130,6 +136,9 @@ impl Metric {
         Metric::RateLimitServiceErrors,
         Metric::StoreErrors,
         Metric::CacheEntries,
+        Metric::Auth0QuotaRefusals,
+        Metric::Auth0QuotaMalformed,
+        Metric::Purged,
     ];
 
     /// The metric's position in `ALL`: hosts keep their stat ids in an array, not a map.
@@ -160,6 +169,9 @@ impl Metric {
             Metric::RateLimitServiceErrors => "tokengate_rate_limit_service_errors_total",
             Metric::StoreErrors => "tokengate_store_errors_total",
             Metric::CacheEntries => "tokengate_cache_entries",
+            Metric::Auth0QuotaRefusals => "tokengate_auth0_quota_refusals_total",
+            Metric::Auth0QuotaMalformed => "tokengate_auth0_quota_malformed_total",
+            Metric::Purged => "tokengate_purged_total",
         }
     }
 

@@ -18,17 +18,26 @@ pub struct Hub {
     pub calls: HashMap<u32, KeyedCall>,
     /// Streams waiting for their key's outcome.
     pub waiters: Vec<(StreamId, Waiter)>,
-    /// Usage-report requests, answered once every worker has flushed its pending hits.
+    /// Operator requests (usage report, purge), answered once every worker has ticked.
     pub reports: Vec<(StreamId, ReportRequest)>,
 }
 
-/// A usage-report request waiting for its answer.
+/// An operator request waiting for its answer.
 pub struct ReportRequest {
-    /// When every worker has ticked (and flushed its hits) since the request came.
+    /// When every worker has ticked since the request came: flushed its pending hits (a
+    /// report), dropped a purged client's tokens from its index (a purge).
     pub due_ms: u64,
-    pub accept: Option<String>,
-    pub accept_encoding: Option<String>,
-    pub path: String,
+    pub answer: Report,
+}
+
+pub enum Report {
+    Usage {
+        accept: Option<String>,
+        accept_encoding: Option<String>,
+        path: String,
+    },
+    /// A purge done: how many entries went.
+    Purged(u64),
 }
 
 impl Hub {

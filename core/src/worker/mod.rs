@@ -11,14 +11,15 @@
 mod hub;
 mod stream;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 pub use crate::response::{HeaderEdits, ResponseStep};
-pub use hub::{ReportRequest, StreamId};
+pub use hub::{Report, ReportRequest, StreamId};
 pub use stream::{Step, Stream};
 
 use crate::cache::LocalIndex;
+use crate::cache::purge::{Missed, PurgeLog};
 use crate::config::Config;
 use crate::fingerprint::Fingerprint;
 use crate::flight::CallOutcome;
@@ -26,11 +27,16 @@ use crate::gate::{Gate, IdpReply, KeyedCall};
 use crate::hit_tally::PendingHits;
 use crate::host::Host;
 use crate::response::Response;
+use crate::store::Store;
 use hub::Hub;
 
 /// How often the host ticks the worker: waiters look for outcomes written by other
 /// workers, pending hits are flushed to shared data.
 pub const TICK: Duration = Duration::from_millis(20);
+
+/// Operator requests (usage report, purge) are answered this long after they came: every
+/// worker ticks at least twice meanwhile, on a busy host too.
+pub const OPERATOR_WAIT_MS: u64 = 5 * TICK.as_millis() as u64;
 
 /// Answers for other streams than the one in the callback: `(stream, response)`.
 pub type Answers = Vec<(StreamId, Response)>;
@@ -45,6 +51,8 @@ pub struct Worker {
     /// This worker's hits not yet counted in shared data (see `hit_tally`).
     pending_hits: RefCell<PendingHits>,
     hub: RefCell<Hub>,
+    /// The purges this worker's index has applied (`cache::purge`).
+    purges_seen: Cell<u64>,
 }
 
 impl Worker {
@@ -56,6 +64,7 @@ impl Worker {
             config,
             key_prefix: key_prefix.to_owned(),
             hub: RefCell::default(),
+            purges_seen: Cell::new(0),
         }
     }
 
@@ -81,7 +90,27 @@ impl Worker {
     /// Prepares shared data before the worker serves; `false` if it could not (it is then
     /// created on first use).
     pub fn prepare(&self, host: &dyn Host) -> bool {
+        // Purges before this worker started concern no token it holds.
+        let store = Store::new(host, host, &self.key_prefix);
+        self.purges_seen.set(PurgeLog::read(&store, &self.key_prefix).generation);
         self.bare_gate(host).prepare()
+    }
+
+    /// Drops from this worker's index the tokens of clients purged since its last look.
+    fn apply_purges(&self, host: &dyn Host) {
+        let store = Store::new(host, host, &self.key_prefix);
+        let log = PurgeLog::read(&store, &self.key_prefix);
+        let mut index = self.local_index.borrow_mut();
+        match log.since(self.purges_seen.get()) {
+            Missed::Nothing => return,
+            Missed::Clients(ids) => {
+                for id in ids {
+                    index.remove_client(id);
+                }
+            }
+            Missed::Everything => index.clear(),
+        }
+        self.purges_seen.set(log.generation);
     }
 
     /// Queues a keyed call for the root context and wakes it.
@@ -145,6 +174,7 @@ impl Worker {
         if !self.pending_hits.borrow().is_empty() {
             self.gate(host).flush_hits();
         }
+        self.apply_purges(host);
         let mut answers = Answers::new();
         if self.hub.borrow().is_idle() {
             return answers;
@@ -191,8 +221,11 @@ impl Worker {
         };
         let gate = self.bare_gate(host);
         due.into_iter()
-            .map(|(stream, r)| {
-                (stream, gate.usage(r.accept.as_deref(), r.accept_encoding.as_deref(), &r.path))
+            .map(|(stream, r)| match r.answer {
+                Report::Usage { accept, accept_encoding, path } => {
+                    (stream, gate.usage(accept.as_deref(), accept_encoding.as_deref(), &path))
+                }
+                Report::Purged(entries) => (stream, gate.purged(entries)),
             })
             .collect()
     }

@@ -11,7 +11,7 @@ use crate::rate_limit_service::{self, Verdict};
 use crate::request::{RequestHead, address_without_port, verified_certificate};
 use crate::response::{HeaderEdits, Response, ResponseStep};
 
-use super::{ReportRequest, StreamId, TICK, Worker};
+use super::{OPERATOR_WAIT_MS, Report, ReportRequest, StreamId, Worker};
 
 /// Where a stream is.
 enum Phase {
@@ -21,6 +21,8 @@ enum Phase {
     ReadingBody(RequestHead),
     /// A complete token request waiting for the global rate-limit service's answer.
     AskingRateLimit { token: u32, head: RequestHead, body: Vec<u8>, client_id: String },
+    /// `POST <usage_path>/purge` whose form body is being buffered.
+    ReadingPurge,
     /// A forwarded request gone on to the IdP through the route: its answer comes back
     /// through the filter ([`Worker::on_response_headers`]).
     Forwarded(ForwardedRequest),
@@ -78,15 +80,22 @@ impl Worker {
             // Answered by the root once every worker has ticked, so hits still pending in
             // any worker (see `hit_tally`) are in the report.
             self.gate(host).flush_hits();
-            let report = ReportRequest {
-                due_ms: host.now_ms() + 2 * TICK.as_millis() as u64 + 5,
+            let report = Report::Usage {
                 accept: header("accept").map(str::to_owned),
                 accept_encoding: header("accept-encoding").map(str::to_owned),
                 path: path.to_owned(),
             };
-            self.hub.borrow_mut().reports.push((stream.id, report));
-            stream.phase = Phase::Waiting;
-            return Step::Pause;
+            return self.answer_after_ticks(host, stream, report);
+        }
+        if self.config.is_purge_path(path) {
+            return match (method, end_of_stream) {
+                ("POST", false) => {
+                    stream.phase = Phase::ReadingPurge;
+                    Step::Continue
+                }
+                ("POST", true) => respond(stream, self.bare_gate(host).purge_refused()),
+                _ => respond(stream, self.bare_gate(host).purge_wrong_method()),
+            };
         }
         match self.config.route(method, path) {
             Route::Other => return Step::Continue,
@@ -148,6 +157,7 @@ impl Worker {
     ) -> Step {
         match &stream.phase {
             Phase::ReadingBody(_) => {}
+            Phase::ReadingPurge => return self.purge_body(host, stream, body_size, end_of_stream, read_body),
             Phase::Waiting | Phase::AskingRateLimit { .. } => return Step::Pause,
             Phase::Forwarded(_) | Phase::PassThrough => return Step::Continue,
         }
@@ -170,6 +180,7 @@ impl Worker {
     pub fn on_request_trailers(&self, host: &dyn Host, stream: &mut Stream) -> Step {
         match stream.phase {
             Phase::ReadingBody(_) => respond(stream, self.bare_gate(host).with_trailers()),
+            Phase::ReadingPurge => respond(stream, self.bare_gate(host).purge_refused()),
             _ => Step::Continue,
         }
     }
@@ -218,6 +229,48 @@ impl Worker {
             }
             Phase::Forwarded(forwarded) => self.bare_gate(host).forward_abandoned(forwarded),
             _ => {}
+        }
+    }
+
+    /// Registers an operator request with the hub, answered by the root once every worker
+    /// has ticked.
+    fn answer_after_ticks(&self, host: &dyn Host, stream: &mut Stream, answer: Report) -> Step {
+        let report = ReportRequest { due_ms: host.now_ms() + OPERATOR_WAIT_MS, answer };
+        self.hub.borrow_mut().reports.push((stream.id, report));
+        stream.phase = Phase::Waiting;
+        Step::Pause
+    }
+
+    /// The purge's form body: `client_id=<id>`. The client's entries go from shared data
+    /// and this worker's index now; the answer waits until every worker has ticked, and
+    /// so dropped them from its own index.
+    fn purge_body(
+        &self,
+        host: &dyn Host,
+        stream: &mut Stream,
+        body_size: usize,
+        end_of_stream: bool,
+        read_body: impl FnOnce() -> Vec<u8>,
+    ) -> Step {
+        let gate = self.gate(host);
+        if body_size > self.config.max_body_bytes {
+            return respond(stream, gate.purge_refused());
+        }
+        if !end_of_stream {
+            return Step::Pause;
+        }
+        let body = read_body();
+        let client_id = crate::request::parse_form(&body)
+            .ok()
+            .and_then(|pairs| pairs.into_iter().find(|(name, _)| name == "client_id"))
+            .map(|(_, id)| id)
+            .filter(|id| !id.is_empty());
+        let Some(client_id) = client_id else {
+            return respond(stream, gate.purge_refused());
+        };
+        match gate.purge(&client_id) {
+            Ok(entries) => self.answer_after_ticks(host, stream, Report::Purged(entries)),
+            Err(_) => respond(stream, gate.purge_failed()),
         }
     }
 

@@ -219,8 +219,8 @@ fn a_usage_report_waits_for_every_worker_to_tick() {
     worker.on_keyed_answer(&host, 1, Some(&token_reply("tok-1")));
     let mut report = Stream::new(9);
     assert_eq!(worker.on_request_headers(&host, &mut report, &headers("GET", "/usage"), true), Step::Pause);
-    assert!(worker.on_tick(&host).is_empty(), "not before two ticks");
-    host.advance_ms(TICK.as_millis() as u64 * 2 + 5);
+    assert!(worker.on_tick(&host).is_empty(), "not before every worker has ticked");
+    host.advance_ms(OPERATOR_WAIT_MS);
     let answers = worker.on_tick(&host);
     assert_eq!(answers.len(), 1);
     let body: Value = serde_json::from_slice(&answers[0].1.body).unwrap();
@@ -483,4 +483,171 @@ mod client_certificates {
         assert!(edits.contains(&("client-certificate".to_owned(), None)), "{edits:?}");
         assert!(!edits.iter().any(|(n, v)| n == "client-certificate" && v.is_some()), "{edits:?}");
     }
+}
+
+/// A token request of `client` with these extra form parameters.
+fn client_form(client: &str, extra: &str) -> Vec<u8> {
+    format!("grant_type=client_credentials&client_id={client}&client_secret=s&audience=a{extra}").into_bytes()
+}
+
+/// Dispatches the worker's queued keyed call and answers it with `reply`.
+fn answer_call(worker: &Worker, host: &FakeHost, reply: IdpReply) -> Answers {
+    worker.on_wake(host);
+    let token = host.calls().len() as u32;
+    worker.on_keyed_answer(host, token, Some(&reply))
+}
+
+fn with_header(mut reply: IdpReply, name: &str, value: &str) -> IdpReply {
+    reply.headers.push((name.into(), value.into()));
+    reply
+}
+
+fn responded(step: Step) -> Response {
+    match step {
+        Step::Respond(response) => response,
+        other => panic!("expected an answer now, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_spent_auth0_client_quota_holds_that_clients_misses_until_it_resets() {
+    let (host, worker) = (FakeHost::new(T0), worker(json!({})));
+    let quota = "b=per_hour;q=5;r=0;t=30";
+    request(&worker, &host, &mut Stream::new(1), client_form("c1", ""));
+    answer_call(&worker, &host, with_header(token_reply("tok-1"), "auth0-client-quota-limit", quota));
+    // A miss of the same client (another audience): answered here, no call.
+    host.advance_ms(2_000);
+    let other_audience = client_form("c1", "&scope=read");
+    let refusal = responded(request(&worker, &host, &mut Stream::new(2), other_audience.clone()));
+    assert_eq!((refusal.status, refusal.header("retry-after")), (429, Some("28")));
+    assert_eq!(refusal.header("auth0-client-quota-limit"), Some("b=per_hour;q=5;r=0;t=28"));
+    assert_eq!(refusal.header("x-tokengate-decision"), Some("auth0_quota"));
+    assert_eq!(host.calls().len(), 1);
+    assert_eq!(host.metric(Metric::Auth0QuotaRefusals), 1);
+    // Its hit is served; another client calls.
+    let hit = responded(request(&worker, &host, &mut Stream::new(3), client_form("c1", "")));
+    assert_eq!(cache_of(&hit), "hit");
+    assert_eq!(request(&worker, &host, &mut Stream::new(4), client_form("c2", "")), Step::Pause);
+    answer_call(&worker, &host, token_reply("tok-2"));
+    // After the reset the client calls again.
+    host.advance_ms(28_000);
+    assert_eq!(request(&worker, &host, &mut Stream::new(5), other_audience), Step::Pause);
+}
+
+#[test]
+fn a_spent_organization_quota_holds_every_client_naming_it() {
+    let (host, worker) = (FakeHost::new(T0), worker(json!({})));
+    request(&worker, &host, &mut Stream::new(1), client_form("c1", "&organization=org_1"));
+    let spent = "b=per_day;q=100;r=0;t=600,b=per_hour;q=10;r=3;t=60";
+    let reply =
+        with_header(IdpReply { status: 429, ..token_reply("x") }, "auth0-organization-quota-limit", spent);
+    let answers = answer_call(&worker, &host, reply);
+    assert_eq!(
+        answers[0].1.header("auth0-organization-quota-limit"),
+        Some(spent),
+        "relayed with Auth0's 429"
+    );
+    let refusal =
+        responded(request(&worker, &host, &mut Stream::new(2), client_form("c2", "&organization=org_1")));
+    assert_eq!((refusal.status, refusal.header("retry-after")), (429, Some("600")));
+    assert_eq!(refusal.header("auth0-organization-quota-limit"), Some(spent));
+    // The same clients without that organization, or naming another, still call.
+    assert_eq!(request(&worker, &host, &mut Stream::new(3), client_form("c2", "")), Step::Pause);
+    answer_call(&worker, &host, token_reply("tok-2"));
+    assert_eq!(
+        request(&worker, &host, &mut Stream::new(4), client_form("c2", "&organization=org_2")),
+        Step::Pause
+    );
+}
+
+#[test]
+fn malformed_auth0_quota_headers_are_counted_and_ignored_and_ignore_mode_never_holds() {
+    for (config, value, held) in [
+        (json!({}), "b=per_hour;q=5;r=zero;t=30", false),
+        (
+            json!({"upstream": {"cluster": "idp", "authority": "t", "auth0_quota": "ignore"}}),
+            "b=per_hour;q=5;r=0;t=30",
+            false,
+        ),
+        (json!({}), "b=per_hour;q=5;r=0;t=30", true),
+    ] {
+        let (host, worker) = (FakeHost::new(T0), worker(config));
+        request(&worker, &host, &mut Stream::new(1), client_form("c1", ""));
+        answer_call(&worker, &host, with_header(token_reply("tok-1"), "auth0-client-quota-limit", value));
+        let step = request(&worker, &host, &mut Stream::new(2), client_form("c1", "&scope=x"));
+        assert_eq!(matches!(step, Step::Respond(_)), held, "{value}");
+        let malformed = host.metric(Metric::Auth0QuotaMalformed);
+        assert_eq!(malformed, i64::from(value.contains("zero")), "{value}");
+    }
+}
+
+#[test]
+fn a_purge_drops_the_clients_tokens_on_every_worker_and_answers_after_their_ticks() {
+    let host = FakeHost::new(T0);
+    let (a, b) = (worker(json!({})), worker(json!({})));
+    a.prepare(&host);
+    b.prepare(&host);
+    request(&a, &host, &mut Stream::new(1), client_form("c1", ""));
+    answer_call(&a, &host, token_reply("tok-1"));
+    request(&a, &host, &mut Stream::new(2), client_form("c2", ""));
+    answer_call(&a, &host, token_reply("tok-2"));
+    // Both workers hold c1's token in their own index.
+    for w in [&a, &b] {
+        for n in 0..2 {
+            assert_eq!(
+                cache_of(&responded(request(w, &host, &mut Stream::new(10 + n), client_form("c1", "")))),
+                "hit"
+            );
+        }
+    }
+    let mut purge = Stream::new(20);
+    assert_eq!(
+        b.on_request_headers(&host, &mut purge, &headers("POST", "/usage/purge"), false),
+        Step::Continue
+    );
+    let body = b"client_id=c1".to_vec();
+    assert_eq!(b.on_request_body(&host, &mut purge, body.len(), true, || body), Step::Pause);
+    assert!(b.on_tick(&host).is_empty(), "not before every worker has ticked");
+    a.on_tick(&host);
+    host.advance_ms(OPERATOR_WAIT_MS);
+    let answers = b.on_tick(&host);
+    assert_eq!((answers[0].0, answers[0].1.status), (20, 200));
+    assert_eq!(serde_json::from_slice::<Value>(&answers[0].1.body).unwrap(), json!({"purged": 1}));
+    assert_eq!(host.metric(Metric::Purged), 1);
+    // c1 is a miss on both workers; c2 is still a hit.
+    for w in [&a, &b] {
+        assert_eq!(request(w, &host, &mut Stream::new(30), client_form("c1", "")), Step::Pause);
+        assert_eq!(
+            cache_of(&responded(request(w, &host, &mut Stream::new(31), client_form("c2", "")))),
+            "hit"
+        );
+    }
+}
+
+#[test]
+fn a_purge_takes_post_with_a_client_id() {
+    let (host, worker) = (FakeHost::new(T0), worker(json!({})));
+    let get = responded(worker.on_request_headers(
+        &host,
+        &mut Stream::new(1),
+        &headers("GET", "/usage/purge"),
+        true,
+    ));
+    assert_eq!((get.status, get.header("allow")), (405, Some("POST")));
+    let empty = responded(worker.on_request_headers(
+        &host,
+        &mut Stream::new(2),
+        &headers("POST", "/usage/purge"),
+        true,
+    ));
+    assert_eq!(empty.status, 400);
+    let mut stream = Stream::new(3);
+    worker.on_request_headers(&host, &mut stream, &headers("POST", "/usage/purge?x=1"), false);
+    let refused = responded(worker.on_request_body(&host, &mut stream, 5, true, || b"who=1".to_vec()));
+    assert_eq!(refused.status, 400);
+    assert_eq!(
+        worker.on_request_headers(&host, &mut Stream::new(4), &headers("POST", "/usage/purge/x"), true),
+        Step::Continue,
+        "only the exact path"
+    );
 }
