@@ -177,17 +177,17 @@ fn the_production_configurations_hold_tokengates_filter_once_and_serve_the_repor
             "{file}: the alias did not give the usage listener the token listener's filter"
         );
         let usage_path = token["usage_path"].as_str().expect("usage_path is set");
-        // On the public listener Envoy answers the usage path itself, tokengate switched off
-        // there (tokengate matches usage_path exactly, before any `?`, as Envoy's `path` match
-        // does).
+        // On the public listener Envoy answers the usage path and everything under it (the
+        // purge) itself, tokengate switched off there (tokengate matches usage_path and
+        // `<usage_path>/purge` exactly, before any `?`; Envoy's prefix match covers both).
         let yaml: Value = serde_yaml::from_str(&text).unwrap();
         let public = &yaml["static_resources"]["listeners"][0];
         assert_eq!(public["name"], "token_listener", "{file}");
         let report = &routes(public)[0];
         assert_eq!(
-            report["match"]["path"].as_str(),
+            report["match"]["path_separated_prefix"].as_str(),
             Some(usage_path),
-            "{file}: the first route must be the usage path's"
+            "{file}: the first route must be the usage path's, with what is under it"
         );
         assert_eq!(report["direct_response"]["status"].as_u64(), Some(404), "{file}");
         assert_eq!(
@@ -198,6 +198,16 @@ fn the_production_configurations_hold_tokengates_filter_once_and_serve_the_repor
         let listener = &yaml["static_resources"]["listeners"][1];
         assert_eq!(listener["name"], "usage_listener", "{file}");
         assert_eq!(listener["address"]["socket_address"]["address"], "127.0.0.1", "{file}");
+        // The purge reads a form body: on the loopback listener its route buffers it.
+        let purge_path = format!("{usage_path}/purge");
+        let purge = routes(listener).into_iter().find(|r| r["match"]["path"].as_str() == Some(&purge_path));
+        let purge =
+            purge.unwrap_or_else(|| panic!("{file}: no route for {purge_path} on the usage listener"));
+        assert_eq!(
+            purge["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"],
+            Value::Bool(false),
+            "{file}: the purge route does not buffer"
+        );
         // What tokengate passes on through the token route reaches the IdP it calls itself,
         // with the same Host.
         let token_paths = token["token_paths"].as_array().unwrap();

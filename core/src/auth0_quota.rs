@@ -9,10 +9,8 @@
 //! requests cannot add one (only an IdP answer does), and a full table drops the hold that
 //! ends first (one more call to Auth0 takes it again).
 
-use sha2::{Digest, Sha256};
-
 use crate::cache::SlotEntry;
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{Fingerprint, tagged};
 use crate::record::{Reader, Writer};
 
 pub const CLIENT_HEADER: &str = "auth0-client-quota-limit";
@@ -23,46 +21,39 @@ pub const HOLD_SLOTS: u32 = 256;
 const MAX_RESET_S: u64 = 86_400;
 const FORMAT_VERSION: u8 = 1;
 
-/// One bucket of a quota header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuotaBucket<'v> {
-    /// `per_hour`, `per_day` (any token Auth0 sends).
-    pub per: &'v str,
-    pub quota: u64,
-    pub remaining: u64,
-    pub reset_s: u64,
-}
-
-/// The buckets of one header value; `None` when any bucket lacks `b`, `q`, `r` or `t`, or
-/// one of them is not a number (the whole value is then ignored and counted).
-pub fn parse(value: &str) -> Option<Vec<QuotaBucket<'_>>> {
-    value
-        .split(',')
-        .map(|bucket| {
-            let (mut per, mut quota, mut remaining, mut reset_s) = (None, None, None, None);
-            for pair in bucket.split(';') {
-                let (name, v) = pair.split_once('=')?;
-                let v = v.trim();
-                let number = || v.parse::<u64>().ok();
-                match name.trim() {
-                    "b" => per = Some(v).filter(|v| !v.is_empty()),
-                    "q" => quota = Some(number()?),
-                    "r" => remaining = Some(number()?),
-                    "t" => reset_s = Some(number()?),
-                    _ => {}
-                }
+/// When a spent bucket of a quota header value resets: the latest `t` among the buckets
+/// with `r=0` (`Ok(None)`: nothing is spent, or it resets now). `Err` when any bucket lacks
+/// `b`, `q`, `r` or `t`, or one of them is not a number: the whole value is then ignored
+/// (and counted).
+pub fn spent_until_ms(value: &str, now_ms: u64) -> Result<Option<u64>, Malformed> {
+    let mut reset_s = None;
+    for bucket in value.split(',') {
+        let (mut per, mut quota, mut remaining, mut t) = (false, None, None, None);
+        for pair in bucket.split(';') {
+            let (name, v) = pair.split_once('=').ok_or(Malformed)?;
+            let v = v.trim();
+            let number = || v.parse::<u64>().map_err(|_| Malformed);
+            match name.trim() {
+                "b" => per = !v.is_empty(),
+                "q" => quota = Some(number()?),
+                "r" => remaining = Some(number()?),
+                "t" => t = Some(number()?),
+                _ => {}
             }
-            Some(QuotaBucket { per: per?, quota: quota?, remaining: remaining?, reset_s: reset_s? })
-        })
-        .collect()
+        }
+        let (true, Some(_), Some(remaining), Some(t)) = (per, quota, remaining, t) else {
+            return Err(Malformed);
+        };
+        if remaining == 0 {
+            reset_s = reset_s.max(Some(t.min(MAX_RESET_S)));
+        }
+    }
+    Ok(reset_s.filter(|s| *s > 0).map(|s| now_ms.saturating_add(s * 1000)))
 }
 
-/// When a spent bucket in these buckets resets: the latest `t` among those with `r=0`
-/// (`None`: nothing is spent, or it resets now).
-pub fn spent_until_ms(buckets: &[QuotaBucket<'_>], now_ms: u64) -> Option<u64> {
-    let reset_s = buckets.iter().filter(|b| b.remaining == 0).map(|b| b.reset_s.min(MAX_RESET_S)).max()?;
-    (reset_s > 0).then(|| now_ms.saturating_add(reset_s * 1000))
-}
+/// A quota header value that could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
 
 /// What a hold is for: a client id, or an organization as requests name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,12 +73,10 @@ impl Subject {
 
     /// Its key in the hold table.
     pub fn fingerprint(self, name: &str) -> Fingerprint {
-        let digest = Sha256::new()
-            .chain_update(b"tokengate auth0 quota hold\0")
-            .chain_update([self as u8])
-            .chain_update(name.as_bytes())
-            .finalize();
-        Fingerprint(digest.into())
+        let mut input = Vec::with_capacity(1 + name.len());
+        input.push(self as u8);
+        input.extend_from_slice(name.as_bytes());
+        tagged(b"tokengate auth0 quota hold", &input)
     }
 }
 
@@ -98,39 +87,19 @@ pub struct Hold {
     pub subject: Subject,
     pub name: String,
     pub until_ms: u64,
-    /// When Auth0 sent `header_value`.
-    pub seen_ms: u64,
     /// Auth0's header as it came.
     pub header_value: String,
 }
 
 impl Hold {
-    pub fn new(subject: Subject, name: &str, header_value: &str, seen_ms: u64, until_ms: u64) -> Hold {
+    pub fn new(subject: Subject, name: &str, header_value: &str, until_ms: u64) -> Hold {
         Hold {
             fingerprint: subject.fingerprint(name),
             subject,
             name: name.to_owned(),
             until_ms,
-            seen_ms,
             header_value: header_value.to_owned(),
         }
-    }
-
-    /// Auth0's header passed on at `now_ms`: each bucket's `t` counts down from when Auth0
-    /// sent it (the rest as Auth0 wrote it).
-    pub fn header_at(&self, now_ms: u64) -> String {
-        let elapsed_s = now_ms.saturating_sub(self.seen_ms) / 1000;
-        let buckets = self.header_value.split(',').map(|bucket| {
-            let pairs = bucket.split(';').map(|pair| match pair.split_once('=') {
-                Some((name, v)) if name.trim() == "t" => match v.trim().parse::<u64>() {
-                    Ok(t) => format!("{name}={}", t.saturating_sub(elapsed_s)),
-                    Err(_) => pair.to_owned(),
-                },
-                _ => pair.to_owned(),
-            });
-            pairs.collect::<Vec<_>>().join(";")
-        });
-        buckets.collect::<Vec<_>>().join(",")
     }
 }
 
@@ -146,11 +115,10 @@ impl SlotEntry for Hold {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let capacity = 32 + 8 + 8 + 1 + 8 + self.name.len() + self.header_value.len();
+        let capacity = 32 + 8 + 1 + 8 + self.name.len() + self.header_value.len();
         Writer::new(FORMAT_VERSION, capacity)
             .raw(&self.fingerprint.0)
             .u64(self.until_ms)
-            .u64(self.seen_ms)
             .u8(self.subject as u8)
             .bytes(self.name.as_bytes())
             .bytes(self.header_value.as_bytes())
@@ -162,7 +130,6 @@ impl SlotEntry for Hold {
         Some(Hold {
             fingerprint: Fingerprint(r.array()?),
             until_ms: r.u64()?,
-            seen_ms: r.u64()?,
             subject: match r.u8()? {
                 0 => Subject::Client,
                 _ => Subject::Organization,
@@ -179,30 +146,25 @@ mod tests {
 
     #[test]
     fn one_bucket() {
-        let buckets = parse("b=per_hour;q=5;r=0;t=30").unwrap();
-        assert_eq!(buckets, vec![QuotaBucket { per: "per_hour", quota: 5, remaining: 0, reset_s: 30 }]);
-        assert_eq!(spent_until_ms(&buckets, 1_000), Some(31_000));
+        assert_eq!(spent_until_ms("b=per_hour;q=5;r=0;t=30", 1_000), Ok(Some(31_000)));
+        assert_eq!(spent_until_ms("b=per_hour;q=5;r=1;t=30", 1_000), Ok(None));
     }
 
     #[test]
     fn two_buckets_the_spent_one_decides() {
         let value = "b=per_hour;q=100;r=99;t=3000, b=per_day;q=1000;r=0;t=80000";
-        let buckets = parse(value).unwrap();
-        assert_eq!(buckets.len(), 2);
-        assert_eq!(spent_until_ms(&buckets, 0), Some(80_000_000));
+        assert_eq!(spent_until_ms(value, 0), Ok(Some(80_000_000)));
         // Nothing spent: no hold.
-        let open = parse("b=per_hour;q=100;r=1;t=3000,b=per_day;q=1000;r=999;t=80000").unwrap();
-        assert_eq!(spent_until_ms(&open, 0), None);
+        assert_eq!(spent_until_ms("b=per_hour;q=100;r=1;t=3000,b=per_day;q=1000;r=999;t=80000", 0), Ok(None));
         // Both spent: the later reset.
-        let both = parse("b=per_hour;q=1;r=0;t=10,b=per_day;q=1;r=0;t=20").unwrap();
-        assert_eq!(spent_until_ms(&both, 0), Some(20_000));
+        assert_eq!(spent_until_ms("b=per_hour;q=1;r=0;t=10,b=per_day;q=1;r=0;t=20", 0), Ok(Some(20_000)));
     }
 
     #[test]
     fn a_reset_now_or_beyond_a_day() {
-        assert_eq!(spent_until_ms(&parse("b=per_hour;q=5;r=0;t=0").unwrap(), 7), None);
+        assert_eq!(spent_until_ms("b=per_hour;q=5;r=0;t=0", 7), Ok(None));
         let far = format!("b=per_day;q=5;r=0;t={}", u64::MAX);
-        assert_eq!(spent_until_ms(&parse(&far).unwrap(), 0), Some(86_400_000));
+        assert_eq!(spent_until_ms(&far, 0), Ok(Some(86_400_000)));
     }
 
     #[test]
@@ -219,26 +181,18 @@ mod tests {
             "b=per_hour;q=5;r=0;t=3.5",
             "b=per_hour;q=5;r;t=30",
         ] {
-            assert_eq!(parse(bad), None, "{bad:?}");
+            assert_eq!(spent_until_ms(bad, 0), Err(Malformed), "{bad:?}");
         }
         // Unknown keys and spaces are tolerated.
-        assert!(parse(" b=per_day ; q=1 ; r=0 ; t=5 ; x=y ").is_some());
+        assert_eq!(spent_until_ms(" b=per_day ; q=1 ; r=0 ; t=5 ; x=y ", 0), Ok(Some(5_000)));
     }
 
     #[test]
-    fn the_header_passed_on_counts_down() {
-        let hold = Hold::new(
-            Subject::Client,
-            "c1",
-            "b=per_hour;q=5;r=0;t=30,b=per_day;q=9;r=4;t=100",
-            10_000,
-            40_000,
-        );
-        assert_eq!(hold.header_at(10_900), "b=per_hour;q=5;r=0;t=30,b=per_day;q=9;r=4;t=100");
-        assert_eq!(hold.header_at(22_000), "b=per_hour;q=5;r=0;t=18,b=per_day;q=9;r=4;t=88");
+    fn holds_round_trip_and_a_client_and_an_organization_of_one_name_differ() {
+        let hold = Hold::new(Subject::Client, "c1", "b=per_hour;q=5;r=0;t=30", 40_000);
         assert_eq!(Hold::decode(&hold.encode()), Some(hold.clone()));
-        let org = Hold::new(Subject::Organization, "c1", "x", 0, 1);
-        assert_ne!(org.fingerprint, hold.fingerprint, "a client and an organization of one name differ");
+        let org = Hold::new(Subject::Organization, "c1", "x", 1);
+        assert_ne!(org.fingerprint, hold.fingerprint);
         assert_eq!(Hold::decode(&org.encode()), Some(org));
     }
 }

@@ -69,6 +69,15 @@ pub fn credential(request: &TokenRequest, upstream: &Upstream) -> Fingerprint {
 }
 
 /// Length-prefixed fields in a fixed order, then every parameter sorted by name.
+/// A fingerprint of `input` in the domain `tag`, by the HKDF the cache keys use (one hash
+/// routine in the module, not two).
+#[inline(never)]
+pub fn tagged(tag: &[u8], input: &[u8]) -> Fingerprint {
+    let mut out = [0u8; 32];
+    let _ = Hkdf::<Sha256>::new(Some(tag), input).expand(b"tokengate", &mut out);
+    Fingerprint(out)
+}
+
 fn canonical_form(request: &TokenRequest, upstream: &Upstream) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     // The IdP is part of the key: two tenants never share a token.

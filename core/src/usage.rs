@@ -69,8 +69,6 @@ struct HoldRow {
     name: String,
     /// Unix seconds: misses are answered `429` until then.
     until: u64,
-    /// Auth0's header, as it would be passed on now.
-    auth0_header: String,
 }
 
 /// What the report counts, for one client or in total.
@@ -147,7 +145,8 @@ struct LimitsRow {
 struct RateRow {
     max_tokens: u64,
     tokens_per_fill: u64,
-    fill_interval_seconds: f64,
+    /// Milliseconds: an integer, so the module carries no float formatting.
+    fill_interval_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -232,7 +231,6 @@ fn holds(store: &Store<'_>, key_prefix: &str, now_ms: u64) -> Vec<HoldRow> {
             Subject::Organization => "organization",
         },
         until: h.until_ms.div_ceil(1000),
-        auth0_header: h.header_at(now_ms),
         name: h.name,
     })
     .collect()
@@ -242,7 +240,7 @@ fn limits_of(config: &Config, client_id: &str) -> LimitsRow {
     let rate = config.rate_limit.as_ref().and_then(|l| l.for_client(client_id)).map(|r| RateRow {
         max_tokens: r.max_tokens,
         tokens_per_fill: r.tokens_per_fill,
-        fill_interval_seconds: r.fill_interval_ms as f64 / 1000.0,
+        fill_interval_ms: r.fill_interval_ms,
     });
     let quota = config
         .quota

@@ -86,6 +86,8 @@ struct State {
     token_bytes: usize,
     fault: Fault,
     rate_limit: Option<RateLimit>,
+    /// Sent on every token answer, faults included (Auth0's quota headers, say).
+    extra_headers: Vec<(String, String)>,
     token_calls: u64,
     by_client: BTreeMap<String, u64>,
     by_client_audience: BTreeMap<(String, String), u64>,
@@ -183,6 +185,12 @@ impl MockIdp {
         self.shared.state().rate_limit = rate_limit;
     }
 
+    /// Sends these headers on every token answer, faults included (empty: none).
+    pub fn set_extra_headers(&self, headers: &[(&str, &str)]) {
+        self.shared.state().extra_headers =
+            headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
+    }
+
     pub fn set_expires_in(&self, seconds: u64) {
         self.shared.state().expires_in = seconds;
     }
@@ -261,6 +269,9 @@ fn handle(request: &Request, shared: &Shared) -> Option<Reply> {
     }
     let is_token = request.method == "POST" && request.path() == TOKEN_PATH;
     let mut reply = answer(request, shared)?;
+    if is_token {
+        reply.headers.extend(shared.state().extra_headers.iter().cloned());
+    }
     let rate_limit = shared.state().rate_limit;
     if let (true, Some(limit)) = (is_token, rate_limit) {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -378,6 +389,14 @@ fn handle_admin(path: &str, request: &Request, shared: &Shared) -> Reply {
                     }
                     _ => None,
                 };
+            Reply::json(200, &json!({"ok": true}))
+        }
+        ("POST", "headers") => {
+            let pairs = body["headers"].as_array().cloned().unwrap_or_default();
+            state.extra_headers = pairs
+                .iter()
+                .filter_map(|pair| Some((pair[0].as_str()?.to_owned(), pair[1].as_str()?.to_owned())))
+                .collect();
             Reply::json(200, &json!({"ok": true}))
         }
         ("POST", "expires_in") => match body["expires_in"].as_u64() {

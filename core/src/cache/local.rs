@@ -77,13 +77,6 @@ impl LocalIndex {
         self.entries.remove(digest);
     }
 
-    /// Drops every token of this client (a purge); returns how many.
-    pub fn remove_client(&mut self, client_id: &str) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|_, e| e.client_id.as_deref() != Some(client_id));
-        before - self.entries.len()
-    }
-
     pub fn clear(&mut self) {
         self.entries.clear();
     }

@@ -97,26 +97,7 @@ impl<'a, E: SlotEntry> SlotTable<'a, E> {
     /// Empties every slot whose entry `doomed` picks (`cache::purge`); returns how many.
     /// A slot another worker wrote meanwhile is read again (bounded retries).
     pub fn remove_where(&self, doomed: &dyn Fn(&E) -> bool) -> Result<u64, StoreError> {
-        let mut removed = 0;
-        for key in self.slots.every() {
-            for attempt in 1..=CAS_ATTEMPTS {
-                let Some((bytes, cas)) = self.store.get(&key).map_err(StoreError::Host)? else {
-                    break;
-                };
-                if !E::decode(&bytes).is_some_and(|e| doomed(&e)) {
-                    break;
-                }
-                match self.store.set(&key, &[], Some(cas)) {
-                    Ok(()) => {
-                        removed += 1;
-                        break;
-                    }
-                    Err(StoreError::CasMismatch) if attempt < CAS_ATTEMPTS => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(removed)
+        remove_from_slots(self.store, &self.slots, &|bytes| E::decode(bytes).is_some_and(|e| doomed(&e)))
     }
 
     /// Stores `entry`, replacing by the rule above; bounded retries under contention.
@@ -132,6 +113,34 @@ impl<'a, E: SlotEntry> SlotTable<'a, E> {
             &slot_of,
         )
     }
+}
+
+/// [`SlotTable::remove_where`] for every kind of entry: one copy in the .wasm.
+fn remove_from_slots(
+    store: &dyn SharedStore,
+    slots: &Slots<'_>,
+    doomed: &dyn Fn(&[u8]) -> bool,
+) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    for key in slots.every() {
+        for attempt in 1..=CAS_ATTEMPTS {
+            let Some((bytes, cas)) = store.get(&key).map_err(StoreError::Host)? else {
+                break;
+            };
+            if !doomed(&bytes) {
+                break;
+            }
+            match store.set(&key, &[], Some(cas)) {
+                Ok(()) => {
+                    removed += 1;
+                    break;
+                }
+                Err(StoreError::CasMismatch) if attempt < CAS_ATTEMPTS => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Reads the fingerprint and expiry of a slot's value (`None`: not an entry, an empty slot).

@@ -34,12 +34,12 @@ impl Gate<'_> {
                 ORGANIZATION_HEADER => (Subject::Organization, organization),
                 _ => continue,
             };
-            let Some(buckets) = crate::auth0_quota::parse(value) else {
+            let Ok(until) = spent_until_ms(value, now) else {
                 self.host.add(Metric::Auth0QuotaMalformed, 1);
                 continue;
             };
-            if let (Some(until), Some(held)) = (spent_until_ms(&buckets, now), held) {
-                self.stored(self.holds().put(&Hold::new(subject, held, value, now, until), now));
+            if let (Some(until), Some(held)) = (until, held) {
+                self.stored(self.holds().put(&Hold::new(subject, held, value, until), now));
             }
         }
     }
@@ -64,7 +64,8 @@ impl Gate<'_> {
     }
 
     /// The local `429` while Auth0's quota is spent: `retry-after` until the bucket resets,
-    /// and Auth0's header passed on (it replaces tokengate's own quota header).
+    /// and Auth0's header passed on as Auth0 sent it (it replaces tokengate's own quota
+    /// header).
     pub(super) fn auth0_quota_refusal(
         &self,
         client_id: Option<&str>,
@@ -81,7 +82,7 @@ impl Gate<'_> {
         let mut r = Response::oauth_error(429, ErrorCode::TooManyRequests, description, Decision::Bypass);
         r.push_header("retry-after", seconds_left(hold.until_ms, now).to_string());
         let r = with_headers(r, limit_headers);
-        let r = with_headers(r, &[(hold.subject.header().into(), hold.header_at(now).into())]);
+        let r = with_headers(r, &[(hold.subject.header().into(), hold.header_value.clone().into())]);
         self.conclude(client_id, Decision::Auth0Quota, r, false)
     }
 }

@@ -3,19 +3,19 @@
 //! request is a miss (see `cache::purge`).
 
 use super::*;
-use crate::cache::purge::{PurgeLog, client_tag};
+use crate::cache::purge::{client_tag, count_purge};
 
 impl Gate<'_> {
-    /// Empties the client's token and negative slots in shared data and drops its tokens
-    /// from this worker's index, and logs the purge for the other workers' indexes (each
-    /// reads the log on its tick). Returns how many shared entries went.
+    /// Empties the client's token and negative slots in shared data and counts the purge,
+    /// which empties every worker's index of served tokens (this one's now, the others' on
+    /// their tick). Returns how many shared entries went.
     pub fn purge(&self, client_id: &str) -> Result<u64, StoreError> {
         let tag = client_tag(Some(client_id));
         let tokens = self.tokens().remove_where(&|e: &CacheEntry| e.client_tag == tag)?;
         let negatives = self.negatives().remove_where(&|e: &NegativeEntry| e.client_tag == tag)?;
-        PurgeLog::append(&self.store, self.key_prefix, client_id)?;
+        count_purge(&self.store, self.key_prefix)?;
         if let Some(index) = self.local {
-            index.borrow_mut().remove_client(client_id);
+            index.borrow_mut().clear();
         }
         let purged = tokens + negatives;
         self.host.add(Metric::CacheEntries, -(tokens as i64));

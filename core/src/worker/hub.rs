@@ -3,8 +3,6 @@
 //! worker's root context, not the stream that needed them, so a client that goes away
 //! neither cancels the call nor loses the token for everyone else.
 
-use std::collections::HashMap;
-
 use crate::gate::{KeyedCall, Waiter};
 
 /// A stream's id: the host's HTTP context id.
@@ -14,8 +12,9 @@ pub type StreamId = u32;
 pub struct Hub {
     /// Keyed calls to dispatch at the root's next callback.
     pub jobs: Vec<KeyedCall>,
-    /// Keyed calls in flight, by the host's call token.
-    pub calls: HashMap<u32, KeyedCall>,
+    /// Keyed calls in flight, with the host's call token (a few at a time: a list, not a
+    /// map, is one hash table less in the .wasm).
+    pub calls: Vec<(u32, KeyedCall)>,
     /// Streams waiting for their key's outcome.
     pub waiters: Vec<(StreamId, Waiter)>,
     /// Operator requests (usage report, purge), answered once every worker has ticked.

@@ -19,7 +19,7 @@ pub use hub::{Report, ReportRequest, StreamId};
 pub use stream::{Step, Stream};
 
 use crate::cache::LocalIndex;
-use crate::cache::purge::{Missed, PurgeLog};
+use crate::cache::purge::purges;
 use crate::config::Config;
 use crate::fingerprint::Fingerprint;
 use crate::flight::CallOutcome;
@@ -91,26 +91,17 @@ impl Worker {
     /// created on first use).
     pub fn prepare(&self, host: &dyn Host) -> bool {
         // Purges before this worker started concern no token it holds.
-        let store = Store::new(host, host, &self.key_prefix);
-        self.purges_seen.set(PurgeLog::read(&store, &self.key_prefix).generation);
+        self.purges_seen.set(purges(&Store::new(host, host, &self.key_prefix), &self.key_prefix));
         self.bare_gate(host).prepare()
     }
 
-    /// Drops from this worker's index the tokens of clients purged since its last look.
+    /// Empties this worker's index of served tokens when a client was purged since its
+    /// last look (see `cache::purge`).
     fn apply_purges(&self, host: &dyn Host) {
-        let store = Store::new(host, host, &self.key_prefix);
-        let log = PurgeLog::read(&store, &self.key_prefix);
-        let mut index = self.local_index.borrow_mut();
-        match log.since(self.purges_seen.get()) {
-            Missed::Nothing => return,
-            Missed::Clients(ids) => {
-                for id in ids {
-                    index.remove_client(id);
-                }
-            }
-            Missed::Everything => index.clear(),
+        let count = purges(&Store::new(host, host, &self.key_prefix), &self.key_prefix);
+        if count != self.purges_seen.replace(count) {
+            self.local_index.borrow_mut().clear();
         }
-        self.purges_seen.set(log.generation);
     }
 
     /// Queues a keyed call for the root context and wakes it.
@@ -127,7 +118,7 @@ impl Worker {
         for job in jobs {
             match host.dispatch(&job.call) {
                 Ok(token) => {
-                    self.hub.borrow_mut().calls.insert(token, job);
+                    self.hub.borrow_mut().calls.push((token, job));
                 }
                 Err(e) => {
                     log::warn!("IdP call not dispatched: {e}");
@@ -142,8 +133,12 @@ impl Worker {
     /// The answer to a keyed call (`None`: it failed); a token for no call of this worker
     /// is ignored.
     pub fn on_keyed_answer(&self, host: &dyn Host, token: u32, reply: Option<&IdpReply>) -> Answers {
-        let Some(job) = self.hub.borrow_mut().calls.remove(&token) else {
-            return Answers::new();
+        let job = {
+            let mut hub = self.hub.borrow_mut();
+            let Some(at) = hub.calls.iter().position(|(t, _)| *t == token) else {
+                return Answers::new();
+            };
+            hub.calls.swap_remove(at).1
         };
         let outcome = self.bare_gate(host).finish_call(&job, reply);
         self.answer_waiters(host, Some((&job.fingerprint, &outcome)))
@@ -151,7 +146,7 @@ impl Worker {
 
     /// Is `token` one of this worker's keyed calls (answered by the root context)?
     pub fn is_keyed_call(&self, token: u32) -> bool {
-        self.hub.borrow().calls.contains_key(&token)
+        self.hub.borrow().calls.iter().any(|(t, _)| *t == token)
     }
 
     /// The root context is going away (a configuration change drained its listener): its
@@ -163,7 +158,7 @@ impl Worker {
         let gate = self.gate(host);
         gate.flush_hits();
         let hub = self.hub.borrow();
-        for call in hub.jobs.iter().chain(hub.calls.values()) {
+        for call in hub.jobs.iter().chain(hub.calls.iter().map(|(_, call)| call)) {
             gate.release_call(call);
         }
     }

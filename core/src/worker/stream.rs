@@ -155,23 +155,25 @@ impl Worker {
         end_of_stream: bool,
         read_body: impl FnOnce() -> Vec<u8>,
     ) -> Step {
-        match &stream.phase {
-            Phase::ReadingBody(_) => {}
-            Phase::ReadingPurge => return self.purge_body(host, stream, body_size, end_of_stream, read_body),
+        let purge = match &stream.phase {
+            Phase::ReadingBody(_) => false,
+            Phase::ReadingPurge => true,
             Phase::Waiting | Phase::AskingRateLimit { .. } => return Step::Pause,
             Phase::Forwarded(_) | Phase::PassThrough => return Step::Continue,
-        }
+        };
         if body_size > self.config.max_body_bytes {
-            return respond(stream, self.bare_gate(host).too_large());
+            let gate = self.bare_gate(host);
+            return respond(stream, if purge { gate.purge_refused() } else { gate.too_large() });
         }
         if !end_of_stream {
             return Step::Pause;
         }
         // The body is complete: the head moves out of the phase (the next one is set below).
-        let Phase::ReadingBody(head) = std::mem::replace(&mut stream.phase, Phase::PassThrough) else {
-            return Step::Continue;
-        };
-        self.ask_or_decide(host, stream, head, read_body())
+        let body = read_body();
+        match std::mem::replace(&mut stream.phase, Phase::PassThrough) {
+            Phase::ReadingBody(head) => self.ask_or_decide(host, stream, head, body),
+            _ => self.purge(host, stream, &body),
+        }
     }
 
     /// Request trailers (HTTP/2): a token request's body ended without `end_of_stream` on its
@@ -241,26 +243,12 @@ impl Worker {
         Step::Pause
     }
 
-    /// The purge's form body: `client_id=<id>`. The client's entries go from shared data
-    /// and this worker's index now; the answer waits until every worker has ticked, and
-    /// so dropped them from its own index.
-    fn purge_body(
-        &self,
-        host: &dyn Host,
-        stream: &mut Stream,
-        body_size: usize,
-        end_of_stream: bool,
-        read_body: impl FnOnce() -> Vec<u8>,
-    ) -> Step {
+    /// The purge's complete form body: `client_id=<id>`. The client's entries go from
+    /// shared data and this worker's index now; the answer waits until every worker has
+    /// ticked, and so emptied its own index.
+    fn purge(&self, host: &dyn Host, stream: &mut Stream, body: &[u8]) -> Step {
         let gate = self.gate(host);
-        if body_size > self.config.max_body_bytes {
-            return respond(stream, gate.purge_refused());
-        }
-        if !end_of_stream {
-            return Step::Pause;
-        }
-        let body = read_body();
-        let client_id = crate::request::parse_form(&body)
+        let client_id = crate::request::parse_form(body)
             .ok()
             .and_then(|pairs| pairs.into_iter().find(|(name, _)| name == "client_id"))
             .map(|(_, id)| id)
