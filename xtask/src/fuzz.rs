@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::cmd;
 
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 10] = [
     "form",
     "json",
     "basic",
@@ -17,6 +17,7 @@ pub const TARGETS: [&str; 9] = [
     "rate_limit_answer",
     "path",
     "client_cert",
+    "auth0_quota",
 ];
 
 /// Installs cargo-fuzz when missing; nightly must be on the machine.

@@ -370,10 +370,13 @@ impl Config {
         let rate_limit_service = raw.rate_limit_service.map(rate_limit_service).transpose()?;
         let quota = raw.quota.map(|l| limits("quota", l, quota_rule)).transpose()?;
         let usage_path = raw.usage_path.as_deref().map(|p| request_path("usage_path", p)).transpose()?;
+        // The report's path, and the purge's under it: neither may be a token path.
         if let Some(path) = &usage_path
-            && token_paths.iter().any(|p| p.as_bytes() == normalize_path(path))
+            && [path.clone(), format!("{path}/purge")]
+                .iter()
+                .any(|path| token_paths.iter().any(|p| p.as_bytes() == normalize_path(path)))
         {
-            return Err(refuse("usage_path", "must differ from every token path"));
+            return Err(refuse("usage_path", "must differ from every token path (with /purge too)"));
         }
         if raw.usage_top_clients == 0 || raw.usage_top_clients > 10_000 {
             return Err(refuse("usage_top_clients", "must be between 1 and 10000"));

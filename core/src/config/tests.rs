@@ -700,3 +700,20 @@ fn rejects_unknown_auth0_quota() {
     );
     assert_field(refused(json!({"upstream": {"auth0_quota": true}})), "upstream.auth0_quota", "invalid type");
 }
+
+#[test]
+fn rejects_usage_path_whose_purge_is_a_token_path() {
+    let e = refused(json!({"token_paths": ["/oauth/purge"], "usage_path": "/oauth"}));
+    assert_field(e, "usage_path", "with /purge too");
+}
+
+#[test]
+fn the_purge_path_is_usage_path_slash_purge_exactly() {
+    let c = with(json!({"usage_path": "/tokengate/usage"})).unwrap();
+    assert!(c.is_purge_path("/tokengate/usage/purge"));
+    assert!(c.is_purge_path("/tokengate/usage/purge?x=1"));
+    for other in ["/tokengate/usage", "/tokengate/usage/purge/", "/tokengate/usagepurge", "/purge"] {
+        assert!(!c.is_purge_path(other), "{other}");
+    }
+    assert!(!with(json!({})).unwrap().is_purge_path("/tokengate/usage/purge"), "no usage_path, no purge");
+}
