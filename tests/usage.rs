@@ -150,6 +150,14 @@ fn the_access_log_shows_the_decision_and_client_but_no_secret() {
 fn the_usage_page_renders_each_clients_row_in_a_browser() {
     let stack = start();
     drive_mix(&stack);
+    // An organization whose Auth0 quota is spent (Auth0's 429: no token, the shares stay):
+    // the page lists it.
+    stack.idp.set_extra_headers(&[("auth0-organization-quota-limit", "b=per_day;q=5;r=0;t=600")]);
+    stack.set_fault(mock_idp::Fault { status: Some(429), ..mock_idp::Fault::default() });
+    let org = stack.post_form(&format!("{}&organization=org_9", cc_form("c2", "s2", "z")));
+    assert_eq!(org.status, 429, "{}", org.text());
+    stack.set_fault(mock_idp::Fault::default());
+    stack.idp.set_extra_headers(&[]);
     let browser = [("accept", "text/html,*/*;q=0.8"), ("accept-encoding", "gzip, deflate")];
     let page = testbed::request("GET", stack.port(), USAGE, &browser, b"").unwrap();
     assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
@@ -208,6 +216,10 @@ fn the_usage_page_renders_each_clients_row_in_a_browser() {
     let c3 = cells("c3");
     assert_eq!((c3[1].as_str(), c3[4].as_str(), c3[7].as_str()), ("1", "4", "2"), "{c3:?}");
     assert!(dom.find("data-client=\"c1\"") < dom.find("data-client=\"c3\""), "sorted by tokens issued");
+    let hold = dom
+        .find("data-hold=\"organization\"")
+        .map(|at| strip_tags(&dom[at..at + dom[at..].find("</li>").unwrap()]));
+    assert!(hold.as_deref().is_some_and(|h| h.contains("organization org_9 until")), "{hold:?}\n{dom}");
     assert!(std::fs::metadata(&screenshot).map(|m| m.len() > 10_000).unwrap_or(false), "no screenshot");
 }
 

@@ -30,8 +30,8 @@ pub const PAGE_GZIP: &[u8] = include_bytes!("usage_page.html.gz");
 pub const SECURITY_HEADERS: [(&str, &str); 3] = [
     (
         "content-security-policy",
-        "default-src 'none'; script-src 'sha256-cB1gIgznthcVJZXatGSaSz4r9B50623/QUHpivTynKo='; \
-         style-src 'sha256-uV/5E6JwlT/69x6mHUdcW5Y717mMjQHZBsFvls0ulfA='; connect-src 'self'; \
+        "default-src 'none'; script-src 'sha256-fuswAAisaXPy8nOJvcKRridKxuL3cK0Xd1sBa9NgIzY='; \
+         style-src 'sha256-Qy34L+rUHF7jOctfHAEwakFdxATsWxL8xUz0x14RY0M='; connect-src 'self'; \
          base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     ),
     ("x-frame-options", "DENY"),
