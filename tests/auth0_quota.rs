@@ -36,7 +36,21 @@ fn holds(stack: &Stack) -> Vec<Value> {
     report["auth0_quota_holds"].as_array().cloned().unwrap_or_default()
 }
 
-/// `n` misses of `client_id` (a new audience each) answered by tokengate itself.
+/// A quota header value with each bucket's `t` left out, and the largest `t`.
+fn buckets_and_reset(value: &str) -> (String, u64) {
+    let mut max_t = 0;
+    let parts = value.split([',', ';']).map(|part| match part.trim().strip_prefix("t=") {
+        Some(t) => {
+            max_t = max_t.max(t.parse::<u64>().unwrap());
+            "t=".to_owned()
+        }
+        None => part.trim().to_owned(),
+    });
+    (parts.collect::<Vec<_>>().join(";"), max_t)
+}
+
+/// Six misses (`form(n)`) answered by tokengate itself: `429`, `retry-after`, and Auth0's
+/// header passed on with its `t`s counted down (never above what Auth0 sent).
 fn assert_held(stack: &Stack, form: impl Fn(usize) -> String, header: &str, value: &str, max_wait: u64) {
     let calls = stack.idp.token_calls();
     for n in 0..6 {
@@ -44,9 +58,12 @@ fn assert_held(stack: &Stack, form: impl Fn(usize) -> String, header: &str, valu
         assert_eq!(r.status, 429, "request {n}: {}", r.text());
         assert_oauth_error(&r, 429, "too_many_requests");
         assert_eq!(r.header("x-tokengate-decision"), Some("auth0_quota"), "request {n}");
-        assert_eq!(r.header(header), Some(value), "request {n}: Auth0's header passed on");
+        let passed_on = r.header(header).unwrap_or_else(|| panic!("request {n}: no {header}"));
+        let ((buckets, t), (sent, sent_t)) = (buckets_and_reset(passed_on), buckets_and_reset(value));
+        assert_eq!(buckets, sent, "request {n}: Auth0's header passed on: {passed_on}");
         let left = header_u64(&r, "retry-after");
         assert!((1..=max_wait).contains(&left), "request {n}: retry-after {left}");
+        assert!(t <= sent_t && t + 1 >= left.min(sent_t), "request {n}: t={t}, retry-after {left}");
     }
     assert_eq!(stack.idp.token_calls(), calls, "no call reached the IdP");
 }

@@ -296,4 +296,17 @@ fn the_idp_sees_the_address_of_the_client_that_called_the_edge() {
         "auth0-forwarded-for, x-forwarded-for, x-envoy-external-address of the keyed call and of \
          the client assertion from 127.0.0.1"
     );
+    // Clients of the edge get neither the usage report (it names the clients) nor the purge
+    // (it would make a client's next requests misses, each a billed token).
+    let report = testbed::request("GET", port, "/tokengate/usage", &[], b"").unwrap();
+    assert_eq!(report.status, 404, "{}", report.text());
+    let purge = testbed::request(
+        "POST",
+        port,
+        "/tokengate/usage/purge",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        b"client_id=c1",
+    )
+    .unwrap();
+    assert_eq!(purge.status, 404, "{}", purge.text());
 }

@@ -87,19 +87,44 @@ pub struct Hold {
     pub subject: Subject,
     pub name: String,
     pub until_ms: u64,
+    /// When Auth0 sent `header_value`.
+    pub seen_ms: u64,
     /// Auth0's header as it came.
     pub header_value: String,
 }
 
 impl Hold {
-    pub fn new(subject: Subject, name: &str, header_value: &str, until_ms: u64) -> Hold {
+    pub fn new(subject: Subject, name: &str, header_value: &str, seen_ms: u64, until_ms: u64) -> Hold {
         Hold {
             fingerprint: subject.fingerprint(name),
             subject,
             name: name.to_owned(),
             until_ms,
+            seen_ms,
             header_value: header_value.to_owned(),
         }
+    }
+
+    /// Auth0's header passed on at `now_ms`: each bucket's `t` counts down from when Auth0
+    /// sent it, the rest as Auth0 wrote it (a proxy in front that reads it, an edge of a
+    /// fleet say, then holds no longer than Auth0 does).
+    pub fn header_at(&self, now_ms: u64) -> String {
+        let elapsed_s = now_ms.saturating_sub(self.seen_ms) / 1000;
+        let mut out = String::with_capacity(self.header_value.len());
+        for part in self.header_value.split_inclusive([';', ',']) {
+            let (pair, end) = part.split_at(part.len() - usize::from(part.ends_with([';', ','])));
+            let value = pair.trim_start();
+            match value.strip_prefix("t=").and_then(|t| t.trim().parse::<u64>().ok()) {
+                Some(t) => {
+                    out.push_str(&pair[..pair.len() - value.len()]);
+                    out.push_str("t=");
+                    out.push_str(&t.saturating_sub(elapsed_s).to_string());
+                    out.push_str(end);
+                }
+                None => out.push_str(part),
+            }
+        }
+        out
     }
 }
 
@@ -115,10 +140,11 @@ impl SlotEntry for Hold {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let capacity = 32 + 8 + 1 + 8 + self.name.len() + self.header_value.len();
+        let capacity = 32 + 8 + 8 + 1 + 8 + self.name.len() + self.header_value.len();
         Writer::new(FORMAT_VERSION, capacity)
             .raw(&self.fingerprint.0)
             .u64(self.until_ms)
+            .u64(self.seen_ms)
             .u8(self.subject as u8)
             .bytes(self.name.as_bytes())
             .bytes(self.header_value.as_bytes())
@@ -130,6 +156,7 @@ impl SlotEntry for Hold {
         Some(Hold {
             fingerprint: Fingerprint(r.array()?),
             until_ms: r.u64()?,
+            seen_ms: r.u64()?,
             subject: match r.u8()? {
                 0 => Subject::Client,
                 _ => Subject::Organization,
@@ -143,6 +170,15 @@ impl SlotEntry for Hold {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_passed_on_counts_down_each_bucket() {
+        let value = "b=per_hour;q=5;r=0;t=30, b=per_day;q=9;r=4; t=100";
+        let hold = Hold::new(Subject::Client, "c1", value, 10_000, 40_000);
+        assert_eq!(hold.header_at(10_900), value, "within the first second, as Auth0 sent it");
+        assert_eq!(hold.header_at(22_000), "b=per_hour;q=5;r=0;t=18, b=per_day;q=9;r=4; t=88");
+        assert_eq!(hold.header_at(500_000), "b=per_hour;q=5;r=0;t=0, b=per_day;q=9;r=4; t=0");
+    }
 
     #[test]
     fn one_bucket() {
@@ -189,9 +225,9 @@ mod tests {
 
     #[test]
     fn holds_round_trip_and_a_client_and_an_organization_of_one_name_differ() {
-        let hold = Hold::new(Subject::Client, "c1", "b=per_hour;q=5;r=0;t=30", 40_000);
+        let hold = Hold::new(Subject::Client, "c1", "b=per_hour;q=5;r=0;t=30", 10_000, 40_000);
         assert_eq!(Hold::decode(&hold.encode()), Some(hold.clone()));
-        let org = Hold::new(Subject::Organization, "c1", "x", 1);
+        let org = Hold::new(Subject::Organization, "c1", "x", 0, 1);
         assert_ne!(org.fingerprint, hold.fingerprint);
         assert_eq!(Hold::decode(&org.encode()), Some(org));
     }

@@ -68,7 +68,6 @@ pub fn credential(request: &TokenRequest, upstream: &Upstream) -> Fingerprint {
     Fingerprint(credential)
 }
 
-/// Length-prefixed fields in a fixed order, then every parameter sorted by name.
 /// A fingerprint of `input` in the domain `tag`, by the HKDF the cache keys use (one hash
 /// routine in the module, not two).
 #[inline(never)]
@@ -78,6 +77,7 @@ pub fn tagged(tag: &[u8], input: &[u8]) -> Fingerprint {
     Fingerprint(out)
 }
 
+/// Length-prefixed fields in a fixed order, then every parameter sorted by name.
 fn canonical_form(request: &TokenRequest, upstream: &Upstream) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     // The IdP is part of the key: two tenants never share a token.

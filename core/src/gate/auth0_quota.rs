@@ -15,17 +15,19 @@ impl Gate<'_> {
         self.config.upstream.auth0_quota == Auth0Quota::Obey
     }
 
-    /// Reads Auth0's quota headers off an IdP answer (`200`, `429`, any): a spent bucket
-    /// holds the client, or the organization the request named, until it resets. A value
-    /// that cannot be read is counted and ignored.
+    /// Reads Auth0's quota headers off an IdP answer: a spent bucket in a `200` (a token
+    /// issued) or a `429` holds the client, or the organization the request named, until it
+    /// resets. Only those: a refusal of wrong credentials must never hold the real client.
+    /// A value that cannot be read is counted and ignored.
     pub(super) fn observe_auth0_quota(
         &self,
+        status: u16,
         headers: &[(String, String)],
         client_id: Option<&str>,
         organization: Option<&str>,
         now: u64,
     ) {
-        if !self.obeys_auth0_quota() {
+        if !self.obeys_auth0_quota() || !matches!(status, 200 | 429) {
             return;
         }
         for (name, value) in headers {
@@ -39,7 +41,7 @@ impl Gate<'_> {
                 continue;
             };
             if let (Some(until), Some(held)) = (until, held) {
-                self.stored(self.holds().put(&Hold::new(subject, held, value, until), now));
+                self.stored(self.holds().put(&Hold::new(subject, held, value, now, until), now));
             }
         }
     }
@@ -64,8 +66,8 @@ impl Gate<'_> {
     }
 
     /// The local `429` while Auth0's quota is spent: `retry-after` until the bucket resets,
-    /// and Auth0's header passed on as Auth0 sent it (it replaces tokengate's own quota
-    /// header).
+    /// and Auth0's header passed on, its `t`s counted down (it replaces tokengate's own
+    /// quota header).
     pub(super) fn auth0_quota_refusal(
         &self,
         client_id: Option<&str>,
@@ -82,7 +84,7 @@ impl Gate<'_> {
         let mut r = Response::oauth_error(429, ErrorCode::TooManyRequests, description, Decision::Bypass);
         r.push_header("retry-after", seconds_left(hold.until_ms, now).to_string());
         let r = with_headers(r, limit_headers);
-        let r = with_headers(r, &[(hold.subject.header().into(), hold.header_value.clone().into())]);
+        let r = with_headers(r, &[(hold.subject.header().into(), hold.header_at(now).into())]);
         self.conclude(client_id, Decision::Auth0Quota, r, false)
     }
 }

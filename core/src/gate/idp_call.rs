@@ -278,6 +278,7 @@ impl Gate<'_> {
             Some(r) => {
                 let backoff = self.observe_idp(r, call.client_id.as_deref(), now);
                 self.observe_auth0_quota(
+                    r.status,
                     &r.headers,
                     call.client_id.as_deref(),
                     call.organization.as_deref(),
@@ -377,7 +378,7 @@ impl Gate<'_> {
         } else {
             let backoff = self.observe_idp(&reply, pending.client_id.as_deref(), now);
             let organization = pending.organization.as_deref();
-            self.observe_auth0_quota(headers, pending.client_id.as_deref(), organization, now);
+            self.observe_auth0_quota(status, headers, pending.client_id.as_deref(), organization, now);
             relay(
                 status,
                 &with_retry_after(relayed_headers(&reply), backoff, now),

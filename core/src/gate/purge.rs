@@ -10,13 +10,15 @@ impl Gate<'_> {
     /// which empties every worker's index of served tokens (this one's now, the others' on
     /// their tick). Returns how many shared entries went.
     pub fn purge(&self, client_id: &str) -> Result<u64, StoreError> {
-        let tag = client_tag(Some(client_id));
-        let tokens = self.tokens().remove_where(&|e: &CacheEntry| e.client_tag == tag)?;
-        let negatives = self.negatives().remove_where(&|e: &NegativeEntry| e.client_tag == tag)?;
+        // Counted first: if emptying the slots then fails half-way, every worker has still
+        // dropped its copies (and the operator is told to try again).
         count_purge(&self.store, self.key_prefix)?;
         if let Some(index) = self.local {
             index.borrow_mut().clear();
         }
+        let tag = client_tag(Some(client_id));
+        let tokens = self.tokens().remove_where(&|e: &CacheEntry| e.client_tag == tag)?;
+        let negatives = self.negatives().remove_where(&|e: &NegativeEntry| e.client_tag == tag)?;
         let purged = tokens + negatives;
         self.host.add(Metric::CacheEntries, -(tokens as i64));
         self.host.add(Metric::Purged, purged as i64);

@@ -520,7 +520,7 @@ fn a_spent_auth0_client_quota_holds_that_clients_misses_until_it_resets() {
     let other_audience = client_form("c1", "&scope=read");
     let refusal = responded(request(&worker, &host, &mut Stream::new(2), other_audience.clone()));
     assert_eq!((refusal.status, refusal.header("retry-after")), (429, Some("28")));
-    assert_eq!(refusal.header("auth0-client-quota-limit"), Some(quota), "Auth0's header, as it came");
+    assert_eq!(refusal.header("auth0-client-quota-limit"), Some("b=per_hour;q=5;r=0;t=28"), "counted down");
     assert_eq!(refusal.header("x-tokengate-decision"), Some("auth0_quota"));
     assert_eq!(host.calls().len(), 1);
     assert_eq!(host.metric(Metric::Auth0QuotaRefusals), 1);
@@ -650,4 +650,13 @@ fn a_purge_takes_post_with_a_client_id() {
         Step::Continue,
         "only the exact path"
     );
+}
+
+#[test]
+fn a_refusal_of_wrong_credentials_never_holds_the_client_even_with_a_spent_bucket() {
+    let (host, worker) = (FakeHost::new(T0), worker(json!({})));
+    request(&worker, &host, &mut Stream::new(1), client_form("c1", ""));
+    let refusal = IdpReply { status: 401, ..token_reply("x") };
+    answer_call(&worker, &host, with_header(refusal, "auth0-client-quota-limit", "b=per_day;q=5;r=0;t=600"));
+    assert_eq!(request(&worker, &host, &mut Stream::new(2), client_form("c1", "&scope=x")), Step::Pause);
 }
