@@ -138,7 +138,7 @@ impl Gate<'_> {
         if !matches!(trusted.get(client_id), Ok(Some(_))) {
             let guests = self.clients(Standing::Guest);
             if let Ok(Some(record)) = guests.get(client_id)
-                && trusted.adopt(record, now).is_ok()
+                && self.stored(trusted.adopt(record, now)).is_some()
             {
                 self.stored(guests.remove(client_id));
             }

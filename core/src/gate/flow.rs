@@ -242,7 +242,8 @@ impl Gate<'_> {
     ) -> Plan {
         let (fp, key) = (identity.fingerprint, identity.seal_key);
         let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
-        let begin = self.flights().begin(&fp, now, deadline_ms).unwrap_or(Begin::Uncoordinated);
+        // A flight that cannot be taken (counted): the call is made uncoordinated.
+        let begin = self.stored(self.flights().begin(&fp, now, deadline_ms)).unwrap_or(Begin::Uncoordinated);
         let request = self.idp_call(head, body, Some(&fp));
         let mut waiter = Waiter {
             fingerprint: fp,

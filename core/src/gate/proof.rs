@@ -149,16 +149,15 @@ impl Gate<'_> {
         self.configured(client_id) || matches!(self.clients(Standing::Trusted).get(client_id), Ok(Some(_)))
     }
 
-    /// One call from the bucket shared by unknown client ids; `None` when the store failed.
+    /// One call from the bucket shared by unknown client ids; `None` when the store failed
+    /// (counted).
     fn take_unknown_clients(&self, rule: &BucketRule, now: u64) -> Option<BucketDecision> {
         let key = crate::keys::unknown_clients(self.key_prefix);
-        self.store
-            .update(&key, &[], |bytes| {
-                let bucket = Bucket::from_bytes(bytes).unwrap_or_else(|| Bucket::full(rule, now));
-                let (after, decision) = bucket.take(rule, now);
-                Change::Write(after.to_bytes().to_vec(), decision)
-            })
-            .ok()
+        self.stored(self.store.update(&key, &[], |bytes| {
+            let bucket = Bucket::from_bytes(bytes).unwrap_or_else(|| Bucket::full(rule, now));
+            let (after, decision) = bucket.take(rule, now);
+            Change::Write(after.to_bytes().to_vec(), decision)
+        }))
     }
 
     /// The `400` for a request that does not parse, with its client's rate-limit headers

@@ -999,3 +999,38 @@ fn max_ttl_caps_how_long_a_token_is_served_and_refresh_ahead_follows_the_cap() {
     let plan = gate.handle(&form(), body("s1", "a").as_bytes());
     assert!(!matches!(plan.outcome, Outcome::Respond(ref r) if r.header(CACHE_HEADER) == Some("hit")));
 }
+
+#[test]
+fn a_flight_that_cannot_be_taken_is_counted_and_the_call_goes_uncoordinated() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({}));
+    let gate = Gate::new(&config, &host, "tokengate");
+    host.fail_writes(true);
+    let waiter = expect_wait(&gate, &form(), &body("s1", "a"));
+    assert_eq!(waiter.generation, None, "uncoordinated");
+    assert!(waiter.call.is_some(), "the call is still made");
+    // The client record's count and the flight: both writes lost, both counted.
+    assert_eq!(host.metric(Metric::StoreErrors), 2);
+}
+
+#[test]
+fn an_unknown_clients_bucket_that_cannot_be_written_is_counted() {
+    let host = FakeHost::new(T0);
+    let config = config(json!({"rate_limit": {"default": {"max_tokens": 5, "tokens_per_fill": 5,
+                                                          "fill_interval": "60s"}}}));
+    let gate = Gate::new(&config, &host, "tokengate");
+    host.fail_writes(true);
+    let before = host.metric(Metric::StoreErrors);
+    let _ = gate.handle(&form(), body("s1", "a").as_bytes());
+    let lost = host.metric(Metric::StoreErrors) - before;
+    host.fail_writes(false);
+    let gate_ok = Gate::new(&config, &host, "tokengate");
+    let _ = gate_ok.handle(&form(), body("s2", "b").as_bytes());
+    assert!(
+        host.keys().iter().any(|k| k.ends_with(":unknown-clients")),
+        "the bucket is written when it can be"
+    );
+    // Every write of the miss lost and counted, the unknown-clients bucket's among them
+    // (it was the one not counted: 3).
+    assert_eq!(lost, 4, "every lost write counted");
+}
