@@ -13,9 +13,10 @@ use std::cell::RefCell;
 
 use crate::backoff::{IdpRecord, IdpState, RateLimitHeaders, deadline_ms, seconds_left};
 use crate::cache::{
-    CacheEntry, LocalHit, LocalIndex, NegativeEntry, NegativeTable, RequestDigest, TokenTable, render_token,
+    CacheEntry, LocalHit, LocalIndex, NegativeEntry, NegativeTable, RequestDigest, TokenTable,
+    in_refresh_window, render_token,
 };
-use crate::clients::{Admission, ClientTable, Standing};
+use crate::clients::{Admission, ClientTable, Leasing, Standing};
 use crate::config::{
     BackoffScope, CLIENT_CERTIFICATE_HEADER, CLIENT_CERTIFICATE_VERIFIED_HEADER, Config, QuotaRule,
 };
@@ -160,6 +161,14 @@ impl IdpReply {
     }
 }
 
+/// Whether an answer's decision is already in its client's usage (counted in the same
+/// write as its admission) or is to be counted as the answer is concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tally {
+    AlreadyCounted,
+    CountNow,
+}
+
 fn respond(response: Response) -> Plan {
     Plan { outcome: Outcome::Respond(response), background: None }
 }
@@ -242,7 +251,7 @@ impl<'a> Gate<'a> {
             None,
             Decision::BadRequest,
             refused(RequestError::too_large(self.config.max_body_bytes)),
-            true,
+            Tally::AlreadyCounted,
         )
     }
 
@@ -250,7 +259,7 @@ impl<'a> Gate<'a> {
     pub fn with_trailers(&self) -> Response {
         self.host.add(Metric::Requests, 1);
         let error = RequestError::bad("token requests with trailers are not accepted");
-        self.conclude(None, Decision::BadRequest, refused(error), true)
+        self.conclude(None, Decision::BadRequest, refused(error), Tally::AlreadyCounted)
     }
 
     /// The answer to another method than `POST` on a token path: refused, never passed on.
@@ -258,7 +267,7 @@ impl<'a> Gate<'a> {
         self.host.add(Metric::Requests, 1);
         let mut response = refused(RequestError::bad("token requests use POST"));
         response.push_header("allow", "POST".to_owned());
-        self.conclude(None, Decision::BadRequest, response, true)
+        self.conclude(None, Decision::BadRequest, response, Tally::AlreadyCounted)
     }
 }
 

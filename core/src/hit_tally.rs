@@ -25,8 +25,11 @@ pub const LEASE_MIN_AVAILABLE: u64 = 1_000;
 const LEASE_SHARE: u64 = 16;
 /// ... and at most this many.
 const LEASE_MAX: u64 = 64;
-/// A lease is spent for at most this long (the root's tick, when it is given back).
-pub const LEASE_MS: u64 = 20;
+/// How often the host ticks each worker (`worker::TICK`), flushing its pending hits and
+/// giving back what its leases did not spend.
+pub const TICK_MS: u64 = 20;
+/// A lease is spent for at most one tick: it is given back on the next.
+pub const LEASE_MS: u64 = TICK_MS;
 
 /// How many tokens to lease when `available` are left in the shared bucket after this
 /// request's own.

@@ -144,6 +144,12 @@ impl CacheEntry {
     }
 }
 
+/// Inside the refresh-ahead window: less than `ratio` of the lifetime left (`ratio` 0:
+/// never). The one rule for a hit from the shared cache and one from a worker's index.
+pub fn in_refresh_window(ratio: f64, remaining_ms: u64, lifetime_ms: u64) -> bool {
+    ratio > 0.0 && (remaining_ms as f64) < ratio * lifetime_ms as f64
+}
+
 /// `{"expires_in":N,` + the rest of the token object (`rest` is a serialized JSON object).
 pub fn render_token(rest: &[u8], seconds: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(rest.len() + 24);

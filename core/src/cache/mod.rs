@@ -10,7 +10,7 @@ pub mod purge;
 mod table;
 mod token_json;
 
-pub use entry::{CacheEntry, MAX_CACHED_BODY_BYTES, render_token};
+pub use entry::{CacheEntry, MAX_CACHED_BODY_BYTES, in_refresh_window, render_token};
 pub use local::{LocalHit, LocalIndex, RequestDigest};
 pub use negative::{NegativeEntry, NegativeTable};
 pub use proven::ProvenEntry;

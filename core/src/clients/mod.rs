@@ -35,6 +35,17 @@ pub struct Admission {
     pub expected: Option<Decision>,
 }
 
+/// Whether an admission also takes a lease for this worker's next hits (see `hit_tally`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leasing {
+    None,
+    /// Take a new lease, giving back what the previous one left: its tokens and the fill
+    /// they were taken on.
+    Renew {
+        leftover: Option<(u64, u64)>,
+    },
+}
+
 /// Which client table: clients that proved their credentials (`Trusted`: configured in
 /// `rate_limit.clients` / `quota.clients`, or given a token by the IdP) and everyone else
 /// (`Guest`). Guests only ever replace guests, so a flood of made-up client ids churns the
@@ -100,13 +111,14 @@ impl<'a> ClientTable<'a> {
         expected: Option<Decision>,
     ) -> Result<Option<LimitState>, StoreError> {
         let admission = Admission { charge: true, count_request: true, expected };
-        Ok(self.admit_leasing(client_id, now_ms, create, rules, admission, None)?.map(|(state, _)| state))
+        Ok(self
+            .admit_leasing(client_id, now_ms, create, rules, admission, Leasing::None)?
+            .map(|(state, _)| state))
     }
 
-    /// [`ClientTable::admit`], and with `lease`, when the request is admitted far from the
-    /// limit, takes a [`Lease`] for this worker's next hits in the same write (see
-    /// `hit_tally`). `lease` carries the leftover of this worker's previous lease (tokens and
-    /// the fill they were taken on), given back in the same write.
+    /// [`ClientTable::admit`], and with [`Leasing::Renew`], when the request is admitted far
+    /// from the limit, takes a [`Lease`] for this worker's next hits in the same write (see
+    /// `hit_tally`), giving back the leftover of this worker's previous lease.
     pub fn admit_leasing(
         &self,
         client_id: &str,
@@ -114,11 +126,13 @@ impl<'a> ClientTable<'a> {
         create: bool,
         rules: (Option<&BucketRule>, Option<&QuotaRule>),
         admission: Admission,
-        lease: Option<Option<(u64, u64)>>,
+        leasing: Leasing,
     ) -> Result<Option<(LimitState, Option<Lease>)>, StoreError> {
         let Admission { charge, count_request, expected } = admission;
-        let leftover = lease.flatten();
-        let lease = lease.is_some() && charge;
+        let (lease, leftover) = match leasing {
+            Leasing::None => (false, None),
+            Leasing::Renew { leftover } => (charge, leftover),
+        };
         let (rate, quota) = rules;
         self.modify(client_id, now_ms, Missing::fresh_if(create), |record| {
             let mut state = LimitState::default();
@@ -454,8 +468,10 @@ mod tests {
     #[test]
     fn a_lease_is_taken_in_the_same_write_and_its_leftover_given_back_on_the_same_fill() {
         with_table(|table| {
-            let (state, lease) =
-                table.admit_leasing("c1", 0, true, (Some(&BIG), None), CHARGE, Some(None)).unwrap().unwrap();
+            let (state, lease) = table
+                .admit_leasing("c1", 0, true, (Some(&BIG), None), CHARGE, Leasing::Renew { leftover: None })
+                .unwrap()
+                .unwrap();
             let lease = lease.unwrap();
             // This request sees what a single bucket would say; the shared record holds the rest.
             assert_eq!(state.rate.unwrap().1.remaining, 9_999);
@@ -471,8 +487,10 @@ mod tests {
     #[test]
     fn a_leftover_from_before_a_fill_is_dropped_never_over_admitting() {
         with_table(|table| {
-            let (_, lease) =
-                table.admit_leasing("c1", 0, true, (Some(&BIG), None), CHARGE, Some(None)).unwrap().unwrap();
+            let (_, lease) = table
+                .admit_leasing("c1", 0, true, (Some(&BIG), None), CHARGE, Leasing::Renew { leftover: None })
+                .unwrap()
+                .unwrap();
             let lease = lease.unwrap();
             let tally = HitTally { hits: 0, last_seen_ms: 0 };
             table.settle("c1", true, &tally, lease.leftover(), Some(&BIG), 1_500).unwrap();
@@ -486,13 +504,22 @@ mod tests {
         with_table(|table| {
             for _ in 0..5 {
                 let (_, lease) = table
-                    .admit_leasing("c1", 0, true, (Some(&RATE), None), CHARGE, Some(None))
+                    .admit_leasing(
+                        "c1",
+                        0,
+                        true,
+                        (Some(&RATE), None),
+                        CHARGE,
+                        Leasing::Renew { leftover: None },
+                    )
                     .unwrap()
                     .unwrap();
                 assert_eq!(lease, None, "a small bucket is taken one request at a time");
             }
-            let (state, lease) =
-                table.admit_leasing("c1", 0, true, (Some(&RATE), None), CHARGE, Some(None)).unwrap().unwrap();
+            let (state, lease) = table
+                .admit_leasing("c1", 0, true, (Some(&RATE), None), CHARGE, Leasing::Renew { leftover: None })
+                .unwrap()
+                .unwrap();
             assert!(!state.rate.unwrap().1.allowed);
             assert_eq!(lease, None);
         });

@@ -12,16 +12,16 @@ impl Gate<'_> {
 
     /// The 429 for a client over its rate limit (counted with its admission).
     pub(super) fn rate_limited(&self, client_id: Option<&str>, limits: &LimitState, now: u64) -> Response {
-        self.rate_limit_refusal(client_id, limits, now, true)
+        self.rate_limit_refusal(client_id, limits, now, Tally::AlreadyCounted)
     }
 
-    /// The 429 for a client over its rate limit; `counted`: already in its usage.
+    /// The 429 for a client over its rate limit.
     pub(super) fn rate_limit_refusal(
         &self,
         client_id: Option<&str>,
         limits: &LimitState,
         now: u64,
-        counted: bool,
+        tally: Tally,
     ) -> Response {
         let mut r = Response::oauth_error(
             429,
@@ -31,7 +31,7 @@ impl Gate<'_> {
         );
         r.push_header("retry-after", limits.rate_retry_after(now).to_string());
         let r = with_headers(r, &limits.headers(now));
-        self.conclude(client_id, Decision::RateLimited, r, counted)
+        self.conclude(client_id, Decision::RateLimited, r, tally)
     }
 
     pub(super) fn clients(&self, standing: Standing) -> ClientTable<'_> {
@@ -105,9 +105,12 @@ impl Gate<'_> {
             }
         }
         // A new lease gives back the previous one's leftover in the same write.
-        let lease = pending.filter(|p| p.borrow().has_room(id)).map(|p| p.borrow_mut().end_lease(id));
+        let leasing = match pending.filter(|p| p.borrow().has_room(id)) {
+            Some(p) => Leasing::Renew { leftover: p.borrow_mut().end_lease(id) },
+            None => Leasing::None,
+        };
         let admitted = self.on_client(id, |table, create| {
-            table.admit_leasing(id, now, create, (rate, quota), admission, lease)
+            table.admit_leasing(id, now, create, (rate, quota), admission, leasing)
         });
         let Some((limits, lease)) = admitted else {
             return LimitState::default();

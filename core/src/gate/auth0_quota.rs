@@ -85,6 +85,6 @@ impl Gate<'_> {
         r.push_header("retry-after", seconds_left(hold.until_ms, now).to_string());
         let r = with_headers(r, limit_headers);
         let r = with_headers(r, &[(hold.subject.header().into(), hold.header_at(now).into())]);
-        self.conclude(client_id, Decision::Auth0Quota, r, false)
+        self.conclude(client_id, Decision::Auth0Quota, r, Tally::CountNow)
     }
 }

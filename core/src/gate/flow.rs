@@ -38,10 +38,9 @@ impl Gate<'_> {
             let hit = entries.get(digest)?;
             let remaining = hit.expires_at_ms.saturating_sub(now);
             let lifetime = hit.expires_at_ms.saturating_sub(hit.issued_at_ms);
-            let ratio = self.config.cache.refresh_ahead_ratio;
             let floor = remaining < self.config.cache.min_remaining_ttl_ms.max(1000);
             // Inside the refresh window the full path runs, so refresh-ahead can start.
-            if floor || (ratio > 0.0 && (remaining as f64) < ratio * lifetime as f64) {
+            if floor || in_refresh_window(self.config.cache.refresh_ahead_ratio, remaining, lifetime) {
                 None
             } else {
                 Some((hit.client_id.clone(), render_token(&hit.body_without_expiry, remaining / 1000)))
@@ -50,11 +49,11 @@ impl Gate<'_> {
         self.host.add(Metric::Requests, 1);
         let client_id = client_id.as_deref();
         let limits = self.admit(client_id, now, Some(Decision::Hit), true);
-        if limits.rate.is_some_and(|(_, d)| !d.allowed) {
+        if limits.rate_refused() {
             return Some(respond(self.rate_limited(client_id, &limits, now)));
         }
         let response = with_headers(Response::json(200, token, Decision::Hit), &limits.headers(now));
-        Some(respond(self.conclude(client_id, Decision::Hit, response, true)))
+        Some(respond(self.conclude(client_id, Decision::Hit, response, Tally::AlreadyCounted)))
     }
 
     /// Handles a complete token request (`body` is all of it).
@@ -108,7 +107,7 @@ impl Gate<'_> {
         // Hits and remembered refusals are counted with the admission: one write.
         let limits = self.admit(client_id, now, expected, proven);
         let limit_headers = limits.headers(now);
-        if limits.rate.is_some_and(|(_, d)| !d.allowed) {
+        if limits.rate_refused() {
             return respond(self.rate_limited(client_id, &limits, now));
         }
         if let Some((entry, plain)) = hit {
@@ -135,7 +134,7 @@ impl Gate<'_> {
             } else {
                 None
             };
-            let response = self.conclude(client_id, Decision::Hit, response, true);
+            let response = self.conclude(client_id, Decision::Hit, response, Tally::AlreadyCounted);
             return Plan { outcome: Outcome::Respond(response), background };
         }
         if let Some(negative) = negative {
@@ -144,7 +143,7 @@ impl Gate<'_> {
                 client_id,
                 Decision::Negative,
                 with_headers(r, &limit_headers),
-                true,
+                Tally::AlreadyCounted,
             ));
         }
         // Auth0 said this client's or organization's token quota is spent: no call until it resets.
@@ -162,7 +161,7 @@ impl Gate<'_> {
                     self.host.add(Metric::IdpReserveHeld, 1);
                 }
                 let r = with_headers(Response::json(200, token, Decision::Stale), &limit_headers);
-                return respond(self.conclude(client_id, Decision::Stale, r, false));
+                return respond(self.conclude(client_id, Decision::Stale, r, Tally::CountNow));
             }
             if let Some(until) = backoff {
                 return respond(self.backoff_refusal(client_id, until, &limit_headers, &idp, now));
@@ -171,18 +170,19 @@ impl Gate<'_> {
         // Set: this request is neither a hit nor a remembered refusal.
         let credential =
             credential.unwrap_or_else(|| fingerprint::credential(&request, &self.config.upstream));
-        self.call_for_key(
+        let miss = KeyedMiss {
             head,
             body,
-            &identity,
+            identity: &identity,
             credential,
-            (client_id, organization),
-            &limits,
+            client_id,
+            organization,
+            limits: &limits,
             limit_headers,
             proven,
-            cached.as_ref(),
-            now,
-        )
+            cached: cached.as_ref(),
+        };
+        self.call_for_key(miss, now)
     }
 
     /// A forwarded request (another grant, a client assertion, DPoP): never cached; it goes
@@ -193,7 +193,7 @@ impl Gate<'_> {
         // assertion is new each time): the bucket is read now and charged for a token.
         let limits = self.admit(client_id, now, None, false);
         let limit_headers = limits.headers(now);
-        if limits.rate.is_some_and(|(_, d)| !d.allowed) {
+        if limits.rate_refused() {
             return respond(self.rate_limited(client_id, &limits, now));
         }
         if let Some(hold) = self.auth0_hold(client_id, organization, now) {
@@ -207,7 +207,7 @@ impl Gate<'_> {
             Ok(spent) => spent.map(|_| now),
             Err(refused) => {
                 let (refusal, decision) = refused.answer(&limit_headers, now);
-                return respond(self.conclude(client_id, decision, refusal, false));
+                return respond(self.conclude(client_id, decision, refusal, Tally::CountNow));
             }
         };
         // It goes on to the IdP through the route (see `forward_answered`).
@@ -226,22 +226,21 @@ impl Gate<'_> {
 
     /// A request that needs the IdP for its key: joins the key's call in flight, or owns
     /// the next one (after the unproven bucket and the quota allow it).
-    #[allow(clippy::too_many_arguments)]
-    fn call_for_key(
-        &self,
-        head: &RequestHead,
-        body: &[u8],
-        identity: &Identity,
-        credential: Fingerprint,
-        (client_id, organization): (Option<&str>, Option<&str>),
-        limits: &LimitState,
-        limit_headers: Vec<Header>,
-        proven: bool,
-        cached: Option<&CacheEntry>,
-        now: u64,
-    ) -> Plan {
+    fn call_for_key(&self, miss: KeyedMiss<'_>, now: u64) -> Plan {
+        let KeyedMiss {
+            head,
+            body,
+            identity,
+            credential,
+            client_id,
+            organization,
+            limits,
+            limit_headers,
+            proven,
+            cached,
+        } = miss;
         let (fp, key) = (identity.fingerprint, identity.seal_key);
-        let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
+        let deadline_ms = self.wait_deadline(now);
         // A flight that cannot be taken (counted): the call is made uncoordinated.
         let begin = self.stored(self.flights().begin(&fp, now, deadline_ms)).unwrap_or(Begin::Uncoordinated);
         let request = self.idp_call(head, body, Some(&fp));
@@ -289,7 +288,7 @@ impl Gate<'_> {
             Err(refused @ Refused::Unproven(..)) => {
                 let (refusal, decision) = refused.answer(&headers, now);
                 self.refuse_flight(identity, generation, &refusal);
-                return respond(self.conclude(client_id, decision, refusal, false));
+                return respond(self.conclude(client_id, decision, refusal, Tally::CountNow));
             }
         };
         if let Some((rule, decision)) = spent {
@@ -305,7 +304,12 @@ impl Gate<'_> {
                     Some(token) => (Response::json(200, token, Decision::Stale), Decision::Stale),
                     None => (refusal, Decision::QuotaRejected),
                 };
-                return respond(self.conclude(client_id, decided, with_headers(response, &headers), false));
+                return respond(self.conclude(
+                    client_id,
+                    decided,
+                    with_headers(response, &headers),
+                    Tally::CountNow,
+                ));
             }
         }
         waiter.call = Some(waiter.keyed_call(generation, now, spent.map(|_| now)));
@@ -315,19 +319,40 @@ impl Gate<'_> {
     }
 
     /// Finishes a response: the decision and client for the access log, the stats, and the
-    /// client's usage (unless `counted` already, with its admission).
+    /// client's usage (unless already counted with its admission).
     pub(super) fn conclude(
         &self,
         client_id: Option<&str>,
         decision: Decision,
         response: Response,
-        counted: bool,
+        tally: Tally,
     ) -> Response {
         self.host.add(decision.metric(), 1);
-        if !counted && let Some(id) = client_id {
+        if tally == Tally::CountNow
+            && let Some(id) = client_id
+        {
             let now = self.host.now_ms();
             self.on_client(id, |table, create| table.tally(id, now, create, decision));
         }
         response.decided(decision, client_id)
     }
+}
+
+/// A request that needs the IdP for its key, as [`Gate::handle`] leaves it to
+/// `call_for_key`: what it sent, who it is, and what was decided about it so far.
+struct KeyedMiss<'r> {
+    head: &'r RequestHead,
+    body: &'r [u8],
+    identity: &'r Identity,
+    /// The credentials a token for this request proves.
+    credential: Fingerprint,
+    client_id: Option<&'r str>,
+    /// The `organization` the request named (Auth0's organization quota).
+    organization: Option<&'r str>,
+    limits: &'r LimitState,
+    limit_headers: Vec<Header>,
+    /// Its credentials were proven: charged already, not when a token comes.
+    proven: bool,
+    /// The key's cache entry, servable or not (a stale token when the quota is spent).
+    cached: Option<&'r CacheEntry>,
 }

@@ -8,7 +8,7 @@ use crate::rate_limit_service::Verdict;
 use crate::request::{RequestHead, TokenRequest};
 use crate::response::Response;
 
-use super::Gate;
+use super::{Gate, Tally};
 
 impl<'a> Gate<'a> {
     /// The service decided this request's rate limit: [`Gate::handle`] does not take from
@@ -36,6 +36,6 @@ impl<'a> Gate<'a> {
         let now = self.host.now_ms();
         self.host.add(Metric::Requests, 1);
         let limits = LimitState { rate: verdict.rate, ..LimitState::default() };
-        self.rate_limit_refusal(Some(client_id), &limits, now, false)
+        self.rate_limit_refusal(Some(client_id), &limits, now, Tally::CountNow)
     }
 }

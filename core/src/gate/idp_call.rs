@@ -78,7 +78,7 @@ impl Gate<'_> {
                 }
             }
         }
-        self.conclude(client_id, Decision::Backoff, with_headers(r, limit_headers), false)
+        self.conclude(client_id, Decision::Backoff, with_headers(r, limit_headers), Tally::CountNow)
     }
 
     /// Ends a flight taken for a call that turned out not to be needed (the token is in
@@ -124,8 +124,13 @@ impl Gate<'_> {
     }
 
     pub(super) fn refresh_due(&self, entry: &CacheEntry, now: u64) -> bool {
-        let ratio = self.config.cache.refresh_ahead_ratio;
-        ratio > 0.0 && (entry.remaining_ms(now) as f64) < ratio * entry.lifetime_ms() as f64
+        in_refresh_window(self.config.cache.refresh_ahead_ratio, entry.remaining_ms(now), entry.lifetime_ms())
+    }
+
+    /// When a request waiting for a call made `now` gives up: the call's own deadline, and
+    /// a moment for its owner to write the outcome after Envoy's timeout fires.
+    pub(super) fn wait_deadline(&self, now: u64) -> u64 {
+        now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS)
     }
 
     /// One background refresh per key across workers: only the flight's new owner calls.
@@ -149,7 +154,7 @@ impl Gate<'_> {
             self.host.add(Metric::IdpReserveHeld, 1);
             return None;
         }
-        let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
+        let deadline_ms = self.wait_deadline(now);
         let Ok(Begin::Owner { generation }) = self.flights().begin(&fp, now, deadline_ms) else {
             return None;
         };
@@ -407,7 +412,12 @@ impl Gate<'_> {
                 }
             }
         };
-        let response = self.conclude(client_id, Decision::Bypass, with_headers(response, &headers), true);
+        let response = self.conclude(
+            client_id,
+            Decision::Bypass,
+            with_headers(response, &headers),
+            Tally::AlreadyCounted,
+        );
         match unreachable {
             true => ResponseStep::Replace(response),
             false => ResponseStep::Amend { remove: &IDP_LIMIT_HEADERS, set: response.headers },

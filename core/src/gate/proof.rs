@@ -19,7 +19,7 @@ use crate::request::RequestError;
 use crate::response::{ErrorCode, Header, Response};
 use crate::store::Change;
 
-use super::{Gate, refused, with_headers};
+use super::{Gate, Tally, refused, with_headers};
 
 /// Why an IdP call was not made (see [`Gate::pay_for_call`]).
 pub(super) enum Refused {
@@ -168,7 +168,12 @@ impl Gate<'_> {
             Some(id) => self.admit(Some(id), now, Some(Decision::BadRequest), false).headers(now),
             None => Vec::new(),
         };
-        self.conclude(client_id.as_deref(), Decision::BadRequest, with_headers(refused(e), &headers), true)
+        self.conclude(
+            client_id.as_deref(),
+            Decision::BadRequest,
+            with_headers(refused(e), &headers),
+            Tally::AlreadyCounted,
+        )
     }
 }
 

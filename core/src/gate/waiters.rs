@@ -52,7 +52,7 @@ impl Gate<'_> {
             waiter.client_id.as_deref(),
             decision,
             with_headers(response, &waiter.limit_headers),
-            false,
+            Tally::CountNow,
         ))
     }
 
@@ -64,12 +64,22 @@ impl Gate<'_> {
         match client_id.filter(|_| waiter.charge_on_token) {
             Some(id) => {
                 let limits = self.charge(id, now, decision);
-                if limits.rate.is_some_and(|(_, d)| !d.allowed) {
-                    return self.rate_limit_refusal(client_id, &limits, now, true);
+                if limits.rate_refused() {
+                    return self.rate_limit_refusal(client_id, &limits, now, Tally::AlreadyCounted);
                 }
-                self.conclude(client_id, decision, with_headers(response, &limits.headers(now)), true)
+                self.conclude(
+                    client_id,
+                    decision,
+                    with_headers(response, &limits.headers(now)),
+                    Tally::AlreadyCounted,
+                )
             }
-            None => self.conclude(client_id, decision, with_headers(response, &waiter.limit_headers), false),
+            None => self.conclude(
+                client_id,
+                decision,
+                with_headers(response, &waiter.limit_headers),
+                Tally::CountNow,
+            ),
         }
     }
 
@@ -97,7 +107,7 @@ impl Gate<'_> {
     /// own (the IdP may have issued a token for the released one); a spent quota is the
     /// waiter's answer.
     fn retake(&self, waiter: &mut Waiter, now: u64) -> Option<Response> {
-        let deadline_ms = now.saturating_add(self.config.upstream.timeout_ms + WAIT_GRACE_MS);
+        let deadline_ms = self.wait_deadline(now);
         let generation = match self.stored(self.flights().begin(&waiter.fingerprint, now, deadline_ms)) {
             Some(Begin::Joined { generation, deadline_ms }) => {
                 waiter.generation = Some(generation);
@@ -115,7 +125,7 @@ impl Gate<'_> {
                 self.stored(self.flights().release(&waiter.fingerprint, generation));
             }
             let refusal = with_headers(proof::quota_refusal(&rule, &decision, now), &waiter.limit_headers);
-            return Some(self.conclude(client_id, Decision::QuotaRejected, refusal, false));
+            return Some(self.conclude(client_id, Decision::QuotaRejected, refusal, Tally::CountNow));
         }
         waiter.generation = generation;
         waiter.deadline_ms = deadline_ms;

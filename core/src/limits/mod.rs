@@ -19,3 +19,10 @@ pub struct LimitState {
     /// The client's IdP back-off deadline, when one is in force.
     pub backoff_until_ms: Option<u64>,
 }
+
+impl LimitState {
+    /// The request is over its client's rate limit (the `429 rate_limited` rule).
+    pub fn rate_refused(&self) -> bool {
+        self.rate.is_some_and(|(_, d)| !d.allowed)
+    }
+}

@@ -32,7 +32,7 @@ use hub::Hub;
 
 /// How often the host ticks the worker: waiters look for outcomes written by other
 /// workers, pending hits are flushed to shared data.
-pub const TICK: Duration = Duration::from_millis(20);
+pub const TICK: Duration = Duration::from_millis(crate::hit_tally::TICK_MS);
 
 /// Operator requests (usage report, purge) are answered this long after they came: every
 /// worker ticks at least twice meanwhile, on a busy host too.
