@@ -3,7 +3,7 @@
 //! Envoy may refuse with another status on the data path (header changes, local replies,
 //! resuming a request) go through `abi`, and header maps are read as bytes, so neither
 //! becomes a panic. And the stream-level translations: a core `Response` to a local reply,
-//! an IdP answer to a core `IdpReply`.
+//! an IdP answer to a core `HttpReply`.
 
 use std::cell::{Cell, RefCell};
 use std::time::UNIX_EPOCH;
@@ -12,9 +12,9 @@ use proxy_wasm::hostcalls;
 
 use crate::abi;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
-use tokengate_core::IdpReply;
+use tokengate_core::HttpReply;
 use tokengate_core::host::{
-    Clock, Connection, Dispatcher, Entropy, HostError, IdpCall, Metric, Metrics, SharedStore, StoreError,
+    Clock, Connection, Dispatcher, Entropy, HostError, HttpCall, Metric, Metrics, SharedStore, StoreError,
 };
 use tokengate_core::response::{Header, Response};
 
@@ -54,7 +54,7 @@ impl Clock for EnvoyHost {
 }
 
 impl Dispatcher for EnvoyHost {
-    fn dispatch(&self, call: &IdpCall) -> Result<u32, HostError> {
+    fn dispatch(&self, call: &HttpCall) -> Result<u32, HostError> {
         let headers: Vec<(&str, &str)> = call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         hostcalls::dispatch_http_call(
             &call.cluster,
@@ -189,7 +189,7 @@ fn edit_headers<'a>(map: MapType, edits: impl Iterator<Item = (&'a str, Option<&
 
 /// The IdP's answer in an `on_http_call_response` callback; `None` when the call failed
 /// (no headers: refused, reset or timed out).
-pub fn read_idp_reply(num_headers: usize, body_size: usize) -> Option<IdpReply> {
+pub fn read_idp_reply(num_headers: usize, body_size: usize) -> Option<HttpReply> {
     if num_headers == 0 {
         return None;
     }
@@ -203,5 +203,5 @@ pub fn read_idp_reply(num_headers: usize, body_size: usize) -> Option<IdpReply> 
         .flatten()
         .unwrap_or_default();
     let headers = headers.into_iter().map(|(n, v)| (n.to_ascii_lowercase(), v)).collect();
-    Some(IdpReply { status, headers, body })
+    Some(HttpReply { status, headers, body })
 }

@@ -67,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         && let Some(call) = &w.call
     {
         let reply =
-            tokengate_core::IdpReply { status: 200, headers: vec![], body: token.clone().into_bytes() };
+            tokengate_core::HttpReply { status: 200, headers: vec![], body: token.clone().into_bytes() };
         gate.finish_call(call, Some(&reply));
     }
     time("whole hit through the gate (fake host)", || {
@@ -98,7 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         && let Some(call) = &w.call
     {
         let reply =
-            tokengate_core::IdpReply { status: 200, headers: vec![], body: token.clone().into_bytes() };
+            tokengate_core::HttpReply { status: 200, headers: vec![], body: token.clone().into_bytes() };
         limited.finish_call(call, Some(&reply));
     }
     black_box(limited.handle(&head, body));

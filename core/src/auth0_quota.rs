@@ -10,8 +10,8 @@
 //! ends first (one more call to Auth0 takes it again).
 
 use crate::cache::SlotEntry;
+use crate::codec::{Reader, Writer};
 use crate::fingerprint::{Fingerprint, tagged};
-use crate::record::{Reader, Writer};
 
 pub const CLIENT_HEADER: &str = "auth0-client-quota-limit";
 pub const ORGANIZATION_HEADER: &str = "auth0-organization-quota-limit";

@@ -4,8 +4,8 @@
 //! shared data (the usage report shows them), and on a `429` records a deadline — in the
 //! client's record, or for the whole IdP — before which no request calls the IdP again.
 
+use crate::codec::{Reader, Writer};
 use crate::host::StoreError;
-use crate::record::{Reader, Writer};
 use crate::store::{Change, Store};
 
 /// What the IdP last said about its rate limit, and the IdP-wide back-off deadline.

@@ -6,9 +6,9 @@
 //! An owner that goes away first (its root context deleted after a configuration change)
 //! releases its calls: waiters see the release and retake the key at once.
 
+use crate::codec::{Reader, Writer};
 use crate::fingerprint::Fingerprint;
 use crate::host::StoreError;
-use crate::record::{Reader, Writer};
 use crate::store::{Change, Store};
 
 /// What one IdP call ended with, as waiters on every worker read it.

@@ -28,7 +28,7 @@ use crate::decision::Decision;
 use crate::fingerprint::{self, Fingerprint, Identity};
 use crate::flight::{Begin, CallOutcome, FlightState, FlightTable};
 use crate::hit_tally::PendingHits;
-use crate::host::{Host, IdpCall, Metric, StoreError};
+use crate::host::{Host, HttpCall, Metric, StoreError};
 use crate::limits::{LimitState, QuotaDecision};
 use crate::rate_limit_service::Verdict;
 use crate::request::{RequestError, RequestHead, RequestKind, TokenRequest};
@@ -110,7 +110,7 @@ pub struct KeyedCall {
     pub credential: Fingerprint,
     /// The flight generation this call owns; `None` when it runs uncoordinated.
     pub generation: Option<u64>,
-    pub call: IdpCall,
+    pub call: HttpCall,
     pub started_ms: u64,
     /// Promoted to a trusted client when the IdP issues it a token.
     pub client_id: Option<String>,
@@ -143,19 +143,19 @@ pub struct Waiter {
     pub credential: Fingerprint,
     /// The key's IdP call as this request would make it: made again if the call it waits
     /// for is released (see [`Gate::answer`]).
-    pub request: IdpCall,
+    pub request: HttpCall,
 }
 
 /// The IdP's answer to a dispatched call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdpReply {
+pub struct HttpReply {
     pub status: u16,
     /// Lowercase names.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
-impl IdpReply {
+impl HttpReply {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }

@@ -5,9 +5,9 @@
 
 use crate::cache::SlotEntry;
 use crate::cache::token_json::{members, object_without, string_member};
+use crate::codec::{Reader, Writer};
 use crate::fingerprint::{Fingerprint, Identity};
 use crate::json_object::Json;
-use crate::record::{Reader, Writer};
 use crate::seal::{NONCE_BYTES, SealKey};
 
 /// Token responses larger than this are relayed but not cached (bounds the memory a slot

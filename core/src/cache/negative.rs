@@ -3,8 +3,8 @@
 //! per interval. Kept in a table of its own, so refusals never evict good tokens.
 
 use crate::cache::{SlotEntry, SlotTable};
+use crate::codec::{Reader, Writer};
 use crate::fingerprint::Fingerprint;
-use crate::record::{Reader, Writer};
 
 /// Refusal bodies larger than this are not remembered.
 const MAX_BODY_BYTES: usize = 4096;

@@ -7,8 +7,8 @@
 //! IdP can add an entry here; a table of its own, so floods never evict it.
 
 use crate::cache::SlotEntry;
+use crate::codec::{Reader, Writer};
 use crate::fingerprint::Fingerprint;
-use crate::record::{Reader, Writer};
 
 const FORMAT_VERSION: u8 = 1;
 

@@ -1,21 +1,21 @@
-//! Per-client state in shared data: the rate-limit bucket and the quota window of each
-//! client id, in a fixed table of slots (two candidates per client, as the token cache).
-//! Every change is a CAS update on the record, so counts are exact across workers.
+//! Per-client state in shared data: the rules that change a client's record — its
+//! rate-limit bucket, its unproven bucket, its quota window, its back-off and its usage —
+//! each one CAS update of the record (`table`: where records live and how they change), so
+//! counts are exact across workers.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-
-use crate::cache::Slots;
 use crate::config::{BucketRule, QuotaRule};
 use crate::decision::Decision;
 use crate::hit_tally::{HitTally, LEASE_MS, Lease, lease_size};
 use crate::host::StoreError;
 use crate::limits::{Bucket, BucketDecision, LimitState, QuotaDecision, QuotaWindow};
-use crate::store::{CAS_ATTEMPTS, Change, Store};
 
 mod record;
+mod table;
 
 use record::window_start_of;
 pub use record::{ClientRecord, Usage};
+use table::Missing;
+pub use table::{ClientTable, Standing};
 
 /// What [`ClientTable::spend_call`] took: each decision when its rule applied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,57 +46,8 @@ pub enum Leasing {
     },
 }
 
-/// Which client table: clients that proved their credentials (`Trusted`: configured in
-/// `rate_limit.clients` / `quota.clients`, or given a token by the IdP) and everyone else
-/// (`Guest`). Guests only ever replace guests, so a flood of made-up client ids churns the
-/// guest table and never evicts — never resets — a real client's limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Standing {
-    Trusted,
-    Guest,
-}
-
-impl Standing {
-    fn table(self) -> &'static str {
-        match self {
-            Standing::Trusted => crate::keys::CLIENT,
-            Standing::Guest => crate::keys::GUEST,
-        }
-    }
-}
-
-/// How [`ClientTable::modify`] treats a client without a record.
-enum Missing {
-    /// Leave the table alone and report `None`.
-    Skip,
-    /// Create a record: this one, or a fresh one.
-    Create(Option<Box<ClientRecord>>),
-}
-
-impl Missing {
-    /// A fresh record when `create`, else leave the table alone.
-    fn fresh_if(create: bool) -> Missing {
-        if create { Missing::Create(None) } else { Missing::Skip }
-    }
-}
-
-pub struct ClientTable<'a> {
-    store: &'a Store<'a>,
-    slots: Slots<'a>,
-}
-
-impl<'a> ClientTable<'a> {
-    pub fn new(store: &'a Store<'a>, key_prefix: &'a str, standing: Standing, slots: u32) -> ClientTable<'a> {
-        ClientTable { store, slots: Slots::new(key_prefix, standing.table(), slots) }
-    }
-
-    fn slot_keys(&self, client_id: &str) -> [String; 2] {
-        let mut hasher = DefaultHasher::new();
-        client_id.hash(&mut hasher);
-        let hash = hasher.finish();
-        self.slots.candidates(hash, hash >> 32 ^ hash.rotate_left(17))
-    }
-
+impl ClientTable<'_> {
+    #[cfg(test)]
     /// Counts one request: takes a token from the client's bucket (when a rate limit
     /// applies) and reads its quota (when one applies). `None` when the client has no
     /// record here and `create` is false. `expected` is the decision the request gets if
@@ -300,19 +251,6 @@ impl<'a> ClientTable<'a> {
         })
     }
 
-    /// Every record in the table (reads every slot: for the usage report, not requests).
-    pub fn scan(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        let mut records = Vec::new();
-        for key in self.slots.every() {
-            if let Some((bytes, _)) = self.store.get(&key).map_err(StoreError::Host)?
-                && let Some(record) = ClientRecord::decode(&bytes)
-            {
-                records.push(record);
-            }
-        }
-        Ok(records)
-    }
-
     /// Counts one IdP call against the client's quota, if the quota allows it. `None` when
     /// the client has no record here and `create` is false.
     pub fn spend_quota(
@@ -323,106 +261,6 @@ impl<'a> ClientTable<'a> {
         rule: &QuotaRule,
     ) -> Result<Option<QuotaDecision>, StoreError> {
         Ok(self.spend_call(client_id, now_ms, create, None, Some(rule))?.and_then(|spend| spend.quota))
-    }
-
-    /// Takes in `record` (a guest's, on promotion) unless the client already has one here.
-    pub fn adopt(&self, record: ClientRecord, now_ms: u64) -> Result<(), StoreError> {
-        let id = record.client_id.clone();
-        self.modify(&id, now_ms, Missing::Create(Some(Box::new(record))), |_| ()).map(|_| ())
-    }
-
-    /// Empties the client's slot.
-    pub fn remove(&self, client_id: &str) -> Result<(), StoreError> {
-        for key in self.slot_keys(client_id) {
-            self.store.update(&key, &[], |bytes| match ClientRecord::decode(bytes) {
-                Some(r) if r.client_id == client_id => Change::Write(Vec::new(), ()),
-                _ => Change::Keep(()),
-            })?;
-        }
-        Ok(())
-    }
-
-    /// The client's record, if it has one.
-    pub fn get(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        for key in self.slot_keys(client_id) {
-            if let Some((bytes, _)) = self.store.get(&key).map_err(StoreError::Host)?
-                && let Some(record) = ClientRecord::decode(&bytes).filter(|r| r.client_id == client_id)
-            {
-                return Ok(Some(record));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Read-modify-write of the client's record with CAS. The record lives in one of its
-    /// two slots; a new one takes an empty slot, else the one seen least recently. Every
-    /// worker picks the same slot from the same reads, so racing creations collide on CAS
-    /// instead of splitting a client in two.
-    fn modify<T>(
-        &self,
-        client_id: &str,
-        now_ms: u64,
-        missing: Missing,
-        mut change: impl FnMut(&mut ClientRecord) -> T,
-    ) -> Result<Option<T>, StoreError> {
-        // One copy of the CAS loop in the .wasm for every kind of change.
-        let mut out = None;
-        let written =
-            self.modify_record(client_id, now_ms, &missing, &mut |record| out = Some(change(record)))?;
-        Ok(if written { out } else { None })
-    }
-
-    /// [`ClientTable::modify`]; `false` when the client has no record and none is made.
-    fn modify_record(
-        &self,
-        client_id: &str,
-        now_ms: u64,
-        missing: &Missing,
-        change: &mut dyn FnMut(&mut ClientRecord),
-    ) -> Result<bool, StoreError> {
-        let keys = self.slot_keys(client_id);
-        for _ in 0..CAS_ATTEMPTS {
-            // Where the record lives: a single read when it is in its first slot.
-            let mut found = None;
-            for key in &keys {
-                if let Some((bytes, cas)) = self.store.get(key).map_err(StoreError::Host)?
-                    && let Some(record) = ClientRecord::decode(&bytes).filter(|r| r.client_id == client_id)
-                {
-                    found = Some((key, cas, record));
-                    break;
-                }
-            }
-            let (key, cas, mut record) = match (found, missing) {
-                (Some(found), _) => found,
-                (None, Missing::Skip) => return Ok(false),
-                (None, Missing::Create(seed)) => {
-                    let mut slots = Vec::with_capacity(2);
-                    for key in &keys {
-                        let (bytes, cas) = self.store.read_or_create(key, &[])?;
-                        slots.push((key, cas, ClientRecord::decode(&bytes)));
-                    }
-                    if slots.iter().any(|(_, _, r)| r.as_ref().is_some_and(|r| r.client_id == client_id)) {
-                        // Another worker created it meanwhile: update that one.
-                        continue;
-                    }
-                    let (key, cas, _) = slots
-                        .into_iter()
-                        .min_by_key(|(_, _, r)| r.as_ref().map_or(0, |r| r.last_seen_ms.saturating_add(1)))
-                        .ok_or(StoreError::CasMismatch)?;
-                    let record =
-                        seed.as_deref().cloned().unwrap_or_else(|| ClientRecord::new(client_id, now_ms));
-                    (key, cas, record)
-                }
-            };
-            record.last_seen_ms = record.last_seen_ms.max(now_ms);
-            change(&mut record);
-            match self.store.write(key, &record.encode(), cas) {
-                Ok(()) => return Ok(true),
-                Err(StoreError::CasMismatch) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(StoreError::CasMismatch)
     }
 }
 
@@ -444,6 +282,7 @@ mod tests {
     use super::*;
     use crate::decision::DecisionCounts;
     use crate::host::fake::FakeHost;
+    use crate::store::Store;
 
     const RATE: BucketRule = BucketRule { max_tokens: 5, tokens_per_fill: 5, fill_interval_ms: 60_000 };
     const QUOTA: QuotaRule = QuotaRule { tokens: 2, window_ms: 86_400_000 };
@@ -627,6 +466,7 @@ mod interleaving {
 
     use super::*;
     use crate::host::fake::FakeHost;
+    use crate::store::Store;
 
     const RATE: BucketRule = BucketRule { max_tokens: 10, tokens_per_fill: 10, fill_interval_ms: 3_600_000 };
 

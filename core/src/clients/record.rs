@@ -1,9 +1,9 @@
 //! A client's record in shared data: its buckets, quota window, IdP back-off and usage,
 //! in the record codec every table uses.
 
+use crate::codec::{Reader, Writer};
 use crate::decision::{Decision, DecisionCounts};
 use crate::limits::{Bucket, QuotaWindow};
-use crate::record::{Reader, Writer};
 
 /// Bumped when the layout changes: a record of another layout reads as an empty slot,
 /// except the previous one, which lacks only the counts of the decisions added last.

@@ -5,8 +5,8 @@ use serde_json::json;
 use super::*;
 use crate::response::{CACHE_HEADER, DECISION_HEADER};
 
-fn idp_429(reset_s: u64) -> IdpReply {
-    IdpReply {
+fn idp_429(reset_s: u64) -> HttpReply {
+    HttpReply {
         status: 429,
         headers: vec![
             ("content-type".into(), "application/json".into()),
@@ -19,7 +19,7 @@ fn idp_429(reset_s: u64) -> IdpReply {
     }
 }
 
-fn with_limits(mut reply: IdpReply, remaining: u64, reset_s: u64) -> IdpReply {
+fn with_limits(mut reply: HttpReply, remaining: u64, reset_s: u64) -> HttpReply {
     reply.headers.extend([
         ("x-ratelimit-limit".into(), "30".into()),
         ("x-ratelimit-remaining".into(), remaining.to_string()),

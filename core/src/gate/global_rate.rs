@@ -1,6 +1,7 @@
 //! The global rate-limit service's decision in the request flow (see `rate_limit_service`):
-//! the host asks the service with the request's client id, then either answers the 429
-//! here or runs [`Gate::handle`] with the service's decision in place of the local bucket.
+//! the worker's stream asks the service with the request's client id (`worker::stream`),
+//! then either the 429 is answered here or [`Gate::handle`] runs with the service's decision
+//! in place of the local bucket.
 
 use crate::host::Metric;
 use crate::limits::LimitState;

@@ -30,7 +30,7 @@ impl Gate<'_> {
     /// Reads the IdP's rate-limit headers off an answer and, on a `429`, records the
     /// back-off (for the client, or for the whole IdP by configuration or when the request
     /// named no client). Returns the deadline of a back-off it recorded.
-    pub(super) fn observe_idp(&self, reply: &IdpReply, client_id: Option<&str>, now: u64) -> Option<u64> {
+    pub(super) fn observe_idp(&self, reply: &HttpReply, client_id: Option<&str>, now: u64) -> Option<u64> {
         let headers = RateLimitHeaders::parse(reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         let until =
             (reply.status == 429).then(|| deadline_ms(&headers, now, self.config.upstream.max_backoff_ms));
@@ -206,7 +206,7 @@ impl Gate<'_> {
         head: &RequestHead,
         body: &[u8],
         cache_key: Option<&Fingerprint>,
-    ) -> IdpCall {
+    ) -> HttpCall {
         let up = &self.config.upstream;
         let mut headers = vec![
             (":method".to_owned(), "POST".to_owned()),
@@ -234,7 +234,7 @@ impl Gate<'_> {
             }
         }
         headers.extend(self.edge_headers(head));
-        IdpCall { cluster: up.cluster.clone(), headers, body: body.to_vec(), timeout_ms: up.timeout_ms }
+        HttpCall { cluster: up.cluster.clone(), headers, body: body.to_vec(), timeout_ms: up.timeout_ms }
     }
 
     /// The headers of `upstream.env_headers` and the verified client certificate, which
@@ -265,7 +265,7 @@ impl Gate<'_> {
     /// Stores what a keyed call ended with — a token in the cache, a refusal in the
     /// negative cache, the outcome in the flight record — and returns the outcome.
     /// `reply` is `None` when the call failed (refused, reset, timed out).
-    pub fn finish_call(&self, call: &KeyedCall, reply: Option<&IdpReply>) -> CallOutcome {
+    pub fn finish_call(&self, call: &KeyedCall, reply: Option<&HttpReply>) -> CallOutcome {
         let now = self.host.now_ms();
         self.host.add(Metric::IdpCalls, 1);
         let unreachable = || {
@@ -370,7 +370,7 @@ impl Gate<'_> {
             .find(|(n, _)| n == ":status")
             .and_then(|(_, v)| v.parse::<u16>().ok())
             .unwrap_or(502);
-        let reply = IdpReply { status, headers: headers.to_vec(), body: Vec::new() };
+        let reply = HttpReply { status, headers: headers.to_vec(), body: Vec::new() };
         // Not the IdP's answer when Envoy made it (no upstream, a timeout, a later filter's
         // local reply); where Envoy cannot say, a 5xx that is not JSON is Envoy's.
         let unreachable = match self.host.answered_by_upstream() {

@@ -5,8 +5,8 @@ use serde_json::json;
 
 use super::*;
 
-fn denied() -> IdpReply {
-    IdpReply {
+fn denied() -> HttpReply {
+    HttpReply {
         status: 401,
         headers: vec![("content-type".into(), "application/json".into())],
         body: br#"{"error":"access_denied","error_description":"Unauthorized"}"#.to_vec(),
@@ -104,7 +104,7 @@ fn a_call_answered_without_a_token_gives_its_quota_unit_back() {
     let host = FakeHost::new(T0);
     let config = config(json!({"quota": {"clients": {"c1": {"tokens": 1, "window": "1d"}}}}));
     let gate = Gate::new(&config, &host, "tokengate");
-    let failed = IdpReply { status: 500, headers: vec![], body: br#"{"error":"server_error"}"#.to_vec() };
+    let failed = HttpReply { status: 500, headers: vec![], body: br#"{"error":"server_error"}"#.to_vec() };
     assert_eq!(exchange(&gate, &form(), &body("s1", "a"), Some(failed)).status, 500);
     assert_eq!(exchange(&gate, &form(), &body("s1", "a"), None).status, 503, "unreachable");
     assert_eq!(exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok", 3600))).status, 200);
@@ -164,7 +164,7 @@ fn dpop_requests_are_forwarded_with_their_proof_and_never_touch_the_cache() {
     let dpop = RequestHead { dpop: Some("eyJ.proof.sig".into()), ..form() };
     // A bearer token in the cache is never served to a DPoP request.
     assert_eq!(exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("bearer", 3600))).status, 200);
-    let bound = IdpReply {
+    let bound = HttpReply {
         status: 200,
         headers: vec![],
         body: json!({"access_token": "bound", "token_type": "DPoP", "expires_in": 3600})

@@ -58,7 +58,7 @@ pub(super) fn relay(status: u16, headers: &[(String, String)], body: Vec<u8>, la
     response
 }
 
-pub(super) fn relayed_headers(reply: &IdpReply) -> Vec<(String, String)> {
+pub(super) fn relayed_headers(reply: &HttpReply) -> Vec<(String, String)> {
     reply
         .headers
         .iter()

@@ -31,8 +31,8 @@ fn body(secret: &str, audience: &str) -> String {
     format!("grant_type=client_credentials&client_id=c1&client_secret={secret}&audience={audience}")
 }
 
-fn token_reply(token: &str, expires_in: u64) -> IdpReply {
-    IdpReply {
+fn token_reply(token: &str, expires_in: u64) -> HttpReply {
+    HttpReply {
         status: 200,
         headers: vec![("content-type".into(), "application/json".into())],
         body: json!({"access_token": token, "token_type": "Bearer", "expires_in": expires_in})
@@ -47,7 +47,7 @@ fn json_of(r: &Response) -> Value {
 
 /// Sends a request as the wasm layer would: a forwarded call completes with `reply`; a
 /// keyed call is dispatched (recorded by the fake host) and finished with `reply`.
-fn exchange(gate: &Gate, head: &RequestHead, body: &str, reply: Option<IdpReply>) -> Response {
+fn exchange(gate: &Gate, head: &RequestHead, body: &str, reply: Option<HttpReply>) -> Response {
     let decision = gate.handle(head, body.as_bytes());
     match decision.outcome {
         Outcome::Respond(r) => r,
@@ -63,8 +63,8 @@ fn exchange(gate: &Gate, head: &RequestHead, body: &str, reply: Option<IdpReply>
 
 /// A forwarded request's answer as the client gets it: the IdP's (`None`: Envoy's router
 /// could not reach it and answers a plain-text 503) amended by tokengate.
-fn through_route(gate: &Gate, pending: &ForwardedRequest, reply: Option<IdpReply>) -> Response {
-    let reply = reply.unwrap_or(IdpReply {
+fn through_route(gate: &Gate, pending: &ForwardedRequest, reply: Option<HttpReply>) -> Response {
+    let reply = reply.unwrap_or(HttpReply {
         status: 503,
         headers: vec![("content-type".into(), "text/plain".into())],
         body: b"no healthy upstream".to_vec(),
@@ -86,7 +86,7 @@ fn through_route(gate: &Gate, pending: &ForwardedRequest, reply: Option<IdpReply
 }
 
 /// Records a keyed call as dispatched (the root context does this in Envoy).
-fn run_call(gate: &Gate, call: &KeyedCall, _reply: Option<&IdpReply>) {
+fn run_call(gate: &Gate, call: &KeyedCall, _reply: Option<&HttpReply>) {
     let _ = gate.host.dispatch(&call.call);
 }
 
@@ -134,7 +134,7 @@ fn wrong_or_missing_secret_never_gets_the_cached_token() {
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
     exchange(&gate, &form(), &body("right", "a"), Some(token_reply("tok-1", 3600)));
-    let denied = IdpReply {
+    let denied = HttpReply {
         status: 401,
         headers: vec![("content-type".into(), "application/json".into())],
         body: br#"{"error":"access_denied","error_description":"Unauthorized"}"#.to_vec(),
@@ -163,7 +163,7 @@ fn shared_data_holds_no_secret_and_no_token_in_the_clear() {
         &gate,
         &form(),
         &body("sup3r-s3cret", "b"),
-        Some(IdpReply {
+        Some(HttpReply {
             status: 200,
             headers: vec![],
             body: br#"{"access_token":"tok-uncacheable"}"#.to_vec(),
@@ -210,7 +210,7 @@ fn only_valid_200_token_responses_are_cached() {
     let host = FakeHost::new(T0);
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
-    let no_expiry = IdpReply { status: 200, headers: vec![], body: br#"{"access_token":"x"}"#.to_vec() };
+    let no_expiry = HttpReply { status: 200, headers: vec![], body: br#"{"access_token":"x"}"#.to_vec() };
     let r = exchange(&gate, &form(), &body("s1", "a"), Some(no_expiry));
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -224,7 +224,7 @@ fn idp_errors_are_relayed_with_status_body_and_retry_after_and_one_meaning_of_ra
     let host = FakeHost::new(T0);
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
-    let reply = IdpReply {
+    let reply = HttpReply {
         status: 429,
         headers: vec![
             ("content-type".into(), "application/json; charset=utf-8".into()),
@@ -246,7 +246,7 @@ fn idp_errors_are_relayed_with_status_body_and_retry_after_and_one_meaning_of_ra
     );
     let limited_gate = Gate::new(&limited, &host, "other");
     let r =
-        exchange(&limited_gate, &form(), &body("s1", "b"), Some(IdpReply { status: 400, ..reply.clone() }));
+        exchange(&limited_gate, &form(), &body("s1", "b"), Some(HttpReply { status: 400, ..reply.clone() }));
     assert_eq!(r.status, 400);
     let resets: Vec<&str> =
         r.headers.iter().filter(|(n, _)| n == "x-ratelimit-reset").map(|(_, v)| v.as_ref()).collect();
@@ -257,7 +257,7 @@ fn idp_errors_are_relayed_with_status_body_and_retry_after_and_one_meaning_of_ra
         &gate,
         &form(),
         &body("s1", "a"),
-        Some(IdpReply { status: 500, headers: vec![], body: br#"{"error":"server_error"}"#.to_vec() }),
+        Some(HttpReply { status: 500, headers: vec![], body: br#"{"error":"server_error"}"#.to_vec() }),
     );
     assert_eq!(r.status, 500);
 }
@@ -269,8 +269,8 @@ fn unreachable_idp_is_503_temporarily_unavailable() {
     let gate = Gate::new(&config, &host, "tokengate");
     for reply in [
         None,
-        Some(IdpReply { status: 503, headers: vec![], body: b"no healthy upstream".to_vec() }),
-        Some(IdpReply {
+        Some(HttpReply { status: 503, headers: vec![], body: b"no healthy upstream".to_vec() }),
+        Some(HttpReply {
             status: 503,
             headers: vec![],
             body: b"upstream connect error or disconnect/reset before headers".to_vec(),
@@ -441,7 +441,7 @@ fn waiters_share_an_idp_refusal_and_it_is_remembered() {
     let gate = Gate::new(&config, &host, "tokengate");
     let owner = expect_wait(&gate, &form(), &body("bad", "a"));
     let mut waiter = expect_wait(&gate, &form(), &body("bad", "a"));
-    let denied = IdpReply {
+    let denied = HttpReply {
         status: 401,
         headers: vec![("content-type".into(), "application/json".into())],
         body: br#"{"error":"access_denied","error_description":"Unauthorized"}"#.to_vec(),
@@ -564,7 +564,7 @@ fn idp_failure_serves_a_token_with_lifetime_left_as_stale() {
     let gate = Gate::new(&config, &host, "tokengate");
     exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok", 60)));
     host.advance_ms(40_000); // 20 s left: below the floor, so the IdP is asked
-    let failing = IdpReply { status: 500, headers: vec![], body: br#"{"error":"server_error"}"#.to_vec() };
+    let failing = HttpReply { status: 500, headers: vec![], body: br#"{"error":"server_error"}"#.to_vec() };
     let r = exchange(&gate, &form(), &body("s1", "a"), Some(failing));
     assert_eq!((r.status, r.header(CACHE_HEADER)), (200, Some("stale")));
     assert_eq!(json_of(&r)["access_token"], "tok");
@@ -594,7 +594,7 @@ fn a_flood_of_bogus_identities_leaves_every_table_bounded() {
     let gate = Gate::new(&config, &host, "tokengate");
     let real = exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("real-token", 3600)));
     assert_eq!(real.header("x-ratelimit-remaining"), Some("4"));
-    let denied = IdpReply { status: 401, headers: vec![], body: br#"{"error":"access_denied"}"#.to_vec() };
+    let denied = HttpReply { status: 401, headers: vec![], body: br#"{"error":"access_denied"}"#.to_vec() };
     for i in 0..20_000u32 {
         let bogus = format!("grant_type=client_credentials&client_id=bogus-{i}&client_secret=guess-{i}");
         let decision = gate.handle(&form(), bogus.as_bytes());
@@ -689,7 +689,7 @@ fn configured_clients_keep_their_limits_under_a_flood_of_guests() {
                        "clients": {"c1": {"max_tokens": 3, "tokens_per_fill": 3, "fill_interval": "1h"}}}
     }));
     let gate = Gate::new(&config, &host, "tokengate");
-    let denied = IdpReply { status: 401, headers: vec![], body: b"{}".to_vec() };
+    let denied = HttpReply { status: 401, headers: vec![], body: b"{}".to_vec() };
     for _ in 0..3 {
         let r = exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("tok", 3600)));
         assert_eq!(r.status, 200);
@@ -734,7 +734,7 @@ fn repeated_requests_are_served_from_the_worker_index_and_count_the_same() {
     let limited = exchange(&gate, &form(), &body("s1", "a"), None);
     assert_eq!(limited.status, 429);
     // A wrong secret never matches an indexed request (here it is also over the limit).
-    let denied = IdpReply { status: 401, headers: vec![], body: b"{}".to_vec() };
+    let denied = HttpReply { status: 401, headers: vec![], body: b"{}".to_vec() };
     let wrong = exchange(&gate, &form(), &body("s2", "a"), Some(denied));
     assert!(!String::from_utf8_lossy(&wrong.body).contains("tok-1"));
     assert_eq!(host.metric(crate::host::Metric::Hits), 2);

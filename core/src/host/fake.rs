@@ -8,7 +8,7 @@ use std::collections::HashMap;
 type Interleaved = Box<dyn FnOnce(&FakeHost)>;
 
 use super::{
-    Clock, Connection, Dispatcher, Entropy, HostError, IdpCall, Metric, Metrics, SharedStore, StoreError,
+    Clock, Connection, Dispatcher, Entropy, HostError, HttpCall, Metric, Metrics, SharedStore, StoreError,
 };
 
 #[derive(Default)]
@@ -16,7 +16,7 @@ pub struct FakeHost {
     data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
     next_cas: Cell<u32>,
     now_ms: Cell<u64>,
-    calls: RefCell<Vec<IdpCall>>,
+    calls: RefCell<Vec<HttpCall>>,
     /// The next N conditional sets fail with a CAS mismatch, as if another worker wrote.
     conflicts: Cell<u32>,
     /// Dispatches fail (as when the cluster does not exist).
@@ -62,7 +62,7 @@ impl FakeHost {
     }
 
     /// Every IdP call dispatched so far.
-    pub fn calls(&self) -> Vec<IdpCall> {
+    pub fn calls(&self) -> Vec<HttpCall> {
         self.calls.borrow().clone()
     }
 
@@ -178,7 +178,7 @@ impl Entropy for FakeHost {
 }
 
 impl Dispatcher for FakeHost {
-    fn dispatch(&self, call: &IdpCall) -> Result<u32, HostError> {
+    fn dispatch(&self, call: &HttpCall) -> Result<u32, HostError> {
         if self.dispatch_fails.get() {
             return Err(HostError("BadArgument".into()));
         }

@@ -39,7 +39,7 @@ pub trait Clock {
 
 /// An HTTP call to the IdP, dispatched asynchronously (`dispatch_http_call`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdpCall {
+pub struct HttpCall {
     pub cluster: String,
     /// Pseudo-headers (`:method`, `:path`, `:authority`) first, then regular headers.
     pub headers: Vec<(String, String)>,
@@ -49,7 +49,7 @@ pub struct IdpCall {
 
 pub trait Dispatcher {
     /// Starts the call; the answer arrives later, keyed by the returned token.
-    fn dispatch(&self, call: &IdpCall) -> Result<u32, HostError>;
+    fn dispatch(&self, call: &HttpCall) -> Result<u32, HostError>;
     /// Wakes this worker's root context soon (Envoy: its shared queue), so a keyed call is
     /// dispatched before the next tick.
     fn wake(&self);

@@ -54,7 +54,7 @@ impl Bucket {
 
     /// `None` for bytes that are not a bucket (a value just created empty).
     pub fn from_bytes(bytes: &[u8]) -> Option<Bucket> {
-        let mut r = crate::record::Reader(bytes);
+        let mut r = crate::codec::Reader(bytes);
         Some(Bucket { tokens: r.u64()?, last_fill_ms: r.u64()? })
     }
 

@@ -15,7 +15,7 @@ mod proto;
 use proto::{DecodeError, Value, fields, put_bytes_field, put_varint_field};
 
 use crate::config::{BucketRule, RateLimitService};
-use crate::host::IdpCall;
+use crate::host::HttpCall;
 use crate::limits::BucketDecision;
 
 /// The method's HTTP/2 path (`/<package>.<service>/<method>`).
@@ -28,7 +28,7 @@ const CODE_OK: u64 = 1;
 const CODE_OVER_LIMIT: u64 = 2;
 
 /// The unary gRPC call asking about one request of `client_id`.
-pub fn call(service: &RateLimitService, client_id: &str) -> IdpCall {
+pub fn call(service: &RateLimitService, client_id: &str) -> HttpCall {
     let message = request(&service.domain, client_id);
     // gRPC's length-prefixed message: not compressed, big-endian length.
     let mut body = Vec::with_capacity(5 + message.len());
@@ -36,7 +36,7 @@ pub fn call(service: &RateLimitService, client_id: &str) -> IdpCall {
     body.extend_from_slice(&(message.len() as u32).to_be_bytes());
     body.extend_from_slice(&message);
     let header = |name: &str, value: &str| (name.to_owned(), value.to_owned());
-    IdpCall {
+    HttpCall {
         cluster: service.cluster.clone(),
         headers: vec![
             header(":method", "POST"),

@@ -23,7 +23,7 @@ use crate::cache::purge::purges;
 use crate::config::Config;
 use crate::fingerprint::Fingerprint;
 use crate::flight::CallOutcome;
-use crate::gate::{Gate, IdpReply, KeyedCall};
+use crate::gate::{Gate, HttpReply, KeyedCall};
 use crate::hit_tally::PendingHits;
 use crate::host::Host;
 use crate::response::Response;
@@ -132,7 +132,7 @@ impl Worker {
 
     /// The answer to a keyed call (`None`: it failed); a token for no call of this worker
     /// is ignored.
-    pub fn on_keyed_answer(&self, host: &dyn Host, token: u32, reply: Option<&IdpReply>) -> Answers {
+    pub fn on_keyed_answer(&self, host: &dyn Host, token: u32, reply: Option<&HttpReply>) -> Answers {
         let job = {
             let mut hub = self.hub.borrow_mut();
             let Some(at) = hub.calls.iter().position(|(t, _)| *t == token) else {

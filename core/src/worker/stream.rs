@@ -5,7 +5,7 @@
 //! withhold the body), the body callback pauses until the body is complete.
 
 use crate::config::Route;
-use crate::gate::{ForwardedRequest, IdpReply, Outcome, Plan};
+use crate::gate::{ForwardedRequest, HttpReply, Outcome, Plan};
 use crate::host::{Host, Metric};
 use crate::rate_limit_service::{self, Verdict};
 use crate::request::{RequestHead, address_without_port, verified_certificate};
@@ -26,8 +26,11 @@ enum Phase {
     /// A forwarded request gone on to the IdP through the route: its answer comes back
     /// through the filter ([`Worker::on_response_headers`]).
     Forwarded(ForwardedRequest),
-    /// Registered with the hub; the root context answers.
+    /// Waiting for its key's IdP call, registered with the hub; the root context answers.
     Waiting,
+    /// An operator's request (the usage report, a purge), registered with the hub; the root
+    /// context answers once every worker has ticked.
+    Operator,
 }
 
 pub struct Stream {
@@ -158,7 +161,7 @@ impl Worker {
         let purge = match &stream.phase {
             Phase::ReadingBody(_) => false,
             Phase::ReadingPurge => true,
-            Phase::Waiting | Phase::AskingRateLimit { .. } => return Step::Pause,
+            Phase::Waiting | Phase::Operator | Phase::AskingRateLimit { .. } => return Step::Pause,
             Phase::Forwarded(_) | Phase::PassThrough => return Step::Continue,
         };
         if body_size > self.config.max_body_bytes {
@@ -194,7 +197,7 @@ impl Worker {
         host: &dyn Host,
         stream: &mut Stream,
         token: u32,
-        reply: Option<&IdpReply>,
+        reply: Option<&HttpReply>,
         trailers: &[(String, String)],
     ) -> Step {
         match &stream.phase {
@@ -224,7 +227,7 @@ impl Worker {
     /// request passed on to the IdP that ended before its answer gives its quota unit back.
     pub fn on_stream_gone(&self, host: &dyn Host, stream: &Stream) {
         match &stream.phase {
-            Phase::Waiting => {
+            Phase::Waiting | Phase::Operator => {
                 if let Ok(mut hub) = self.hub.try_borrow_mut() {
                     hub.forget(stream.id);
                 }
@@ -239,7 +242,7 @@ impl Worker {
     fn answer_after_ticks(&self, host: &dyn Host, stream: &mut Stream, answer: Report) -> Step {
         let report = ReportRequest { due_ms: host.now_ms() + OPERATOR_WAIT_MS, answer };
         self.hub.borrow_mut().reports.push((stream.id, report));
-        stream.phase = Phase::Waiting;
+        stream.phase = Phase::Operator;
         Step::Pause
     }
 
@@ -297,7 +300,7 @@ impl Worker {
         &self,
         host: &dyn Host,
         stream: &mut Stream,
-        reply: Option<&IdpReply>,
+        reply: Option<&HttpReply>,
         trailers: &[(String, String)],
     ) -> Step {
         let Phase::AskingRateLimit { head, body, client_id, .. } =

@@ -44,8 +44,8 @@ fn request(worker: &Worker, host: &FakeHost, stream: &mut Stream, body: Vec<u8>)
     worker.on_request_body(host, stream, size, true, move || body)
 }
 
-fn token_reply(token: &str) -> IdpReply {
-    IdpReply {
+fn token_reply(token: &str) -> HttpReply {
+    HttpReply {
         status: 200,
         headers: vec![("content-type".into(), "application/json".into())],
         body: json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600})
@@ -229,7 +229,7 @@ fn a_usage_report_waits_for_every_worker_to_tick() {
 
 /// A gRPC answer of the rate-limit service: `overall_code`, one status with a limit of
 /// `limit` a minute and `remaining` left.
-fn rls_reply(code: u64, limit: u64, remaining: u64) -> IdpReply {
+fn rls_reply(code: u64, limit: u64, remaining: u64) -> HttpReply {
     fn varint(out: &mut Vec<u8>, mut v: u64) {
         while v >= 0x80 {
             out.push(v as u8 | 0x80);
@@ -260,7 +260,7 @@ fn rls_reply(code: u64, limit: u64, remaining: u64) -> IdpReply {
     let mut body = vec![0];
     body.extend_from_slice(&(message.len() as u32).to_be_bytes());
     body.extend_from_slice(&message);
-    IdpReply { status: 200, headers: vec![("grpc-status".into(), "0".into())], body }
+    HttpReply { status: 200, headers: vec![("grpc-status".into(), "0".into())], body }
 }
 
 fn with_service() -> Worker {
@@ -310,7 +310,7 @@ fn under_the_services_limit_the_request_goes_on_with_the_services_headers() {
 #[test]
 fn a_failed_or_unreadable_service_answer_leaves_the_decision_to_the_local_bucket() {
     let (host, worker) = (FakeHost::new(T0), with_service());
-    for (stream_id, reply) in [(1, None), (2, Some(IdpReply { status: 503, headers: vec![], body: vec![] }))]
+    for (stream_id, reply) in [(1, None), (2, Some(HttpReply { status: 503, headers: vec![], body: vec![] }))]
     {
         let mut stream = Stream::new(stream_id);
         request(&worker, &host, &mut stream, form("s1"));
@@ -491,13 +491,13 @@ fn client_form(client: &str, extra: &str) -> Vec<u8> {
 }
 
 /// Dispatches the worker's queued keyed call and answers it with `reply`.
-fn answer_call(worker: &Worker, host: &FakeHost, reply: IdpReply) -> Answers {
+fn answer_call(worker: &Worker, host: &FakeHost, reply: HttpReply) -> Answers {
     worker.on_wake(host);
     let token = host.calls().len() as u32;
     worker.on_keyed_answer(host, token, Some(&reply))
 }
 
-fn with_header(mut reply: IdpReply, name: &str, value: &str) -> IdpReply {
+fn with_header(mut reply: HttpReply, name: &str, value: &str) -> HttpReply {
     reply.headers.push((name.into(), value.into()));
     reply
 }
@@ -540,7 +540,7 @@ fn a_spent_organization_quota_holds_every_client_naming_it() {
     request(&worker, &host, &mut Stream::new(1), client_form("c1", "&organization=org_1"));
     let spent = "b=per_day;q=100;r=0;t=600,b=per_hour;q=10;r=3;t=60";
     let reply =
-        with_header(IdpReply { status: 429, ..token_reply("x") }, "auth0-organization-quota-limit", spent);
+        with_header(HttpReply { status: 429, ..token_reply("x") }, "auth0-organization-quota-limit", spent);
     let answers = answer_call(&worker, &host, reply);
     assert_eq!(
         answers[0].1.header("auth0-organization-quota-limit"),
@@ -656,7 +656,7 @@ fn a_purge_takes_post_with_a_client_id() {
 fn a_refusal_of_wrong_credentials_never_holds_the_client_even_with_a_spent_bucket() {
     let (host, worker) = (FakeHost::new(T0), worker(json!({})));
     request(&worker, &host, &mut Stream::new(1), client_form("c1", ""));
-    let refusal = IdpReply { status: 401, ..token_reply("x") };
+    let refusal = HttpReply { status: 401, ..token_reply("x") };
     answer_call(&worker, &host, with_header(refusal, "auth0-client-quota-limit", "b=per_day;q=5;r=0;t=600"));
     assert_eq!(request(&worker, &host, &mut Stream::new(2), client_form("c1", "&scope=x")), Step::Pause);
 }
