@@ -6,12 +6,14 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType, Status};
+use tokengate_core::response::Response;
 use tokengate_core::{ResponseStep, Step, Stream, Worker};
 
 use crate::abi;
 use crate::host::{
-    EnvoyHost, amend_response_headers, edit_request_headers, header_map, read_idp_reply, send_response,
+    EnvoyHost, amend_response_headers, edit_request_headers, header_map, read_http_reply, send_response,
 };
+use crate::translate::action_of;
 
 pub struct TokenFilter {
     /// `None` before a configuration was accepted: everything passes.
@@ -27,18 +29,13 @@ impl TokenFilter {
 
 /// An Envoy action for a step: a local reply is sent now, header changes are made now.
 fn act(step: Step) -> Action {
+    let action = action_of(&step);
     match step {
-        Step::Continue => Action::Continue,
-        Step::Pass(edits) => {
-            edit_request_headers(&edits);
-            Action::Continue
-        }
-        Step::Pause => Action::Pause,
-        Step::Respond(response) => {
-            send_response(&response);
-            Action::Pause
-        }
+        Step::Pass(edits) => edit_request_headers(&edits),
+        Step::Respond(response) => send_response(&response),
+        Step::Continue | Step::Pause => {}
     }
+    action
 }
 
 impl Context for TokenFilter {
@@ -52,10 +49,12 @@ impl Context for TokenFilter {
         let Some(worker) = &self.worker else {
             return;
         };
-        let reply = read_idp_reply(num_headers, body_size);
+        let reply = read_http_reply(num_headers, body_size);
         let trailers = match num_trailers {
             0 => Vec::new(),
-            _ => header_map(MapType::HttpCallResponseTrailers),
+            // Unreadable trailers: the rate-limit service's answer does not parse, and the
+            // local limiter decides.
+            _ => header_map(MapType::HttpCallResponseTrailers).unwrap_or_default(),
         };
         // The stream is held while the call runs: it goes on (resumed) or is answered.
         let step = worker.on_call_answer(&EnvoyHost, &mut self.stream, token, reply.as_ref(), &trailers);
@@ -72,13 +71,22 @@ impl Context for TokenFilter {
 
 impl HttpContext for TokenFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        // Fails closed: without a configuration, or without the request's headers, tokengate
+        // cannot tell a token request from another, and none may pass uncounted.
         let Some(worker) = &self.worker else {
-            return Action::Continue;
+            return act(Step::Respond(Response::unconfigured()));
         };
         // One host call for every header: each call that returns data costs Envoy a call
         // back into the VM to allocate, the most expensive step of a hit.
-        let headers = header_map(MapType::HttpRequestHeaders);
-        act(worker.on_request_headers(&EnvoyHost, &mut self.stream, &headers, end_of_stream))
+        match header_map(MapType::HttpRequestHeaders) {
+            Ok(headers) => {
+                act(worker.on_request_headers(&EnvoyHost, &mut self.stream, &headers, end_of_stream))
+            }
+            Err(status) => {
+                log::warn!("request headers unreadable ({status:?}): refused");
+                act(worker.on_unreadable_request(&EnvoyHost, &mut self.stream))
+            }
+        }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -108,7 +116,8 @@ impl HttpContext for TokenFilter {
         let Some(worker) = self.worker.as_ref().filter(|_| self.stream.awaits_idp_answer()) else {
             return Action::Continue;
         };
-        let headers = header_map(MapType::HttpResponseHeaders);
+        // Unreadable: as an answer without headers (Envoy's own, a 502 to the client).
+        let headers = header_map(MapType::HttpResponseHeaders).unwrap_or_default();
         match worker.on_response_headers(&EnvoyHost, &mut self.stream, &headers) {
             ResponseStep::Continue => Action::Continue,
             ResponseStep::Amend { remove, set } => {

@@ -13,6 +13,8 @@ use proxy_wasm::hostcalls;
 use crate::abi;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 use tokengate_core::HttpReply;
+
+use crate::translate::{header_pairs, http_reply};
 use tokengate_core::host::{
     Clock, Connection, Dispatcher, Entropy, HostError, HttpCall, Metric, Metrics, SharedStore, StoreError,
 };
@@ -150,15 +152,11 @@ pub fn send_response(response: &Response) {
     }
 }
 
-/// A header map of the current stream (empty when the host has none). Values are read as
-/// bytes: the SDK's `get_map` panics on a value that is not UTF-8, which a client (or an
-/// IdP) may send; such bytes become U+FFFD here.
-pub fn header_map(map: MapType) -> Vec<(String, String)> {
-    hostcalls::get_map_bytes(map)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
-        .collect()
+/// A header map of the current stream; `Err` when the host could not give it (the caller
+/// fails closed). Values are read as bytes: the SDK's `get_map` panics on a value that is
+/// not UTF-8, which a client (or an IdP) may send.
+pub fn header_map(map: MapType) -> Result<Vec<(String, String)>, Status> {
+    hostcalls::get_map_bytes(map).map(header_pairs)
 }
 
 /// Changes the current stream's request headers (`None` removes one).
@@ -189,19 +187,14 @@ fn edit_headers<'a>(map: MapType, edits: impl Iterator<Item = (&'a str, Option<&
 
 /// The IdP's answer in an `on_http_call_response` callback; `None` when the call failed
 /// (no headers: refused, reset or timed out).
-pub fn read_idp_reply(num_headers: usize, body_size: usize) -> Option<HttpReply> {
+pub fn read_http_reply(num_headers: usize, body_size: usize) -> Option<HttpReply> {
     if num_headers == 0 {
         return None;
     }
-    let headers = header_map(MapType::HttpCallResponseHeaders);
-    let status = headers
-        .iter()
-        .find(|(name, _)| name == ":status")
-        .and_then(|(_, value)| value.parse::<u16>().ok())?;
+    let headers = header_map(MapType::HttpCallResponseHeaders).ok()?;
     let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
         .ok()
         .flatten()
         .unwrap_or_default();
-    let headers = headers.into_iter().map(|(n, v)| (n.to_ascii_lowercase(), v)).collect();
-    Some(HttpReply { status, headers, body })
+    http_reply(headers, body)
 }

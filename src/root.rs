@@ -16,7 +16,7 @@ use tokengate_core::worker::{Answers, TICK};
 use tokengate_core::{Config, Worker};
 
 use crate::filter::TokenFilter;
-use crate::host::{EnvoyHost, read_idp_reply, send_response, set_wake_queue};
+use crate::host::{EnvoyHost, read_http_reply, send_response, set_wake_queue};
 
 pub struct TokengateRoot {
     context_id: u32,
@@ -73,7 +73,7 @@ impl Context for TokengateRoot {
             return;
         };
         if worker.is_keyed_call(token) {
-            let reply = read_idp_reply(num_headers, body_size);
+            let reply = read_http_reply(num_headers, body_size);
             self.send(worker.on_keyed_answer(&EnvoyHost, token, reply.as_ref()));
         }
     }
@@ -138,7 +138,7 @@ impl RootContext for TokengateRoot {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // The SDK panics on `None`; without a configuration (Envoy would not have started the
-        // plugin) the filter passes everything through.
+        // plugin) the filter refuses every request (`Response::unconfigured`).
         Some(Box::new(TokenFilter::new(context_id, self.worker.clone())))
     }
 

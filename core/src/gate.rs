@@ -262,6 +262,17 @@ impl<'a> Gate<'a> {
         self.conclude(None, Decision::BadRequest, refused(error), Tally::AlreadyCounted)
     }
 
+    /// The answer to a request whose headers the host could not give: without its path,
+    /// tokengate cannot tell a token request from another, so it is refused, never passed
+    /// on uncounted.
+    pub fn unreadable(&self) -> Response {
+        self.host.add(Metric::Requests, 1);
+        let description = "tokengate could not read this request; try again";
+        let response =
+            Response::oauth_error(503, ErrorCode::TemporarilyUnavailable, description, Decision::Bypass);
+        self.conclude(None, Decision::Bypass, response, Tally::CountNow)
+    }
+
     /// The answer to another method than `POST` on a token path: refused, never passed on.
     pub fn wrong_method(&self) -> Response {
         self.host.add(Metric::Requests, 1);

@@ -116,6 +116,13 @@ impl Response {
         Response::json(status, body, cache)
     }
 
+    /// The answer of a filter that has no configuration (a plugin Envoy started without
+    /// one): every request refused, none passed on unfiltered.
+    pub fn unconfigured() -> Response {
+        let description = "tokengate has no configuration";
+        Response::oauth_error(503, ErrorCode::TemporarilyUnavailable, description, Decision::Bypass)
+    }
+
     /// How the cache took part, as the response was made (`Bypass` for refusals).
     pub fn cached_as(&self) -> Decision {
         self.cache

@@ -148,6 +148,11 @@ impl Worker {
         if edits.is_empty() { Step::Continue } else { Step::Pass(edits) }
     }
 
+    /// The host could not give the request's headers: refused (`503`), never passed on.
+    pub fn on_unreadable_request(&self, host: &dyn Host, stream: &mut Stream) -> Step {
+        respond(stream, self.bare_gate(host).unreadable())
+    }
+
     /// A part of the body has arrived (`body_size` bytes buffered so far); `read_body`
     /// reads it all, called once it is complete.
     pub fn on_request_body(

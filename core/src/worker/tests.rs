@@ -660,3 +660,14 @@ fn a_refusal_of_wrong_credentials_never_holds_the_client_even_with_a_spent_bucke
     answer_call(&worker, &host, with_header(refusal, "auth0-client-quota-limit", "b=per_day;q=5;r=0;t=600"));
     assert_eq!(request(&worker, &host, &mut Stream::new(2), client_form("c1", "&scope=x")), Step::Pause);
 }
+
+#[test]
+fn a_request_whose_headers_cannot_be_read_is_refused_never_passed_through() {
+    let (host, worker) = (FakeHost::new(T0), worker(json!({})));
+    let r = responded(worker.on_unreadable_request(&host, &mut Stream::new(1)));
+    assert_eq!(r.status, 503);
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert!(host.calls().is_empty());
+    assert_eq!(host.metric(Metric::Requests), 1);
+}
