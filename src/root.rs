@@ -10,8 +10,6 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
-use tokengate_core::keys;
-use tokengate_core::store::{Change, Store};
 use tokengate_core::worker::{Answers, TICK};
 use tokengate_core::{Config, Worker};
 
@@ -29,16 +27,11 @@ impl TokengateRoot {
     }
 
     /// Registers this worker's wake-up queue under a name of its own.
-    fn register_queue(key_prefix: &str) {
-        let store = Store::new(&EnvoyHost, &EnvoyHost, key_prefix);
-        let index = store.update(&keys::workers(key_prefix), &0u64.to_le_bytes(), |bytes| {
-            let n = bytes.try_into().map(u64::from_le_bytes).unwrap_or(0) + 1;
-            Change::Write(n.to_le_bytes().to_vec(), n)
-        });
-        let Ok(index) = index else {
+    fn register_queue(worker: &Worker) {
+        let Some(name) = worker.wake_queue_name(&EnvoyHost) else {
             return;
         };
-        match hostcalls::register_shared_queue(&keys::wake_queue(key_prefix, index)) {
+        match hostcalls::register_shared_queue(&name) {
             Ok(id) => set_wake_queue(id),
             Err(status) => log::warn!("no wake-up queue ({status:?}); calls start on the tick"),
         }
@@ -114,7 +107,7 @@ impl RootContext for TokengateRoot {
             log::warn!("shared data not prepared; it is created on first use");
         }
         crate::host::define_metrics();
-        Self::register_queue(worker.key_prefix());
+        Self::register_queue(&worker);
         self.worker = Some(Rc::new(worker));
         if hostcalls::set_tick_period(TICK).is_err() {
             log::warn!("no tick: waiters on other workers' calls answer at their deadline");

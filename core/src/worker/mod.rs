@@ -27,7 +27,7 @@ use crate::gate::{Gate, HttpReply, KeyedCall};
 use crate::hit_tally::PendingHits;
 use crate::host::Host;
 use crate::response::Response;
-use crate::store::Store;
+use crate::store::{Change, Store};
 use hub::Hub;
 
 /// How often the host ticks the worker: waiters look for outcomes written by other
@@ -93,6 +93,18 @@ impl Worker {
         // Purges before this worker started concern no token it holds.
         self.purges_seen.set(purges(&Store::new(host, host, &self.key_prefix), &self.key_prefix));
         self.bare_gate(host).prepare()
+    }
+
+    /// A wake-up queue name of this worker's own (`<prefix>:wake:<n>`, `n` counted in shared
+    /// data): Envoy gives a shared queue one consumer, so each worker registers its own.
+    /// `None` when the count cannot be taken (calls then start on the tick).
+    pub fn wake_queue_name(&self, host: &dyn Host) -> Option<String> {
+        let store = Store::new(host, host, &self.key_prefix);
+        let index = store.update(&crate::keys::workers(&self.key_prefix), &0u64.to_le_bytes(), |bytes| {
+            let n = bytes.try_into().map_or(0, u64::from_le_bytes) + 1;
+            Change::Write(n.to_le_bytes().to_vec(), n)
+        });
+        index.ok().map(|n| crate::keys::wake_queue(&self.key_prefix, n))
     }
 
     /// Empties this worker's index of served tokens when a client was purged since its

@@ -671,3 +671,13 @@ fn a_request_whose_headers_cannot_be_read_is_refused_never_passed_through() {
     assert!(host.calls().is_empty());
     assert_eq!(host.metric(Metric::Requests), 1);
 }
+
+#[test]
+fn each_worker_names_a_wake_up_queue_of_its_own() {
+    let host = FakeHost::new(T0);
+    let (a, b) = (worker(json!({})), worker(json!({})));
+    let (first, second) = (a.wake_queue_name(&host).unwrap(), b.wake_queue_name(&host).unwrap());
+    assert_eq!((first.as_str(), second.as_str()), ("tg:wake:1", "tg:wake:2"));
+    host.fail_writes(true);
+    assert_eq!(worker(json!({})).wake_queue_name(&host), None);
+}
