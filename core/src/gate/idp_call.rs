@@ -270,16 +270,12 @@ impl Gate<'_> {
         self.host.add(Metric::IdpCalls, 1);
         let unreachable = || {
             self.host.add(Metric::IdpErrors, 1);
-            if let (Some(id), Some(spent)) = (call.client_id.as_deref(), call.quota_spent_ms) {
-                self.give_back_quota(id, spent, now);
-            }
+            self.settle_issuance(call.client_id.as_deref(), false, call.quota_spent_ms, now);
             unreachable_outcome()
         };
         let outcome = match reply {
-            // Envoy answers for an IdP it cannot reach with a plain-text 5xx ("no healthy
-            // upstream", "upstream connect error"): that is an unreachable IdP, not its answer.
             None => unreachable(),
-            Some(r) if r.status >= 500 && !is_json(&r.body) => unreachable(),
+            Some(r) if made_by_envoy(r.status, is_json(&r.body)) => unreachable(),
             Some(r) => {
                 let backoff = self.observe_idp(r, call.client_id.as_deref(), now);
                 self.observe_auth0_quota(
@@ -317,11 +313,7 @@ impl Gate<'_> {
                 } else if matches!(r.status, 401 | 403) {
                     self.unprove(&call.credential, now);
                 }
-                match (issued, call.client_id.as_deref(), call.quota_spent_ms) {
-                    (true, Some(id), _) => self.issued(id, now),
-                    (false, Some(id), Some(spent)) => self.give_back_quota(id, spent, now),
-                    _ => {}
-                }
+                self.settle_issuance(call.client_id.as_deref(), issued, call.quota_spent_ms, now);
                 if let Some(negative) = NegativeEntry::from_refusal(
                     call.fingerprint,
                     r.status,
@@ -353,8 +345,17 @@ impl Gate<'_> {
     /// got nothing, so its quota unit is given back (else anyone who knows a client id
     /// could spend its quota with refused requests they never wait for).
     pub fn forward_abandoned(&self, pending: &ForwardedRequest) {
-        if let (Some(id), Some(spent)) = (pending.client_id.as_deref(), pending.quota_spent_ms) {
-            self.give_back_quota(id, spent, self.host.now_ms());
+        let now = self.host.now_ms();
+        self.settle_issuance(pending.client_id.as_deref(), false, pending.quota_spent_ms, now);
+    }
+
+    /// What the end of an IdP call means for its client, keyed or forwarded: a token issued
+    /// is counted (and keeps its quota unit); anything else gives the unit back.
+    fn settle_issuance(&self, client_id: Option<&str>, issued: bool, quota_spent_ms: Option<u64>, now: u64) {
+        match (client_id, issued, quota_spent_ms) {
+            (Some(id), true, _) => self.issued(id, now),
+            (Some(id), false, Some(spent)) => self.give_back_quota(id, spent, now),
+            _ => {}
         }
     }
 
@@ -375,7 +376,7 @@ impl Gate<'_> {
         // local reply); where Envoy cannot say, a 5xx that is not JSON is Envoy's.
         let unreachable = match self.host.answered_by_upstream() {
             Some(from_upstream) => !from_upstream,
-            None => status >= 500 && !reply.header("content-type").is_some_and(|t| t.contains("json")),
+            None => made_by_envoy(status, reply.header("content-type").is_some_and(|t| t.contains("json"))),
         };
         let response = if unreachable {
             self.host.add(Metric::IdpErrors, 1);
@@ -395,22 +396,14 @@ impl Gate<'_> {
         // Tokens from forwarded grants are issued (and billed) too: they keep their quota
         // unit and are charged to the bucket; an answer without a token gives its unit back.
         let issued = status == 200;
+        self.settle_issuance(client_id, issued, pending.quota_spent_ms, now);
         let headers = match client_id {
             None => Vec::new(),
-            Some(id) if !issued => {
-                if let Some(spent) = pending.quota_spent_ms {
-                    self.give_back_quota(id, spent, now);
-                }
-                pending.limit_headers.clone()
+            // The token is issued and billed: it is delivered even from an empty bucket.
+            Some(id) if issued && pending.charge_on_token => {
+                self.charge(id, now, Decision::Bypass).headers(now)
             }
-            Some(id) => {
-                self.issued(id, now);
-                match pending.charge_on_token {
-                    // The token is issued and billed: it is delivered even from an empty bucket.
-                    true => self.charge(id, now, Decision::Bypass).headers(now),
-                    false => pending.limit_headers.clone(),
-                }
-            }
+            Some(_) => pending.limit_headers.clone(),
         };
         let response = self.conclude(
             client_id,

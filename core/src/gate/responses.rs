@@ -88,6 +88,13 @@ pub(super) fn has_access_token(body: &[u8]) -> bool {
     crate::cache::members(body).is_some_and(|m| crate::cache::string_member(&m, "access_token").is_some())
 }
 
+/// Envoy answers for an IdP it cannot reach (no healthy upstream, a connect error, a
+/// timeout) with a plain-text 5xx: that is an unreachable IdP, not its answer. The one rule
+/// for keyed calls (by their body) and forwarded requests (by their content type).
+pub(super) fn made_by_envoy(status: u16, json: bool) -> bool {
+    status >= 500 && !json
+}
+
 pub(super) fn is_json(body: &[u8]) -> bool {
     serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
