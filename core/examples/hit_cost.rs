@@ -63,9 +63,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let host = FakeHost::new(1_000);
     let gate = Gate::new(&config, &host, "tokengate");
-    if let Outcome::Wait(w) = gate.handle(&head, body).outcome
-        && let Some(call) = &w.call
-    {
+    let plan = gate.handle(&head, body);
+    if let (Outcome::Wait(_), Some(call)) = (&plan.outcome, &plan.call) {
         let reply =
             tokengate_core::HttpReply { status: 200, headers: vec![], body: token.clone().into_bytes() };
         gate.finish_call(call, Some(&reply));
@@ -94,9 +93,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let limited = Gate::new(&limited_config, &limited_host, "tokengate")
         .with_local_index(&limited_index)
         .with_pending_hits(&limited_pending);
-    if let Outcome::Wait(w) = limited.handle(&head, body).outcome
-        && let Some(call) = &w.call
-    {
+    let plan = limited.handle(&head, body);
+    if let (Outcome::Wait(_), Some(call)) = (&plan.outcome, &plan.call) {
         let reply =
             tokengate_core::HttpReply { status: 200, headers: vec![], body: token.clone().into_bytes() };
         limited.finish_call(call, Some(&reply));

@@ -72,8 +72,31 @@ pub struct Gate<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub outcome: Outcome,
-    /// A refresh-ahead call to dispatch in the background (the answer is already given).
-    pub background: Option<KeyedCall>,
+    /// The IdP call this request starts, for the worker's root context to dispatch: its
+    /// key's call when it owns it (`Outcome::Wait`), or a refresh-ahead in the background
+    /// (the answer is already given). The one way out for a keyed call.
+    pub call: Option<KeyedCall>,
+}
+
+/// What a waiting request gets when its key's outcome is looked at ([`Gate::answer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Ready(Response),
+    /// The call is still in flight (or the waiter joined a later one).
+    Pending,
+    /// The waiter retook a released call's key and owns the next call: dispatch it; the
+    /// waiter waits on.
+    Owns(KeyedCall),
+}
+
+impl Answer {
+    /// The response, when there is one.
+    pub fn ready(self) -> Option<Response> {
+        match self {
+            Answer::Ready(response) => Some(response),
+            Answer::Pending | Answer::Owns(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +105,7 @@ pub enum Outcome {
     /// A forwarded (uncacheable) request: it goes on down the filter chain to the IdP, as
     /// the route sends it.
     Forward(ForwardedRequest),
-    /// Waiting for the key's IdP call; when `Waiter::call` is set, this request owns it.
+    /// Waiting for the key's IdP call (this request owns it when `Plan::call` is set).
     Wait(Box<Waiter>),
 }
 
@@ -137,8 +160,6 @@ pub struct Waiter {
     /// Credentials not yet proven: the request is charged to its client's bucket only
     /// when a token comes (refused then if the bucket is empty).
     pub charge_on_token: bool,
-    /// The call to dispatch, when this request owns it.
-    pub call: Option<KeyedCall>,
     /// The credentials a token for this request proves.
     pub credential: Fingerprint,
     /// The key's IdP call as this request would make it: made again if the call it waits
@@ -170,7 +191,7 @@ pub(crate) enum Tally {
 }
 
 fn respond(response: Response) -> Plan {
-    Plan { outcome: Outcome::Respond(response), background: None }
+    Plan { outcome: Outcome::Respond(response), call: None }
 }
 
 impl<'a> Gate<'a> {

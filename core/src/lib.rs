@@ -27,5 +27,5 @@ pub mod usage;
 pub mod worker;
 
 pub use config::Config;
-pub use gate::{ForwardedRequest, Gate, HttpReply, KeyedCall, Outcome, Plan, Waiter};
+pub use gate::{Answer, ForwardedRequest, Gate, HttpReply, KeyedCall, Outcome, Plan, Waiter};
 pub use worker::{HeaderEdits, ResponseStep, Step, Stream, Worker};

@@ -120,7 +120,7 @@ fn the_reserve_keeps_the_last_calls_for_keys_without_a_token() {
     // Inside the refresh-ahead window: served, but no background refresh while in reserve.
     host.advance_ms(60_000);
     let plan = gate.handle(&form(), body("s1", "a").as_bytes());
-    assert!(plan.background.is_none(), "no refresh in reserve");
+    assert!(plan.call.is_none(), "no refresh in reserve");
     // Below the floor: the still-valid token instead of a call.
     host.advance_ms(20_000);
     let held = exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("never", 100)));

@@ -135,7 +135,7 @@ impl Gate<'_> {
                 None
             };
             let response = self.conclude(client_id, Decision::Hit, response, Tally::AlreadyCounted);
-            return Plan { outcome: Outcome::Respond(response), background };
+            return Plan { outcome: Outcome::Respond(response), call: background };
         }
         if let Some(negative) = negative {
             let r = Response::json(negative.status, negative.body, Decision::Negative);
@@ -220,7 +220,7 @@ impl Gate<'_> {
                 quota_spent_ms,
                 charge_on_token: self.global_rate.is_none(),
             }),
-            background: None,
+            call: None,
         }
     }
 
@@ -254,7 +254,6 @@ impl Gate<'_> {
             client_id: client_id.map(str::to_owned),
             organization: organization.map(str::to_owned),
             charge_on_token: !proven && self.global_rate.is_none(),
-            call: None,
             credential,
             request,
         };
@@ -262,7 +261,7 @@ impl Gate<'_> {
             Begin::Joined { generation, deadline_ms } => {
                 waiter.generation = Some(generation);
                 waiter.deadline_ms = deadline_ms.saturating_add(WAIT_GRACE_MS);
-                return Plan { outcome: Outcome::Wait(Box::new(waiter)), background: None };
+                return Plan { outcome: Outcome::Wait(Box::new(waiter)), call: None };
             }
             Begin::Owner { generation } => {
                 waiter.generation = Some(generation);
@@ -272,7 +271,7 @@ impl Gate<'_> {
                 let floor = self.config.cache.min_remaining_ttl_ms;
                 if self.tokens().get(&fp).ok().flatten().is_some_and(|e| e.servable(now, floor)) {
                     self.release_flight(&fp, generation);
-                    if let Some(response) = self.answer(&mut waiter, None) {
+                    if let Answer::Ready(response) = self.answer(&mut waiter, None) {
                         return respond(response);
                     }
                 }
@@ -312,10 +311,10 @@ impl Gate<'_> {
                 ));
             }
         }
-        waiter.call = Some(waiter.keyed_call(generation, now, spent.map(|_| now)));
+        let call = waiter.keyed_call(generation, now, spent.map(|_| now));
         waiter.owner = true;
         waiter.limit_headers = headers;
-        Plan { outcome: Outcome::Wait(Box::new(waiter)), background: None }
+        Plan { outcome: Outcome::Wait(Box::new(waiter)), call: Some(call) }
     }
 
     /// Finishes a response: the decision and client for the access log, the stats, and the

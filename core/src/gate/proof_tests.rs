@@ -89,12 +89,12 @@ fn cold_waiters_are_charged_when_the_token_comes_exactly_n_admitted() {
     let config = config(json!({"rate_limit": {"clients": {
         "c1": {"max_tokens": 10, "tokens_per_fill": 10, "fill_interval": "1h"}}}}));
     let gate = Gate::new(&config, &host, "tokengate");
-    let mut owner = expect_wait(&gate, &form(), &body("s1", "a"));
+    let (mut owner, call) = expect_call(&gate, &form(), &body("s1", "a"));
     let mut waiters: Vec<Waiter> = (0..39).map(|_| expect_wait(&gate, &form(), &body("s1", "a"))).collect();
     assert!(owner.charge_on_token && waiters.iter().all(|w| w.charge_on_token));
-    let outcome = gate.finish_call(owner.call.as_ref().unwrap(), Some(&token_reply("tok", 3600)));
-    let mut statuses = vec![gate.answer(&mut owner, Some(&outcome)).unwrap().status];
-    statuses.extend(waiters.iter_mut().map(|w| gate.answer(w, None).unwrap().status));
+    let outcome = gate.finish_call(call.as_ref().unwrap(), Some(&token_reply("tok", 3600)));
+    let mut statuses = vec![gate.answer(&mut owner, Some(&outcome)).ready().unwrap().status];
+    statuses.extend(waiters.iter_mut().map(|w| gate.answer(w, None).ready().unwrap().status));
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 10, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 30, "{statuses:?}");
 }

@@ -48,15 +48,15 @@ fn json_of(r: &Response) -> Value {
 /// Sends a request as the wasm layer would: a forwarded call completes with `reply`; a
 /// keyed call is dispatched (recorded by the fake host) and finished with `reply`.
 fn exchange(gate: &Gate, head: &RequestHead, body: &str, reply: Option<HttpReply>) -> Response {
-    let decision = gate.handle(head, body.as_bytes());
-    match decision.outcome {
+    let Plan { outcome, call } = gate.handle(head, body.as_bytes());
+    match outcome {
         Outcome::Respond(r) => r,
         Outcome::Forward(pending) => through_route(gate, &pending, reply),
         Outcome::Wait(mut waiter) => {
-            let call = waiter.call.clone().expect("a lone request owns its call");
+            let call = call.expect("a lone request owns its call");
             run_call(gate, &call, reply.as_ref());
             let outcome = gate.finish_call(&call, reply.as_ref());
-            gate.answer(&mut waiter, Some(&outcome)).expect("answered once the call is done")
+            gate.answer(&mut waiter, Some(&outcome)).ready().expect("answered once the call is done")
         }
     }
 }
@@ -91,8 +91,14 @@ fn run_call(gate: &Gate, call: &KeyedCall, _reply: Option<&HttpReply>) {
 }
 
 fn expect_wait(gate: &Gate, head: &RequestHead, body: &str) -> Waiter {
-    match gate.handle(head, body.as_bytes()).outcome {
-        Outcome::Wait(w) => *w,
+    expect_call(gate, head, body).0
+}
+
+/// A request that waits for its key's call, and that call when this request owns it.
+fn expect_call(gate: &Gate, head: &RequestHead, body: &str) -> (Waiter, Option<KeyedCall>) {
+    let plan = gate.handle(head, body.as_bytes());
+    match plan.outcome {
+        Outcome::Wait(w) => (*w, plan.call),
         other => panic!("not waiting: {other:?}"),
     }
 }
@@ -198,9 +204,9 @@ fn expiry_counts_from_when_the_call_started() {
     let host = FakeHost::new(T0);
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
-    let waiter = expect_wait(&gate, &form(), &body("s1", "a"));
+    let (_, call) = expect_call(&gate, &form(), &body("s1", "a"));
     host.advance_ms(2_000); // a slow IdP
-    gate.finish_call(waiter.call.as_ref().unwrap(), Some(&token_reply("tok-1", 10)));
+    gate.finish_call(call.as_ref().unwrap(), Some(&token_reply("tok-1", 10)));
     let hit = exchange(&gate, &form(), &body("s1", "a"), None);
     assert_eq!(json_of(&hit)["expires_in"], 8);
 }
@@ -339,8 +345,8 @@ fn idp_call_carries_the_original_request() {
         ..Default::default()
     };
     let json_body = r#"{"grant_type":"client_credentials","audience":"a"}"#;
-    let waiter = expect_wait(&gate, &head, json_body);
-    let call = &waiter.call.as_ref().unwrap().call;
+    let (waiter, keyed) = expect_call(&gate, &head, json_body);
+    let call = &keyed.as_ref().unwrap().call;
     assert_eq!(call.cluster, "idp");
     assert_eq!(call.timeout_ms, 2000);
     assert_eq!(call.body, json_body.as_bytes());
@@ -360,17 +366,19 @@ fn concurrent_misses_make_one_call_and_the_others_are_coalesced() {
     let host = FakeHost::new(T0);
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
-    let mut owner = expect_wait(&gate, &form(), &body("s1", "a"));
-    assert!(owner.owner && owner.call.is_some());
-    let mut waiters: Vec<Waiter> = (0..5).map(|_| expect_wait(&gate, &form(), &body("s1", "a"))).collect();
-    assert!(waiters.iter().all(|w| !w.owner && w.call.is_none()));
+    let (mut owner, call) = expect_call(&gate, &form(), &body("s1", "a"));
+    assert!(owner.owner && call.is_some());
+    let joined: Vec<(Waiter, Option<KeyedCall>)> =
+        (0..5).map(|_| expect_call(&gate, &form(), &body("s1", "a"))).collect();
+    assert!(joined.iter().all(|(w, call)| !w.owner && call.is_none()));
+    let mut waiters: Vec<Waiter> = joined.into_iter().map(|(w, _)| w).collect();
     // Still in flight: nobody is answered yet.
-    assert!(gate.answer(&mut waiters[0], None).is_none());
-    let outcome = gate.finish_call(owner.call.as_ref().unwrap(), Some(&token_reply("tok-1", 3600)));
-    let first = gate.answer(&mut owner, Some(&outcome)).unwrap();
+    assert_eq!(gate.answer(&mut waiters[0], None), Answer::Pending);
+    let outcome = gate.finish_call(call.as_ref().unwrap(), Some(&token_reply("tok-1", 3600)));
+    let first = gate.answer(&mut owner, Some(&outcome)).ready().unwrap();
     assert_eq!(first.header(CACHE_HEADER), Some("miss"));
     for w in &mut waiters {
-        let r = gate.answer(w, None).unwrap();
+        let r = gate.answer(w, None).ready().unwrap();
         assert_eq!(r.header(CACHE_HEADER), Some("coalesced"));
         assert_eq!(json_of(&r)["access_token"], "tok-1");
     }
@@ -391,9 +399,8 @@ fn a_call_finished_between_the_cache_read_and_the_flight_is_not_made_again() {
         host.interleave_before_set(nth, move |other| {
             let gate = Gate::new(&other_config, other, "tokengate");
             // Interleaved after this request took the flight, the other one joins it instead.
-            if let Outcome::Wait(waiter) = gate.handle(&form(), body("s1", "a").as_bytes()).outcome
-                && let Some(call) = &waiter.call
-            {
+            let plan = gate.handle(&form(), body("s1", "a").as_bytes());
+            if let (Outcome::Wait(_), Some(call)) = (&plan.outcome, &plan.call) {
                 run_call(&gate, call, None);
                 gate.finish_call(call, Some(&token_reply("tok-a", 3600)));
             }
@@ -421,7 +428,7 @@ fn a_refresh_finished_between_the_cache_read_and_the_flight_is_not_made_again() 
         let other_config = config.clone();
         host.interleave_before_set(nth, move |other| {
             let gate = Gate::new(&other_config, other, "tokengate");
-            if let Some(call) = gate.handle(&form(), body("s1", "a").as_bytes()).background {
+            if let Some(call) = gate.handle(&form(), body("s1", "a").as_bytes()).call {
                 run_call(&gate, &call, None);
                 gate.finish_call(&call, Some(&token_reply("tok-2", 100)));
             }
@@ -429,7 +436,7 @@ fn a_refresh_finished_between_the_cache_read_and_the_flight_is_not_made_again() 
         let plan = gate.handle(&form(), body("s1", "a").as_bytes());
         host.clear_interleaving();
         assert!(matches!(plan.outcome, Outcome::Respond(ref r) if r.status == 200), "{nth}");
-        let refreshes = host.calls().len() - 1 + usize::from(plan.background.is_some());
+        let refreshes = host.calls().len() - 1 + usize::from(plan.call.is_some());
         assert_eq!(refreshes, 1, "interleaved before set {nth}");
     }
 }
@@ -439,15 +446,15 @@ fn waiters_share_an_idp_refusal_and_it_is_remembered() {
     let host = FakeHost::new(T0);
     let config = config(json!({"cache": {"min_remaining_ttl": "1s", "negative_ttl": "10s"}}));
     let gate = Gate::new(&config, &host, "tokengate");
-    let owner = expect_wait(&gate, &form(), &body("bad", "a"));
+    let (_, owner_call) = expect_call(&gate, &form(), &body("bad", "a"));
     let mut waiter = expect_wait(&gate, &form(), &body("bad", "a"));
     let denied = HttpReply {
         status: 401,
         headers: vec![("content-type".into(), "application/json".into())],
         body: br#"{"error":"access_denied","error_description":"Unauthorized"}"#.to_vec(),
     };
-    gate.finish_call(owner.call.as_ref().unwrap(), Some(&denied));
-    let r = gate.answer(&mut waiter, None).unwrap();
+    gate.finish_call(owner_call.as_ref().unwrap(), Some(&denied));
+    let r = gate.answer(&mut waiter, None).ready().unwrap();
     assert_eq!((r.status, r.header(CACHE_HEADER)), (401, Some("coalesced")));
     assert_eq!(json_of(&r)["error"], "access_denied");
     // Twenty retries within negative_ttl: answered locally.
@@ -469,9 +476,9 @@ fn a_waiter_gives_up_at_the_deadline_with_503() {
     let _owner = expect_wait(&gate, &form(), &body("s1", "a"));
     let mut waiter = expect_wait(&gate, &form(), &body("s1", "a"));
     host.advance_ms(5_000);
-    assert!(gate.answer(&mut waiter, None).is_none());
+    assert_eq!(gate.answer(&mut waiter, None), Answer::Pending);
     host.advance_ms(1_000);
-    let r = gate.answer(&mut waiter, None).unwrap();
+    let r = gate.answer(&mut waiter, None).ready().unwrap();
     assert_eq!((r.status, r.header(CACHE_HEADER)), (503, Some("coalesced")));
     // The abandoned flight does not wedge the key: the next request owns a new call.
     assert!(expect_wait(&gate, &form(), &body("s1", "a")).owner);
@@ -538,10 +545,10 @@ fn refresh_ahead_serves_the_hit_and_starts_one_background_call() {
     exchange(&gate, &form(), &body("s1", "a"), Some(token_reply("old", 4)));
     host.advance_ms(1_000);
     let early = gate.handle(&form(), body("s1", "a").as_bytes());
-    assert!(early.background.is_none());
+    assert!(early.call.is_none());
     host.advance_ms(1_500);
     let due = gate.handle(&form(), body("s1", "a").as_bytes());
-    let background = due.background.expect("a refresh starts");
+    let background = due.call.expect("a refresh starts");
     let Outcome::Respond(hit) = due.outcome else { panic!("hit expected") };
     assert_eq!(
         (hit.header(CACHE_HEADER), json_of(&hit)["access_token"].as_str()),
@@ -550,7 +557,7 @@ fn refresh_ahead_serves_the_hit_and_starts_one_background_call() {
     // While it runs, other hits start no second refresh.
     for _ in 0..3 {
         let d = gate.handle(&form(), body("s1", "a").as_bytes());
-        assert!(d.background.is_none());
+        assert!(d.call.is_none());
     }
     gate.finish_call(&background, Some(&token_reply("new", 4)));
     let later = exchange(&gate, &form(), &body("s1", "a"), None);
@@ -598,9 +605,7 @@ fn a_flood_of_bogus_identities_leaves_every_table_bounded() {
     for i in 0..20_000u32 {
         let bogus = format!("grant_type=client_credentials&client_id=bogus-{i}&client_secret=guess-{i}");
         let decision = gate.handle(&form(), bogus.as_bytes());
-        if let Outcome::Wait(waiter) = decision.outcome
-            && let Some(call) = &waiter.call
-        {
+        if let (Outcome::Wait(_), Some(call)) = (&decision.outcome, &decision.call) {
             gate.finish_call(call, Some(&denied));
         }
         if i % 97 == 0 {
@@ -962,13 +967,13 @@ fn a_token_that_cannot_be_stored_is_still_answered_and_the_failed_write_is_count
     let host = FakeHost::new(T0);
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
-    let mut waiter = expect_wait(&gate, &form(), &body("s1", "a"));
-    let call = waiter.call.clone().unwrap();
+    let (mut waiter, call) = expect_call(&gate, &form(), &body("s1", "a"));
+    let call = call.unwrap();
     run_call(&gate, &call, None);
     // Every write from here on fails: the token, the outcome.
     host.fail_writes(true);
     let outcome = gate.finish_call(&call, Some(&token_reply("tok-1", 3600)));
-    let answer = gate.answer(&mut waiter, Some(&outcome)).unwrap();
+    let answer = gate.answer(&mut waiter, Some(&outcome)).ready().unwrap();
     assert_eq!((answer.status, json_of(&answer)["access_token"].clone()), (200, json!("tok-1")));
     assert!(host.metric(Metric::StoreErrors) >= 1, "the lost writes are counted");
     assert_eq!(host.metric(Metric::CacheEntries), 0);
@@ -992,7 +997,7 @@ fn max_ttl_caps_how_long_a_token_is_served_and_refresh_ahead_follows_the_cap() {
     // The last tenth of the capped lifetime: served, and one refresh starts.
     host.advance_ms(45_000);
     let due = gate.handle(&form(), body("s1", "a").as_bytes());
-    assert!(due.background.is_some(), "refresh-ahead against the capped lifetime");
+    assert!(due.call.is_some(), "refresh-ahead against the capped lifetime");
     assert!(matches!(due.outcome, Outcome::Respond(ref r) if r.header(CACHE_HEADER) == Some("hit")));
     // Past the cap (and below the floor): a miss, whatever expires_in the IdP gave.
     host.advance_ms(5_000);
@@ -1006,9 +1011,9 @@ fn a_flight_that_cannot_be_taken_is_counted_and_the_call_goes_uncoordinated() {
     let config = config(json!({}));
     let gate = Gate::new(&config, &host, "tokengate");
     host.fail_writes(true);
-    let waiter = expect_wait(&gate, &form(), &body("s1", "a"));
+    let (waiter, call) = expect_call(&gate, &form(), &body("s1", "a"));
     assert_eq!(waiter.generation, None, "uncoordinated");
-    assert!(waiter.call.is_some(), "the call is still made");
+    assert!(call.is_some(), "the call is still made");
     // The client record's count and the flight: both writes lost, both counted.
     assert_eq!(host.metric(Metric::StoreErrors), 2);
 }

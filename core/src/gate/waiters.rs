@@ -4,19 +4,19 @@
 use super::*;
 
 impl Gate<'_> {
-    /// The response for a waiter, or `None` while its call is still in flight. `known` is
-    /// the outcome when this worker made the call; otherwise it is read from shared data.
+    /// The response for a waiter, or [`Answer::Pending`] while its call is still in flight.
+    /// `known` is the outcome when this worker made the call; otherwise it is read from
+    /// shared data.
     ///
     /// A call released by its owner (its root context went away) is retaken: the waiter
-    /// joins the key's next call, or makes it (`waiter.call` is then set, to dispatch).
-    /// `None` while it waits on.
-    pub fn answer(&self, waiter: &mut Waiter, known: Option<&CallOutcome>) -> Option<Response> {
+    /// joins the key's next call, or makes it ([`Answer::Owns`], to dispatch).
+    pub fn answer(&self, waiter: &mut Waiter, known: Option<&CallOutcome>) -> Answer {
         let now = self.host.now_ms();
         let label = if waiter.owner { Decision::Miss } else { Decision::Coalesced };
         let cached = self.tokens().get(&waiter.fingerprint).ok().flatten();
         let servable = cached.as_ref().filter(|e| e.servable(now, self.config.cache.min_remaining_ttl_ms));
         if let Some(token) = servable.and_then(|e| e.render(&waiter.seal_key, now)) {
-            return Some(self.answer_token(waiter, Response::json(200, token, label), now));
+            return Answer::Ready(self.answer_token(waiter, Response::json(200, token, label), now));
         }
         let outcome = match known {
             Some(outcome) => Some(outcome.clone()),
@@ -38,17 +38,17 @@ impl Gate<'_> {
                 outcome_response(&outcome, body, stale, label)
             }
             None if now >= waiter.deadline_ms => failure_response(None, Vec::new(), stale, label),
-            None => return None,
+            None => return Answer::Pending,
         };
         if response.status == 200 {
-            return Some(self.answer_token(waiter, response, now));
+            return Answer::Ready(self.answer_token(waiter, response, now));
         }
         // The IdP refused this request's own call: counted apart from the misses.
         let decision = match response.cached_as() {
             Decision::Miss if matches!(response.status, 401 | 403) => Decision::Rejected,
             decision => decision,
         };
-        Some(self.conclude(
+        Answer::Ready(self.conclude(
             waiter.client_id.as_deref(),
             decision,
             with_headers(response, &waiter.limit_headers),
@@ -106,13 +106,13 @@ impl Gate<'_> {
     /// key's call in flight, or makes the next one. That call spends a quota unit of its
     /// own (the IdP may have issued a token for the released one); a spent quota is the
     /// waiter's answer.
-    fn retake(&self, waiter: &mut Waiter, now: u64) -> Option<Response> {
+    fn retake(&self, waiter: &mut Waiter, now: u64) -> Answer {
         let deadline_ms = self.wait_deadline(now);
         let generation = match self.stored(self.flights().begin(&waiter.fingerprint, now, deadline_ms)) {
             Some(Begin::Joined { generation, deadline_ms }) => {
                 waiter.generation = Some(generation);
                 waiter.deadline_ms = deadline_ms.saturating_add(WAIT_GRACE_MS);
-                return None;
+                return Answer::Pending;
             }
             Some(Begin::Owner { generation }) => Some(generation),
             Some(Begin::Uncoordinated) | None => None,
@@ -125,13 +125,17 @@ impl Gate<'_> {
                 self.stored(self.flights().release(&waiter.fingerprint, generation));
             }
             let refusal = with_headers(proof::quota_refusal(&rule, &decision, now), &waiter.limit_headers);
-            return Some(self.conclude(client_id, Decision::QuotaRejected, refusal, Tally::CountNow));
+            return Answer::Ready(self.conclude(
+                client_id,
+                Decision::QuotaRejected,
+                refusal,
+                Tally::CountNow,
+            ));
         }
         waiter.generation = generation;
         waiter.deadline_ms = deadline_ms;
         waiter.owner = true;
-        waiter.call = Some(waiter.keyed_call(generation, now, spent.map(|_| now)));
-        None
+        Answer::Owns(waiter.keyed_call(generation, now, spent.map(|_| now)))
     }
 }
 

@@ -23,7 +23,7 @@ use crate::cache::purge::purges;
 use crate::config::Config;
 use crate::fingerprint::Fingerprint;
 use crate::flight::CallOutcome;
-use crate::gate::{Gate, HttpReply, KeyedCall};
+use crate::gate::{Answer, Gate, HttpReply, KeyedCall};
 use crate::hit_tally::PendingHits;
 use crate::host::Host;
 use crate::response::Response;
@@ -202,12 +202,11 @@ impl Worker {
         for (stream, mut waiter) in waiters {
             let outcome = known.filter(|(fp, _)| **fp == waiter.fingerprint).map(|(_, o)| o);
             match gate.answer(&mut waiter, outcome) {
-                Some(response) => answers.push((stream, response)),
-                None => {
-                    // It retook a released call's key and owns the next call.
-                    if let Some(call) = waiter.call.take() {
-                        self.submit(host, call);
-                    }
+                Answer::Ready(response) => answers.push((stream, response)),
+                Answer::Pending => still_waiting.push((stream, waiter)),
+                // It retook a released call's key and owns the next call.
+                Answer::Owns(call) => {
+                    self.submit(host, call);
                     still_waiting.push((stream, waiter));
                 }
             }

@@ -346,8 +346,8 @@ impl Worker {
         if let Some(verdict) = global {
             gate = gate.with_global_rate(verdict);
         }
-        let Plan { outcome, background } = gate.handle(head, body);
-        if let Some(call) = background {
+        let Plan { outcome, call } = gate.handle(head, body);
+        if let Some(call) = call {
             self.submit(host, call);
         }
         match outcome {
@@ -357,10 +357,7 @@ impl Worker {
                 stream.phase = Phase::Forwarded(forwarded);
                 Step::Continue
             }
-            Outcome::Wait(mut waiter) => {
-                if let Some(call) = waiter.call.take() {
-                    self.submit(host, call);
-                }
+            Outcome::Wait(waiter) => {
                 self.hub.borrow_mut().waiters.push((stream.id, *waiter));
                 stream.phase = Phase::Waiting;
                 Step::Pause
