@@ -86,7 +86,7 @@ pub enum Answer {
     Pending,
     /// The waiter retook a released call's key and owns the next call: dispatch it; the
     /// waiter waits on.
-    Owns(KeyedCall),
+    Owns(Box<KeyedCall>),
 }
 
 impl Answer {

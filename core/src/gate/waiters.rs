@@ -135,7 +135,7 @@ impl Gate<'_> {
         waiter.generation = generation;
         waiter.deadline_ms = deadline_ms;
         waiter.owner = true;
-        Answer::Owns(waiter.keyed_call(generation, now, spent.map(|_| now)))
+        Answer::Owns(Box::new(waiter.keyed_call(generation, now, spent.map(|_| now))))
     }
 }
 

@@ -206,7 +206,7 @@ impl Worker {
                 Answer::Pending => still_waiting.push((stream, waiter)),
                 // It retook a released call's key and owns the next call.
                 Answer::Owns(call) => {
-                    self.submit(host, call);
+                    self.submit(host, *call);
                     still_waiting.push((stream, waiter));
                 }
             }
