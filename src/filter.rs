@@ -11,7 +11,8 @@ use tokengate_core::{ResponseStep, Step, Stream, Worker};
 
 use crate::abi;
 use crate::host::{
-    EnvoyHost, amend_response_headers, edit_request_headers, header_map, read_http_reply, send_response,
+    EnvoyHost, amend_response_headers, edit_request_headers, header_map, read_http_reply, send_answers,
+    send_response,
 };
 use crate::translate::action_of;
 
@@ -56,8 +57,12 @@ impl Context for TokenFilter {
             // local limiter decides.
             _ => header_map(MapType::HttpCallResponseTrailers).unwrap_or_default(),
         };
-        // The stream is held while the call runs: it goes on (resumed) or is answered.
-        let step = worker.on_call_answer(&EnvoyHost, &mut self.stream, token, reply.as_ref(), &trailers);
+        // The stream is held while its call runs: it goes on (resumed) or is answered.
+        let routed = worker.on_answer(&EnvoyHost, token, reply.as_ref(), &trailers, Some(&mut self.stream));
+        send_answers(routed.answers, self.stream.id());
+        let Some(step) = routed.step else {
+            return;
+        };
         let resume = matches!(step, Step::Continue);
         act(step);
         if resume {

@@ -14,7 +14,7 @@ use tokengate_core::worker::{Answers, TICK};
 use tokengate_core::{Config, Worker};
 
 use crate::filter::TokenFilter;
-use crate::host::{EnvoyHost, read_http_reply, send_response, set_wake_queue};
+use crate::host::{EnvoyHost, read_http_reply, send_answers, set_wake_queue};
 
 pub struct TokengateRoot {
     context_id: u32,
@@ -37,14 +37,8 @@ impl TokengateRoot {
         }
     }
 
-    /// Sends each answer on its stream; a stream that has gone away is skipped.
     fn send(&self, answers: Answers) {
-        for (stream, response) in answers {
-            if hostcalls::set_effective_context(stream).is_ok() {
-                send_response(&response);
-            }
-            let _ = hostcalls::set_effective_context(self.context_id);
-        }
+        send_answers(answers, self.context_id);
     }
 }
 
@@ -65,10 +59,10 @@ impl Context for TokengateRoot {
         let Some(worker) = self.worker.clone() else {
             return;
         };
-        if worker.is_keyed_call(token) {
-            let reply = read_http_reply(num_headers, body_size);
-            self.send(worker.on_keyed_answer(&EnvoyHost, token, reply.as_ref()));
-        }
+        // The root dispatches keyed calls only: their answers come here (and go to the
+        // worker's one route, like every answer).
+        let reply = read_http_reply(num_headers, body_size);
+        self.send(worker.on_answer(&EnvoyHost, token, reply.as_ref(), &[], None).answers);
     }
 }
 

@@ -12,13 +12,24 @@ pub type StreamId = u32;
 pub struct Hub {
     /// Keyed calls to dispatch at the root's next callback.
     pub jobs: Vec<KeyedCall>,
-    /// Keyed calls in flight, with the host's call token (a few at a time: a list, not a
-    /// map, is one hash table less in the .wasm).
-    pub calls: Vec<(u32, KeyedCall)>,
+    /// Every call in flight, with the host's call token and what to do with its answer
+    /// (a few at a time: a list, not a map, is one hash table less in the .wasm).
+    pub calls: Vec<(u32, OnAnswer)>,
     /// Streams waiting for their key's outcome.
     pub waiters: Vec<(StreamId, Waiter)>,
     /// Operator requests (usage report, purge), answered once every worker has ticked.
     pub reports: Vec<(StreamId, ReportRequest)>,
+}
+
+/// What to do with a dispatched call's answer, recorded when the call is dispatched;
+/// [`super::Worker::on_answer`] is the one place that routes an answer to it.
+pub enum OnAnswer {
+    /// A keyed call (dispatched by the root context): store its outcome where every worker
+    /// sees it, and answer the key's waiters on this worker.
+    Keyed(Box<KeyedCall>),
+    /// The rate-limit service's verdict on the request of this stream (which dispatched
+    /// it and waits for it in `Phase::AskingRateLimit`).
+    RateLimit { stream: StreamId },
 }
 
 /// An operator request waiting for its answer.
@@ -43,6 +54,14 @@ impl Hub {
     pub fn forget(&mut self, stream: StreamId) {
         self.waiters.retain(|(id, _)| *id != stream);
         self.reports.retain(|(id, _)| *id != stream);
+        self.calls.retain(|(_, then)| !matches!(then, OnAnswer::RateLimit { stream: s } if *s == stream));
+    }
+
+    /// The call with this token, taken off the list (`None`: not one of this worker's, or
+    /// already answered).
+    pub fn take_call(&mut self, token: u32) -> Option<OnAnswer> {
+        let at = self.calls.iter().position(|(t, _)| *t == token)?;
+        Some(self.calls.swap_remove(at).1)
     }
 
     pub fn is_idle(&self) -> bool {

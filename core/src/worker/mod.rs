@@ -4,9 +4,10 @@
 //! only translates callbacks: Envoy's events in, [`Step`]s and answers out.
 //!
 //! Stream events: [`Worker::on_request_headers`], [`Worker::on_request_body`],
-//! [`Worker::on_call_answer`], [`Worker::on_stream_gone`]. Root events:
-//! [`Worker::on_wake`] (dispatch keyed calls), [`Worker::on_keyed_answer`],
-//! [`Worker::on_tick`]. Each root event returns the answers for other streams.
+//! [`Worker::on_response_headers`], [`Worker::on_stream_gone`]. Root events:
+//! [`Worker::on_wake`] (dispatch keyed calls), [`Worker::on_tick`]. And one route for the
+//! answer to every call dispatched, from the root or a stream: [`Worker::on_answer`]. Each
+//! returns the answers for other streams.
 
 mod hub;
 mod stream;
@@ -15,7 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 pub use crate::response::{HeaderEdits, ResponseStep};
-pub use hub::{Report, ReportRequest, StreamId};
+pub use hub::{OnAnswer, Report, ReportRequest, StreamId};
 pub use stream::{Step, Stream};
 
 use crate::cache::LocalIndex;
@@ -40,6 +41,14 @@ pub const OPERATOR_WAIT_MS: u64 = 5 * TICK.as_millis() as u64;
 
 /// Answers for other streams than the one in the callback: `(stream, response)`.
 pub type Answers = Vec<(StreamId, Response)>;
+
+/// What the answer to a dispatched call gives: a step for the stream in the callback (its
+/// own rate-limit service call), and answers for other streams (a keyed call's waiters).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Routed {
+    pub step: Option<Step>,
+    pub answers: Answers,
+}
 
 pub struct Worker {
     config: Config,
@@ -130,7 +139,7 @@ impl Worker {
         for job in jobs {
             match host.dispatch(&job.call) {
                 Ok(token) => {
-                    self.hub.borrow_mut().calls.push((token, job));
+                    self.hub.borrow_mut().calls.push((token, OnAnswer::Keyed(Box::new(job))));
                 }
                 Err(e) => {
                     log::warn!("IdP call not dispatched: {e}");
@@ -142,23 +151,34 @@ impl Worker {
         answers
     }
 
-    /// The answer to a keyed call (`None`: it failed); a token for no call of this worker
-    /// is ignored.
-    pub fn on_keyed_answer(&self, host: &dyn Host, token: u32, reply: Option<&HttpReply>) -> Answers {
-        let job = {
-            let mut hub = self.hub.borrow_mut();
-            let Some(at) = hub.calls.iter().position(|(t, _)| *t == token) else {
-                return Answers::new();
-            };
-            hub.calls.swap_remove(at).1
+    /// The answer to a call this worker dispatched (`reply` `None`: it failed), routed to
+    /// what the call was dispatched for ([`OnAnswer`]). `stream` is the stream in the
+    /// callback, when the answer came to one (Envoy answers a call in the context that made
+    /// it). A token of no call of this worker (a late answer) gives nothing.
+    pub fn on_answer(
+        &self,
+        host: &dyn Host,
+        token: u32,
+        reply: Option<&HttpReply>,
+        trailers: &[(String, String)],
+        stream: Option<&mut Stream>,
+    ) -> Routed {
+        let Some(then) = self.hub.borrow_mut().take_call(token) else {
+            return Routed::default();
         };
-        let outcome = self.bare_gate(host).finish_call(&job, reply);
-        self.answer_waiters(host, Some((&job.fingerprint, &outcome)))
-    }
-
-    /// Is `token` one of this worker's keyed calls (answered by the root context)?
-    pub fn is_keyed_call(&self, token: u32) -> bool {
-        self.hub.borrow().calls.iter().any(|(t, _)| *t == token)
+        match then {
+            OnAnswer::Keyed(job) => {
+                let outcome = self.bare_gate(host).finish_call(&job, reply);
+                Routed { step: None, answers: self.answer_waiters(host, Some((&job.fingerprint, &outcome))) }
+            }
+            OnAnswer::RateLimit { stream: id } => match stream.filter(|s| s.id() == id) {
+                Some(stream) => Routed {
+                    step: Some(self.rate_limit_answered(host, stream, reply, trailers)),
+                    answers: Answers::new(),
+                },
+                None => Routed::default(),
+            },
+        }
     }
 
     /// The root context is going away (a configuration change drained its listener): its
@@ -170,7 +190,11 @@ impl Worker {
         let gate = self.gate(host);
         gate.flush_hits();
         let hub = self.hub.borrow();
-        for call in hub.jobs.iter().chain(hub.calls.iter().map(|(_, call)| call)) {
+        let in_flight = hub.calls.iter().filter_map(|(_, then)| match then {
+            OnAnswer::Keyed(call) => Some(&**call),
+            OnAnswer::RateLimit { .. } => None,
+        });
+        for call in hub.jobs.iter().chain(in_flight) {
             gate.release_call(call);
         }
     }

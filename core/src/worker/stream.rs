@@ -11,7 +11,7 @@ use crate::rate_limit_service::{self, Verdict};
 use crate::request::{RequestHead, address_without_port, verified_certificate};
 use crate::response::{HeaderEdits, Response, ResponseStep};
 
-use super::{OPERATOR_WAIT_MS, Report, ReportRequest, StreamId, Worker};
+use super::{OPERATOR_WAIT_MS, OnAnswer, Report, ReportRequest, StreamId, Worker};
 
 /// Where a stream is.
 enum Phase {
@@ -20,7 +20,7 @@ enum Phase {
     /// A token request whose body is being buffered.
     ReadingBody(RequestHead),
     /// A complete token request waiting for the global rate-limit service's answer.
-    AskingRateLimit { token: u32, head: RequestHead, body: Vec<u8>, client_id: String },
+    AskingRateLimit { head: RequestHead, body: Vec<u8>, client_id: String },
     /// `POST <usage_path>/purge` whose form body is being buffered.
     ReadingPurge,
     /// A forwarded request gone on to the IdP through the route: its answer comes back
@@ -195,24 +195,6 @@ impl Worker {
         }
     }
 
-    /// The answer to the rate-limit service call the stream made (`None`: the call
-    /// failed). A late answer for a stream that has moved on gives `Pause` (nothing to do).
-    pub fn on_call_answer(
-        &self,
-        host: &dyn Host,
-        stream: &mut Stream,
-        token: u32,
-        reply: Option<&HttpReply>,
-        trailers: &[(String, String)],
-    ) -> Step {
-        match &stream.phase {
-            Phase::AskingRateLimit { token: asked, .. } if *asked == token => {
-                self.rate_limit_answered(host, stream, reply, trailers)
-            }
-            _ => Step::Pause,
-        }
-    }
-
     /// The response headers (lowercase names, `:status` among them); only a forwarded
     /// request's answer is tokengate's (see [`Stream::awaits_idp_answer`]).
     pub fn on_response_headers(
@@ -287,7 +269,9 @@ impl Worker {
         {
             match host.dispatch(&rate_limit_service::call(service, &client_id)) {
                 Ok(token) => {
-                    stream.phase = Phase::AskingRateLimit { token, head, body, client_id };
+                    // Its answer comes back to this stream ([`Worker::on_answer`]).
+                    self.hub.borrow_mut().calls.push((token, OnAnswer::RateLimit { stream: stream.id }));
+                    stream.phase = Phase::AskingRateLimit { head, body, client_id };
                     return Step::Pause;
                 }
                 Err(e) => {
@@ -300,18 +284,22 @@ impl Worker {
     }
 
     /// The rate-limit service's answer; a failed call (down, timed out, an error status, an
-    /// answer that does not parse) leaves the decision to the local limiter.
-    fn rate_limit_answered(
+    /// answer that does not parse) leaves the decision to the local limiter. A stream that
+    /// has moved on gives `Pause` (nothing to do).
+    pub(super) fn rate_limit_answered(
         &self,
         host: &dyn Host,
         stream: &mut Stream,
         reply: Option<&HttpReply>,
         trailers: &[(String, String)],
     ) -> Step {
-        let Phase::AskingRateLimit { head, body, client_id, .. } =
+        if !matches!(stream.phase, Phase::AskingRateLimit { .. }) {
+            return Step::Pause;
+        }
+        let Phase::AskingRateLimit { head, body, client_id } =
             std::mem::replace(&mut stream.phase, Phase::PassThrough)
         else {
-            return Step::Continue;
+            return Step::Pause;
         };
         let now = host.now_ms();
         let verdict = reply.and_then(|reply| {

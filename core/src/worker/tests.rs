@@ -44,6 +44,11 @@ fn request(worker: &Worker, host: &FakeHost, stream: &mut Stream, body: Vec<u8>)
     worker.on_request_body(host, stream, size, true, move || body)
 }
 
+/// Is `token` one of the worker's keyed calls in flight?
+fn is_keyed_call(worker: &Worker, token: u32) -> bool {
+    worker.hub.borrow().calls.iter().any(|(t, then)| *t == token && matches!(then, OnAnswer::Keyed(_)))
+}
+
 fn token_reply(token: &str) -> HttpReply {
     HttpReply {
         status: 200,
@@ -75,12 +80,12 @@ fn a_miss_and_a_coalesced_request_wait_for_one_keyed_call_and_the_next_is_a_hit(
     assert!(worker.on_wake(&host).is_empty());
     assert_eq!(host.calls().len(), 1);
     let token = host.calls().len() as u32;
-    assert!(worker.is_keyed_call(token));
-    let answers = worker.on_keyed_answer(&host, token, Some(&token_reply("tok-1")));
+    assert!(is_keyed_call(&worker, token));
+    let answers = worker.on_answer(&host, token, Some(&token_reply("tok-1")), &[], None).answers;
     let by_stream: Vec<(StreamId, &str, String)> =
         answers.iter().map(|(s, r)| (*s, cache_of(r), access_token(r))).collect();
     assert_eq!(by_stream, [(1, "miss", "tok-1".into()), (2, "coalesced", "tok-1".into())]);
-    assert!(!worker.is_keyed_call(token));
+    assert!(!is_keyed_call(&worker, token));
 
     let mut third = Stream::new(3);
     let Step::Respond(hit) = request(&worker, &host, &mut third, form("s1")) else { panic!("not answered") };
@@ -96,7 +101,7 @@ fn a_waiter_whose_client_went_away_gets_no_answer_and_the_others_do() {
     request(&worker, &host, &mut stays, form("s1"));
     worker.on_stream_gone(&host, &gone);
     worker.on_wake(&host);
-    let answers = worker.on_keyed_answer(&host, 1, Some(&token_reply("tok-1")));
+    let answers = worker.on_answer(&host, 1, Some(&token_reply("tok-1")), &[], None).answers;
     assert_eq!(answers.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [2]);
 }
 
@@ -121,7 +126,7 @@ fn a_waiter_on_another_workers_call_is_answered_on_the_tick() {
     assert_eq!(request(&other, &host, &mut b, form("s1")), Step::Pause);
     owner.on_wake(&host);
     assert!(other.on_tick(&host).is_empty(), "still in flight");
-    let owners = owner.on_keyed_answer(&host, 1, Some(&token_reply("tok-9")));
+    let owners = owner.on_answer(&host, 1, Some(&token_reply("tok-9")), &[], None).answers;
     assert_eq!(owners.len(), 1);
     let answers = other.on_tick(&host);
     assert_eq!(answers.len(), 1);
@@ -216,7 +221,7 @@ fn a_usage_report_waits_for_every_worker_to_tick() {
     let mut hit = Stream::new(1);
     request(&worker, &host, &mut hit, form("s1"));
     worker.on_wake(&host);
-    worker.on_keyed_answer(&host, 1, Some(&token_reply("tok-1")));
+    worker.on_answer(&host, 1, Some(&token_reply("tok-1")), &[], None);
     let mut report = Stream::new(9);
     assert_eq!(worker.on_request_headers(&host, &mut report, &headers("GET", "/usage"), true), Step::Pause);
     assert!(worker.on_tick(&host).is_empty(), "not before every worker has ticked");
@@ -276,8 +281,10 @@ fn the_rate_limit_service_is_asked_first_and_its_over_limit_is_a_429() {
     let mut stream = Stream::new(1);
     assert_eq!(request(&worker, &host, &mut stream, form("s1")), Step::Pause);
     assert_eq!(host.calls()[0].cluster, "ratelimit");
-    let Step::Respond(response) =
-        worker.on_call_answer(&host, &mut stream, 1, Some(&rls_reply(2, 3, 0)), &[])
+    let Step::Respond(response) = worker
+        .on_answer(&host, 1, Some(&rls_reply(2, 3, 0)), &[], Some(&mut stream))
+        .step
+        .unwrap_or(Step::Pause)
     else {
         panic!("answered");
     };
@@ -292,12 +299,15 @@ fn under_the_services_limit_the_request_goes_on_with_the_services_headers() {
     let mut stream = Stream::new(1);
     request(&worker, &host, &mut stream, form("s1"));
     assert_eq!(
-        worker.on_call_answer(&host, &mut stream, 1, Some(&rls_reply(1, 3, 2)), &[]),
+        worker
+            .on_answer(&host, 1, Some(&rls_reply(1, 3, 2)), &[], Some(&mut stream))
+            .step
+            .unwrap_or(Step::Pause),
         Step::Pause,
         "now waiting"
     );
     worker.on_wake(&host);
-    let answers = worker.on_keyed_answer(&host, 2, Some(&token_reply("tok-1")));
+    let answers = worker.on_answer(&host, 2, Some(&token_reply("tok-1")), &[], None).answers;
     let response = &answers[0].1;
     assert_eq!((response.status, cache_of(response)), (200, "miss"));
     assert_eq!(
@@ -315,12 +325,12 @@ fn a_failed_or_unreadable_service_answer_leaves_the_decision_to_the_local_bucket
         let mut stream = Stream::new(stream_id);
         request(&worker, &host, &mut stream, form("s1"));
         let token = host.calls().len() as u32;
-        worker.on_call_answer(&host, &mut stream, token, reply.as_ref(), &[]);
+        worker.on_answer(&host, token, reply.as_ref(), &[], Some(&mut stream)).step.unwrap_or(Step::Pause);
     }
     assert_eq!(host.metric(Metric::RateLimitServiceErrors), 2);
     worker.on_wake(&host);
     let idp_call = host.calls().len() as u32;
-    let answers = worker.on_keyed_answer(&host, idp_call, Some(&token_reply("tok-1")));
+    let answers = worker.on_answer(&host, idp_call, Some(&token_reply("tok-1")), &[], None).answers;
     assert_eq!(answers.len(), 2, "both decided locally: a miss and a coalesced request");
     assert_eq!(answers[0].1.header("x-ratelimit-limit"), Some("100"));
 }
@@ -366,8 +376,8 @@ fn a_root_that_goes_away_releases_its_call_and_its_waiters_on_other_roots_retake
         "one waiter retook the key, long before the deadline; the others joined"
     );
     let token = host.calls().len() as u32;
-    let owner = if new.is_keyed_call(token) { &new } else { &other };
-    let mut answers = owner.on_keyed_answer(&host, token, Some(&token_reply("tok-2")));
+    let owner = if is_keyed_call(&new, token) { &new } else { &other };
+    let mut answers = owner.on_answer(&host, token, Some(&token_reply("tok-2")), &[], None).answers;
     host.advance_ms(20);
     answers.extend(new.on_tick(&host));
     answers.extend(other.on_tick(&host));
@@ -450,7 +460,7 @@ mod client_certificates {
         let sent: String = pem(1).bytes().map(|b| format!("%{b:02X}")).collect();
         assert_eq!(header("client-certificate"), Some(sent), "the PEM, URL-encoded, as Envoy gave it");
         assert_eq!(header("client-certificate-ca-verified").as_deref(), Some("SUCCESS"));
-        let answered = worker.on_keyed_answer(&host, 1, Some(&token_reply("bound-to-1")));
+        let answered = worker.on_answer(&host, 1, Some(&token_reply("bound-to-1")), &[], None).answers;
         assert_eq!(cache_of(&answered[0].1), "miss");
         // The same certificate again: a hit. Twice, so the worker's index had its chance.
         for id in [2, 3] {
@@ -494,7 +504,7 @@ fn client_form(client: &str, extra: &str) -> Vec<u8> {
 fn answer_call(worker: &Worker, host: &FakeHost, reply: HttpReply) -> Answers {
     worker.on_wake(host);
     let token = host.calls().len() as u32;
-    worker.on_keyed_answer(host, token, Some(&reply))
+    worker.on_answer(host, token, Some(&reply), &[], None).answers
 }
 
 fn with_header(mut reply: HttpReply, name: &str, value: &str) -> HttpReply {
@@ -680,4 +690,33 @@ fn each_worker_names_a_wake_up_queue_of_its_own() {
     assert_eq!((first.as_str(), second.as_str()), ("tg:wake:1", "tg:wake:2"));
     host.fail_writes(true);
     assert_eq!(worker(json!({})).wake_queue_name(&host), None);
+}
+
+#[test]
+fn every_answer_goes_to_what_its_call_was_dispatched_for_and_late_ones_to_nothing() {
+    let (host, service) = (FakeHost::new(T0), with_service());
+    let (mut asking, mut other) = (Stream::new(1), Stream::new(2));
+    assert_eq!(request(&service, &host, &mut asking, form("s1")), Step::Pause);
+    // A token no call of this worker has: nothing, for any stream.
+    assert_eq!(service.on_answer(&host, 99, None, &[], Some(&mut asking)), Routed::default());
+    // The service's answer offered to another stream is not that stream's: nothing, and
+    // the call stays the asking stream's.
+    assert_eq!(
+        service.on_answer(&host, 1, Some(&rls_reply(1, 3, 2)), &[], Some(&mut other)),
+        Routed::default()
+    );
+    // A stream that went away takes its call with it: a late answer finds nothing.
+    service.on_stream_gone(&host, &asking);
+    assert_eq!(
+        service.on_answer(&host, 1, Some(&rls_reply(1, 3, 2)), &[], Some(&mut asking)),
+        Routed::default()
+    );
+    // A keyed call's answer goes to the key's waiters, whichever context it came to.
+    let mut waiting = Stream::new(3);
+    let keyed = worker(json!({}));
+    request(&keyed, &host, &mut waiting, form("s2"));
+    keyed.on_wake(&host);
+    let token = host.calls().len() as u32;
+    let routed = keyed.on_answer(&host, token, Some(&token_reply("tok")), &[], None);
+    assert_eq!((routed.step, routed.answers.len(), routed.answers[0].0), (None, 1, 3));
 }
