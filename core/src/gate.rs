@@ -262,7 +262,7 @@ impl<'a> Gate<'a> {
         };
         headers.push(("vary".into(), "accept, accept-encoding".into()));
         headers.extend(crate::usage::SECURITY_HEADERS.iter().map(|(n, v)| ((*n).into(), (*v).into())));
-        Response { status: 200, headers, body, cache: Decision::Bypass }
+        Response { status: 200, headers, body, cache: Decision::Bypass, decided: None }
     }
 
     /// The answer to a body over `max_body_bytes`, sent as soon as it is seen.

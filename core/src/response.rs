@@ -73,8 +73,12 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<Header>,
     pub body: Vec<u8>,
-    /// How the cache took part (its `x-tokengate-cache` header), kept as a value.
+    /// How the cache took part, kept as a value to the end; `x-tokengate-cache` is written
+    /// from it at the edge ([`Response::edge_headers`]).
     pub cache: Decision,
+    /// What was decided and for which client (header-safe), once the answer is concluded:
+    /// `x-tokengate-decision` and `x-tokengate-client` at the edge.
+    pub decided: Option<(Decision, Option<String>)>,
 }
 
 impl Response {
@@ -96,10 +100,10 @@ impl Response {
                 ("content-type".into(), content_type.into()),
                 ("cache-control".into(), "no-store".into()),
                 ("pragma".into(), "no-cache".into()),
-                (CACHE_HEADER.into(), cache.cache_header().into()),
             ],
             body,
             cache,
+            decided: None,
         }
     }
 
@@ -128,8 +132,34 @@ impl Response {
         self.cache
     }
 
+    /// A header as the client gets it (tokengate's own, written at the edge, included).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
+        if let Some((_, value)) = self.headers.iter().find(|(n, _)| n == name) {
+            return Some(value);
+        }
+        let (decision, client) = self.decided.as_ref()?;
+        match name {
+            CACHE_HEADER => Some(self.cache.cache_header()),
+            DECISION_HEADER => Some(decision.as_str()),
+            CLIENT_HEADER => client.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Every header as the client gets it: the response's own, then, once the answer is
+    /// concluded, tokengate's (`x-tokengate-cache`, `-decision`, `-client`), written here
+    /// and only here from the values.
+    pub fn edge_headers(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = Vec::with_capacity(self.headers.len() + 3);
+        out.extend(self.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())));
+        if let Some((decision, client)) = &self.decided {
+            out.push((CACHE_HEADER, self.cache.cache_header()));
+            out.push((DECISION_HEADER, decision.as_str()));
+            if let Some(id) = client {
+                out.push((CLIENT_HEADER, id));
+            }
+        }
+        out
     }
 
     pub fn push_header(&mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Cow<'static, str>>) {
@@ -138,10 +168,7 @@ impl Response {
 
     /// Records the decision and the client on the response, for the access log.
     pub fn decided(mut self, decision: Decision, client_id: Option<&str>) -> Response {
-        self.push_header(DECISION_HEADER, decision.as_str());
-        if let Some(id) = client_id {
-            self.push_header(CLIENT_HEADER, header_safe(id));
-        }
+        self.decided = Some((decision, client_id.map(header_safe)));
         self
     }
 }
@@ -180,6 +207,14 @@ mod tests {
         assert_eq!(r.header("content-type"), Some("application/json"));
         assert_eq!(r.header("cache-control"), Some("no-store"));
         assert_eq!(r.header("pragma"), Some("no-cache"));
-        assert_eq!(r.header(CACHE_HEADER), Some("bypass"));
+        // tokengate's own headers are written at the edge, once the answer is concluded.
+        assert_eq!(r.header(CACHE_HEADER), None);
+        let r = r.decided(Decision::BadRequest, Some("c1"));
+        let edge: Vec<(&str, &str)> = r.edge_headers().into_iter().skip(3).collect();
+        assert_eq!(edge, [(CACHE_HEADER, "bypass"), (DECISION_HEADER, "bad_request"), (CLIENT_HEADER, "c1")]);
+        assert!(
+            r.headers.iter().all(|(n, _)| !n.starts_with("x-tokengate-")),
+            "never in the headers themselves"
+        );
     }
 }

@@ -413,7 +413,11 @@ impl Gate<'_> {
         );
         match unreachable {
             true => ResponseStep::Replace(response),
-            false => ResponseStep::Amend { remove: &IDP_LIMIT_HEADERS, set: response.headers },
+            false => {
+                let set = response.edge_headers().into_iter();
+                let set = set.map(|(n, v)| (n.to_owned().into(), v.to_owned().into())).collect();
+                ResponseStep::Amend { remove: &IDP_LIMIT_HEADERS, set }
+            }
         }
     }
 }

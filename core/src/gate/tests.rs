@@ -79,7 +79,13 @@ fn through_route(gate: &Gate, pending: &ForwardedRequest, reply: Option<HttpRepl
             });
             let mut headers: Vec<Header> = kept.map(|(n, v)| (n.into(), v.into())).collect();
             headers.extend(set);
-            Response { status: reply.status, headers, body: reply.body, cache: Decision::Bypass }
+            Response {
+                status: reply.status,
+                headers,
+                body: reply.body,
+                cache: Decision::Bypass,
+                decided: None,
+            }
         }
         ResponseStep::Continue => panic!("a forwarded request's answer is tokengate's"),
     }
