@@ -190,7 +190,7 @@ pub(crate) enum Tally {
     CountNow,
 }
 
-fn respond(response: Response) -> Plan {
+fn answer_now(response: Response) -> Plan {
     Plan { outcome: Outcome::Respond(response), call: None }
 }
 
@@ -271,7 +271,7 @@ impl<'a> Gate<'a> {
         self.conclude(
             None,
             Decision::BadRequest,
-            refused(RequestError::too_large(self.config.max_body_bytes)),
+            invalid_request(RequestError::too_large(self.config.max_body_bytes)),
             Tally::AlreadyCounted,
         )
     }
@@ -280,7 +280,7 @@ impl<'a> Gate<'a> {
     pub fn with_trailers(&self) -> Response {
         self.host.add(Metric::Requests, 1);
         let error = RequestError::bad("token requests with trailers are not accepted");
-        self.conclude(None, Decision::BadRequest, refused(error), Tally::AlreadyCounted)
+        self.conclude(None, Decision::BadRequest, invalid_request(error), Tally::AlreadyCounted)
     }
 
     /// The answer to a request whose headers the host could not give: without its path,
@@ -297,7 +297,7 @@ impl<'a> Gate<'a> {
     /// The answer to another method than `POST` on a token path: refused, never passed on.
     pub fn wrong_method(&self) -> Response {
         self.host.add(Metric::Requests, 1);
-        let mut response = refused(RequestError::bad("token requests use POST"));
+        let mut response = invalid_request(RequestError::bad("token requests use POST"));
         response.push_header("allow", "POST".to_owned());
         self.conclude(None, Decision::BadRequest, response, Tally::AlreadyCounted)
     }

@@ -50,16 +50,16 @@ impl Gate<'_> {
         let client_id = client_id.as_deref();
         let limits = self.admit(client_id, now, Some(Decision::Hit), true);
         if limits.rate_refused() {
-            return Some(respond(self.rate_limited(client_id, &limits, now)));
+            return Some(answer_now(self.rate_limited(client_id, &limits, now)));
         }
         let response = with_headers(Response::json(200, token, Decision::Hit), &limits.headers(now));
-        Some(respond(self.conclude(client_id, Decision::Hit, response, Tally::AlreadyCounted)))
+        Some(answer_now(self.conclude(client_id, Decision::Hit, response, Tally::AlreadyCounted)))
     }
 
     /// Handles a complete token request (`body` is all of it).
     pub fn handle(&self, head: &RequestHead, body: &[u8]) -> Plan {
         if body.len() > self.config.max_body_bytes {
-            return respond(self.too_large());
+            return answer_now(self.too_large());
         }
         // A DPoP request is never answered from a cache, this worker's index included; nor
         // one with a client certificate (its key holds the certificate, checked below).
@@ -74,7 +74,7 @@ impl Gate<'_> {
         self.host.add(Metric::Requests, 1);
         let request = match TokenRequest::parse(head, body) {
             Ok(request) => request,
-            Err(e) => return respond(self.bad_request(e, now)),
+            Err(e) => return answer_now(self.bad_request(e, now)),
         };
         let client_id = request.client_id.as_deref();
         let organization = request.params.get("organization").map(String::as_str);
@@ -108,7 +108,7 @@ impl Gate<'_> {
         let limits = self.admit(client_id, now, expected, proven);
         let limit_headers = limits.headers(now);
         if limits.rate_refused() {
-            return respond(self.rate_limited(client_id, &limits, now));
+            return answer_now(self.rate_limited(client_id, &limits, now));
         }
         if let Some((entry, plain)) = hit {
             let token = render_token(&plain, entry.remaining_ms(now) / 1000);
@@ -139,7 +139,7 @@ impl Gate<'_> {
         }
         if let Some(negative) = negative {
             let r = Response::json(negative.status, negative.body, Decision::Negative);
-            return respond(self.conclude(
+            return answer_now(self.conclude(
                 client_id,
                 Decision::Negative,
                 with_headers(r, &limit_headers),
@@ -148,7 +148,7 @@ impl Gate<'_> {
         }
         // Auth0 said this client's or organization's token quota is spent: no call until it resets.
         if let Some(hold) = self.auth0_hold(client_id, organization, now) {
-            return respond(self.auth0_quota_refusal(client_id, &hold, &limit_headers, now));
+            return answer_now(self.auth0_quota_refusal(client_id, &hold, &limit_headers, now));
         }
         // The IdP's back-pressure: no call while it asked for a pause, and none for a key
         // that still has a valid token while its last calls are kept in reserve.
@@ -161,10 +161,10 @@ impl Gate<'_> {
                     self.host.add(Metric::IdpReserveHeld, 1);
                 }
                 let r = with_headers(Response::json(200, token, Decision::Stale), &limit_headers);
-                return respond(self.conclude(client_id, Decision::Stale, r, Tally::CountNow));
+                return answer_now(self.conclude(client_id, Decision::Stale, r, Tally::CountNow));
             }
             if let Some(until) = backoff {
-                return respond(self.backoff_refusal(client_id, until, &limit_headers, &idp, now));
+                return answer_now(self.backoff_refusal(client_id, until, &limit_headers, &idp, now));
             }
         }
         // Set: this request is neither a hit nor a remembered refusal.
@@ -194,20 +194,20 @@ impl Gate<'_> {
         let limits = self.admit(client_id, now, None, false);
         let limit_headers = limits.headers(now);
         if limits.rate_refused() {
-            return respond(self.rate_limited(client_id, &limits, now));
+            return answer_now(self.rate_limited(client_id, &limits, now));
         }
         if let Some(hold) = self.auth0_hold(client_id, organization, now) {
-            return respond(self.auth0_quota_refusal(client_id, &hold, &limit_headers, now));
+            return answer_now(self.auth0_quota_refusal(client_id, &hold, &limit_headers, now));
         }
         let idp = self.idp_record();
         if let Some(until) = self.backoff_deadline(limits.backoff_until_ms, &idp, now) {
-            return respond(self.backoff_refusal(client_id, until, &limit_headers, &idp, now));
+            return answer_now(self.backoff_refusal(client_id, until, &limit_headers, &idp, now));
         }
         let quota_spent_ms = match self.pay_for_call(client_id, &limits, false, now) {
             Ok(spent) => spent.map(|_| now),
             Err(refused) => {
                 let (refusal, decision) = refused.answer(&limit_headers, now);
-                return respond(self.conclude(client_id, decision, refusal, Tally::CountNow));
+                return answer_now(self.conclude(client_id, decision, refusal, Tally::CountNow));
             }
         };
         // It goes on to the IdP through the route (see `forward_answered`).
@@ -272,7 +272,7 @@ impl Gate<'_> {
                 if self.tokens().get(&fp).ok().flatten().is_some_and(|e| e.servable(now, floor)) {
                     self.release_flight(&fp, generation);
                     if let Answer::Ready(response) = self.answer(&mut waiter, None) {
-                        return respond(response);
+                        return answer_now(response);
                     }
                 }
                 Some(generation)
@@ -287,7 +287,7 @@ impl Gate<'_> {
             Err(refused @ Refused::Unproven(..)) => {
                 let (refusal, decision) = refused.answer(&headers, now);
                 self.refuse_flight(identity, generation, &refusal);
-                return respond(self.conclude(client_id, decision, refusal, Tally::CountNow));
+                return answer_now(self.conclude(client_id, decision, refusal, Tally::CountNow));
             }
         };
         if let Some((rule, decision)) = spent {
@@ -303,7 +303,7 @@ impl Gate<'_> {
                     Some(token) => (Response::json(200, token, Decision::Stale), Decision::Stale),
                     None => (refusal, Decision::QuotaRejected),
                 };
-                return respond(self.conclude(
+                return answer_now(self.conclude(
                     client_id,
                     decided,
                     with_headers(response, &headers),

@@ -19,7 +19,7 @@ use crate::request::RequestError;
 use crate::response::{ErrorCode, Header, Response};
 use crate::store::Change;
 
-use super::{Gate, Tally, refused, with_headers};
+use super::{Gate, Tally, invalid_request, with_headers};
 
 /// Why an IdP call was not made (see [`Gate::pay_for_call`]).
 pub(super) enum Refused {
@@ -171,7 +171,7 @@ impl Gate<'_> {
         self.conclude(
             client_id.as_deref(),
             Decision::BadRequest,
-            with_headers(refused(e), &headers),
+            with_headers(invalid_request(e), &headers),
             Tally::AlreadyCounted,
         )
     }

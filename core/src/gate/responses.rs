@@ -107,7 +107,7 @@ pub(super) fn with_headers(mut response: Response, headers: &[Header]) -> Respon
     response
 }
 
-pub(super) fn refused(e: RequestError) -> Response {
+pub(super) fn invalid_request(e: RequestError) -> Response {
     Response::oauth_error(e.status, ErrorCode::InvalidRequest, &e.description, Decision::Bypass)
 }
 
