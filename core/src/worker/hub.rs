@@ -57,10 +57,17 @@ impl Hub {
         self.calls.retain(|(_, then)| !matches!(then, OnAnswer::RateLimit { stream: s } if *s == stream));
     }
 
-    /// The call with this token, taken off the list (`None`: not one of this worker's, or
-    /// already answered).
-    pub fn take_call(&mut self, token: u32) -> Option<OnAnswer> {
-        let at = self.calls.iter().position(|(t, _)| *t == token)?;
+    /// The call with this token, taken off the list when its answer is for the context it
+    /// came to: a keyed call's anywhere, a stream's call only on that stream (`stream`).
+    /// `None`: not one of this worker's, already answered, or another stream's.
+    pub fn take_call(&mut self, token: u32, stream: Option<StreamId>) -> Option<OnAnswer> {
+        let at = self.calls.iter().position(|(t, then)| {
+            *t == token
+                && match then {
+                    OnAnswer::Keyed(_) => true,
+                    OnAnswer::RateLimit { stream: asking } => stream == Some(*asking),
+                }
+        })?;
         Some(self.calls.swap_remove(at).1)
     }
 

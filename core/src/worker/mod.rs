@@ -163,21 +163,19 @@ impl Worker {
         trailers: &[(String, String)],
         stream: Option<&mut Stream>,
     ) -> Routed {
-        let Some(then) = self.hub.borrow_mut().take_call(token) else {
+        let Some(then) = self.hub.borrow_mut().take_call(token, stream.as_ref().map(|s| s.id())) else {
             return Routed::default();
         };
-        match then {
-            OnAnswer::Keyed(job) => {
+        match (then, stream) {
+            (OnAnswer::Keyed(job), _) => {
                 let outcome = self.bare_gate(host).finish_call(&job, reply);
                 Routed { step: None, answers: self.answer_waiters(host, Some((&job.fingerprint, &outcome))) }
             }
-            OnAnswer::RateLimit { stream: id } => match stream.filter(|s| s.id() == id) {
-                Some(stream) => Routed {
-                    step: Some(self.rate_limit_answered(host, stream, reply, trailers)),
-                    answers: Answers::new(),
-                },
-                None => Routed::default(),
+            (OnAnswer::RateLimit { .. }, Some(stream)) => Routed {
+                step: Some(self.rate_limit_answered(host, stream, reply, trailers)),
+                answers: Answers::new(),
             },
+            (OnAnswer::RateLimit { .. }, None) => Routed::default(),
         }
     }
 

@@ -214,7 +214,8 @@ impl Worker {
     /// request passed on to the IdP that ended before its answer gives its quota unit back.
     pub fn on_stream_gone(&self, host: &dyn Host, stream: &Stream) {
         match &stream.phase {
-            Phase::Waiting | Phase::Operator => {
+            // A call of its own in flight (the rate-limit service's) leaves with it too.
+            Phase::Waiting | Phase::Operator | Phase::AskingRateLimit { .. } => {
                 if let Ok(mut hub) = self.hub.try_borrow_mut() {
                     hub.forget(stream.id);
                 }

@@ -705,10 +705,16 @@ fn every_answer_goes_to_what_its_call_was_dispatched_for_and_late_ones_to_nothin
         service.on_answer(&host, 1, Some(&rls_reply(1, 3, 2)), &[], Some(&mut other)),
         Routed::default()
     );
+    // The asking stream gets it: under the service's limit, its request goes on.
+    assert!(service.on_answer(&host, 1, Some(&rls_reply(1, 3, 2)), &[], Some(&mut asking)).step.is_some());
     // A stream that went away takes its call with it: a late answer finds nothing.
-    service.on_stream_gone(&host, &asking);
+    let mut gone = Stream::new(4);
+    assert_eq!(request(&service, &host, &mut gone, form("s3")), Step::Pause);
+    let call = host.calls().len() as u32;
+    service.on_stream_gone(&host, &gone);
+    assert!(!service.hub.borrow().calls.iter().any(|(t, _)| *t == call), "the call left with its stream");
     assert_eq!(
-        service.on_answer(&host, 1, Some(&rls_reply(1, 3, 2)), &[], Some(&mut asking)),
+        service.on_answer(&host, call, Some(&rls_reply(1, 3, 2)), &[], Some(&mut gone)),
         Routed::default()
     );
     // A keyed call's answer goes to the key's waiters, whichever context it came to.
