@@ -184,6 +184,21 @@ fn refuse(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError { field: field.into(), reason: reason.into() }
 }
 
+/// Which of a field's two words a value is (the two enum-valued fields).
+enum Either {
+    First,
+    Second,
+}
+use Either::{First, Second};
+
+fn either(field: &str, value: &str, [first, second]: [&str; 2]) -> Result<Either, ConfigError> {
+    match value {
+        v if v == first => Ok(First),
+        v if v == second => Ok(Second),
+        other => Err(refuse(field, format!("{other:?} must be \"{first}\" or \"{second}\""))),
+    }
+}
+
 fn duration(field: &str, text: &str) -> Result<u64, ConfigError> {
     parse_duration_ms(text).map_err(|reason| refuse(field, reason))
 }
@@ -298,25 +313,14 @@ impl Config {
             authority: non_empty("upstream.authority", &up.authority)?,
             path: request_path("upstream.path", &up.path)?,
             timeout_ms,
-            backoff_scope: match up.backoff_scope.as_str() {
-                "client" => BackoffScope::Client,
-                "upstream" => BackoffScope::Upstream,
-                other => {
-                    return Err(refuse(
-                        "upstream.backoff_scope",
-                        format!("{other:?} must be \"client\" or \"upstream\""),
-                    ));
-                }
+            backoff_scope: match either("upstream.backoff_scope", &up.backoff_scope, ["client", "upstream"])?
+            {
+                First => BackoffScope::Client,
+                Second => BackoffScope::Upstream,
             },
-            auth0_quota: match up.auth0_quota.as_str() {
-                "obey" => Auth0Quota::Obey,
-                "ignore" => Auth0Quota::Ignore,
-                other => {
-                    return Err(refuse(
-                        "upstream.auth0_quota",
-                        format!("{other:?} must be \"obey\" or \"ignore\""),
-                    ));
-                }
+            auth0_quota: match either("upstream.auth0_quota", &up.auth0_quota, ["obey", "ignore"])? {
+                First => Auth0Quota::Obey,
+                Second => Auth0Quota::Ignore,
             },
             max_backoff_ms: {
                 let ms = positive_duration("upstream.max_backoff", &up.max_backoff)?;

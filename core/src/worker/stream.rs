@@ -294,12 +294,9 @@ impl Worker {
         reply: Option<&HttpReply>,
         trailers: &[(String, String)],
     ) -> Step {
-        if !matches!(stream.phase, Phase::AskingRateLimit { .. }) {
-            return Step::Pause;
-        }
-        let Phase::AskingRateLimit { head, body, client_id } =
-            std::mem::replace(&mut stream.phase, Phase::PassThrough)
-        else {
+        let phase = std::mem::replace(&mut stream.phase, Phase::PassThrough);
+        let Phase::AskingRateLimit { head, body, client_id } = phase else {
+            stream.phase = phase;
             return Step::Pause;
         };
         let now = host.now_ms();
